@@ -1,0 +1,39 @@
+# repscope: the two commands of the README, each doing its own set-up.
+#   make demo   set up .venv and run the main job on the built-in model and corpus
+#   make test   set up .venv and run the whole test suite
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.repscope-installed
+OUT     ?= repscope-out
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test setup bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,ray]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/repscope analyze --out $(OUT)
+
+test: $(STAMP)
+	bash scripts/ensure_browser.sh
+	$(BIN)/python -m pytest -n 2 --timeout 600
+
+bench: $(STAMP)
+	@echo "See benchmarks/README.md: each benchmark is run on its own, e.g."
+	@echo "  $(BIN)/python benchmarks/capture.py"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(OUT) test-artifacts .pytest_cache

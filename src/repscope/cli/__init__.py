@@ -1,0 +1,61 @@
+"""The ``repscope`` command.
+
+Sub-commands live in their own modules and are imported only when invoked, so
+``repscope --help`` stays fast. Add a command by adding an entry to ``_COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import click
+
+from repscope._version import __version__
+
+#: command name -> "module:attribute" of a click.Command
+_COMMANDS: dict[str, str] = {
+    "capture": "repscope.cli.capture:capture",
+    "info": "repscope.cli.capture:info",
+    "analyze": "repscope.cli.analyze:analyze",
+    "report": "repscope.cli.analyze:report",
+    "plot": "repscope.cli.analyze:plot",
+    "results": "repscope.cli.analyze:results",
+    "sae": "repscope.cli.sae:sae",
+    "measures": "repscope.cli.measures:measures",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(_COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        if name not in _COMMANDS:
+            return None
+        module, attr = _COMMANDS[name].split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:  # a command not built yet
+            @click.command(name=name, help=f"(unavailable: {exc})")
+            def _missing() -> None:
+                raise click.ClickException(f"'repscope {name}' is unavailable: {exc}")
+
+            return _missing
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="repscope")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def app(verbose: int) -> None:
+    """repscope: capture activations and measure representation geometry."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    return app.main(args=argv, prog_name="repscope")

@@ -1,0 +1,23 @@
+"""``repscope measures``: list the registered measures."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--family", default=None, help="Only this family (dimension, spectrum, ...).")
+def measures(family: str | None) -> None:
+    """List registered measures with their family, kind and defaults."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from repscope import registry
+
+    table = Table(title="repscope measures")
+    for col in ("name", "family", "kind", "streamable", "default panel", "description"):
+        table.add_column(col)
+    for spec in registry.specs(family=family):
+        table.add_row(spec.name, spec.family, spec.kind, "yes" if spec.streamable else "",
+                      "yes" if spec.default_panel else "", spec.description)
+    Console().print(table)

@@ -1,0 +1,1 @@
+"""classes measures (see the registry)."""

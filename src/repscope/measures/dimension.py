@@ -1,0 +1,1 @@
+"""dimension measures (see the registry)."""

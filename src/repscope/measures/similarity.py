@@ -1,0 +1,1 @@
+"""similarity measures (see the registry)."""

@@ -1,0 +1,1 @@
+"""spectrum measures (see the registry)."""
