@@ -33,8 +33,16 @@ T = TypeVar("T", bound=type)
 
 
 def result_type(cls: T) -> T:
-    """Register a result dataclass so it survives a JSON round-trip."""
+    """Register a result dataclass so it survives a JSON round-trip.
+
+    Apply it outside ``@dataclass``; it keeps :class:`Estimate`'s array-aware equality, which
+    ``@dataclass`` would otherwise replace in subclasses.
+    """
     _RESULT_TYPES[cls.__name__] = cls
+    base_eq = globals().get("Estimate")
+    if base_eq is not None and cls is not base_eq and "__eq__" in cls.__dict__:
+        cls.__eq__ = base_eq.__eq__  # type: ignore[attr-defined]
+        cls.__hash__ = None  # type: ignore[attr-defined]
     return cls
 
 
