@@ -31,7 +31,7 @@ def _extra(spec, X, labels):
     if spec.needs_labels:
         kw["labels"] = labels
     if "weights" in spec.defaults and spec.family == "classes":
-        kw["weights"] = np.random.default_rng(7).normal(size=(3, X.shape[1]))
+        kw["weights"] = np.random.default_rng(7).normal(size=(3, X.shape[-1]))
     return kw
 
 

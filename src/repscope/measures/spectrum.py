@@ -1,1 +1,255 @@
-"""spectrum measures (see the registry)."""
+"""Covariance spectrum measures: eigenvalues, power-law decay, effective rank, entropy, stable rank.
+
+All measures here are functions of the centred sample covariance ``C = Xc^T Xc / (n - 1)`` with
+eigenvalues ``lambda_1 >= ... >= lambda_d >= 0``, so each is streamable: the batch function is
+its accumulator's ``compute`` applied to one ``Moments`` update (see ``_spectral_stream``).
+Spread (anisotropy, IsoScore), outlier and diffusion measures live in ``_spectral_spread``,
+``_spectral_outliers`` and ``_spectral_diffusion`` and are re-exported here.
+
+Eigenvalues are computed in float64 whatever the input dtype. A covariance with zero trace
+(constant data) makes the normalised measures undefined: they return NaN with a RuntimeWarning.
+Zero-variance columns are allowed: they are zero eigenvalues.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from repscope._validate import ArrayLike, check_int
+from repscope.measures._spectral_diffusion import dse, dsmi
+from repscope.measures._spectral_outliers import norm_outliers, outlier_dimensions
+from repscope.measures._spectral_spread import anisotropy, common_mean_share, isoscore
+from repscope.measures._spectral_stream import (
+    CovarianceAccumulator,
+    check_state,
+    covariance_eigenvalues,
+    degenerate,
+    entropy,
+    measure_from_batches,
+    measure_from_moments,
+    measures_from_batches,
+    moments_from_batches,
+    moments_of,
+    spectrum_from_batches,
+)
+from repscope.registry import register
+from repscope.results import Estimate
+from repscope.stats import Moments
+
+__all__ = [
+    "anisotropy",
+    "common_mean_share",
+    "covariance_eigenvalues",
+    "dse",
+    "dsmi",
+    "effective_rank",
+    "effective_rank_from_eigenvalues",
+    "isoscore",
+    "measure_from_batches",
+    "measure_from_moments",
+    "measures_from_batches",
+    "moments_from_batches",
+    "norm_outliers",
+    "outlier_dimensions",
+    "power_law_alpha",
+    "power_law_fit",
+    "spectral_entropy",
+    "spectrum",
+    "spectrum_from_batches",
+    "stable_rank",
+]
+
+_INV = {"rotation", "translation", "scale", "permutation"}
+
+
+def _participation_ratio(ev: np.ndarray) -> float:
+    """Participation ratio from the one shared implementation in ``measures.dimension``."""
+    from repscope.measures.dimension import participation_ratio_from_eigenvalues
+
+    return float(participation_ratio_from_eigenvalues(ev))
+
+
+# ----------------------------------------------------------------------------- spectrum
+def _spectrum(state: Moments, *, method: str = "exact", n_components: int | None = None,
+              device: str | None = None, seed: int = 0) -> Estimate:
+    check_state(state, "spectrum")
+    ev = covariance_eigenvalues(state, method=method, n_components=n_components, device=device,
+                                seed=seed, fn="spectrum")  # (d,) or (n_components,)
+    total = float(np.trace(state.m2) / (state.n - 1))
+    diag: dict[str, Any] = {"eigenvalues": ev, "total_variance": total,
+                            "rank_limit": min(state.n - 1, state.d)}
+    if total > 0:
+        diag["explained_variance_ratio"] = ev / total
+        diag["cumulative_explained_variance"] = np.cumsum(ev) / total
+        diag["participation_ratio"] = _participation_ratio(ev) if method == "exact" else float("nan")
+    return Estimate(
+        measure="spectrum", value=total, n_samples=state.n,
+        params={"method": method, "n_components": n_components, "device": device, "seed": seed},
+        diagnostics=diag,
+    )
+
+
+@register("spectrum", family="spectrum", invariances=_INV - {"scale"}, bounds=(0.0, None),
+          default_panel=True, accumulator=CovarianceAccumulator.factory("spectrum", _spectrum))
+def spectrum(X: ArrayLike, *, method: str = "exact", n_components: int | None = None,
+             device: str | None = None, seed: int = 0) -> Estimate:
+    """Eigenvalues of the centred sample covariance; value = total variance ``tr(C)``.
+
+    ``C = (X - mean)^T (X - mean) / (n - 1)`` with eigenvalues ``lambda_1 >= ... >= lambda_d``;
+    the value is ``tr(C) = sum_i lambda_i`` (the total variance, which the report pairs with the
+    spectrum plot). ``diagnostics``: ``eigenvalues`` (descending, all ``d``, at most ``n - 1``
+    non-zero), ``explained_variance_ratio`` ``lambda_i / tr(C)``, its cumulative curve,
+    ``participation_ratio`` and ``rank_limit = min(n - 1, d)``.
+    ``method="randomized"`` returns only the top ``n_components`` eigenvalues (Halko et al.
+    2011), for large ``d``. ``device`` (e.g. ``"cuda"``) runs the covariance product and the
+    eigendecomposition there, in float64. Not comparable across widths (total variance grows with d).
+    """
+    return _spectrum(moments_of(X, "spectrum", device=device), method=method, n_components=n_components,
+                     device=device, seed=seed)
+
+
+# ----------------------------------------------------------------------------- power law
+def power_law_fit(ev: np.ndarray, rank_min: int = 1, rank_max: int | None = None,
+                  fn: str = "power_law_fit") -> dict[str, Any]:
+    """Least-squares fit of ``log lambda_r = c - alpha log r`` over ranks ``[rank_min, rank_max]``.
+
+    Ranks are 1-based. ``rank_max=None`` uses every rank whose eigenvalue exceeds
+    ``1e-12 lambda_1`` (numerically non-zero). Returns alpha, its OLS standard error, R^2,
+    the intercept and the resolved range.
+    """
+    ev = np.asarray(ev, dtype=np.float64)
+    n_pos = int(np.sum(ev > ev[0] * 1e-12)) if ev.size and ev[0] > 0 else 0
+    rank_min = check_int(rank_min, "rank_min", fn, low=1)
+    hi = n_pos if rank_max is None else check_int(rank_max, "rank_max", fn, low=rank_min + 2)
+    hi = min(hi, n_pos)
+    if hi - rank_min + 1 < 3:
+        return {"alpha": degenerate(fn, f"fewer than 3 positive eigenvalues in ranks "
+                                        f"[{rank_min}, {hi}]"),
+                "stderr": float("nan"), "r2": float("nan"), "intercept": float("nan"),
+                "fit_range": (rank_min, hi)}
+    r = np.arange(rank_min, hi + 1, dtype=np.float64)  # (m,)
+    x, y = np.log(r), np.log(ev[rank_min - 1: hi])  # (m,), (m,)
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (intercept + slope * x)
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else 1.0
+    se = float(np.sqrt((resid**2).sum() / (x.size - 2) / ((x - x.mean()) ** 2).sum()))
+    return {"alpha": float(-slope), "stderr": se, "r2": r2, "intercept": float(intercept),
+            "fit_range": (rank_min, hi)}
+
+
+def _power_law_alpha(state: Moments, *, rank_min: int = 1, rank_max: int | None = None) -> Estimate:
+    check_state(state, "power_law_alpha")
+    ev = covariance_eigenvalues(state, fn="power_law_alpha")  # (d,)
+    fit = power_law_fit(ev, rank_min, rank_max, fn="power_law_alpha")
+    lo, hi = fit["fit_range"]
+    return Estimate(
+        measure="power_law_alpha", value=fit["alpha"], n_samples=state.n, stderr=fit["stderr"],
+        params={"rank_min": rank_min, "rank_max": rank_max},
+        diagnostics={"eigenvalues": ev, "r2": fit["r2"], "intercept": fit["intercept"],
+                     "fit_range": (int(lo), int(hi))},
+    )
+
+
+@register("power_law_alpha", family="spectrum", invariances=_INV, default_panel=True,
+          accumulator=CovarianceAccumulator.factory("power_law_alpha", _power_law_alpha))
+def power_law_alpha(X: ArrayLike, *, rank_min: int = 1, rank_max: int | None = None) -> Estimate:
+    """Power-law decay exponent alpha of the covariance spectrum, ``lambda_r ~ r^(-alpha)``.
+
+    Fitted by ordinary least squares of ``log lambda_r`` on ``log r`` over the 1-based ranks
+    ``[rank_min, rank_max]`` (Stringer, Pachitariu et al. 2019, "High-dimensional geometry of
+    population responses in visual cortex", Nature; they fit ranks 11-500 of neural data).
+    ``rank_max=None`` fits every numerically non-zero eigenvalue, which includes the
+    noise-dominated tail when n is not much larger than d: set the range explicitly for data
+    with a noise floor. ``stderr`` is the OLS standard error of the slope;
+    ``diagnostics["r2"]`` the goodness of fit and ``diagnostics["fit_range"]`` the ranks used.
+    Comparable across widths only over the same rank range.
+    """
+    return _power_law_alpha(moments_of(X, "power_law_alpha"), rank_min=rank_min, rank_max=rank_max)
+
+
+# ----------------------------------------------------------------------------- effective rank
+def effective_rank_from_eigenvalues(ev: np.ndarray) -> float:
+    """Roy-Vetterli effective rank from covariance eigenvalues (singular values = sqrt(ev))."""
+    s = np.sqrt(np.clip(np.asarray(ev, dtype=np.float64), 0, None))  # (d,)
+    if s.sum() <= 0:
+        return degenerate("effective_rank", "the covariance is zero: constant data")
+    return float(np.exp(entropy(s / s.sum())))
+
+
+def _effective_rank(state: Moments) -> Estimate:
+    check_state(state, "effective_rank")
+    ev = covariance_eigenvalues(state, fn="effective_rank")  # (d,)
+    return Estimate(measure="effective_rank", value=effective_rank_from_eigenvalues(ev),
+                    n_samples=state.n, params={}, diagnostics={"eigenvalues": ev})
+
+
+@register("effective_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
+          default_panel=True, accumulator=CovarianceAccumulator.factory("effective_rank", _effective_rank))
+def effective_rank(X: ArrayLike) -> Estimate:
+    """Effective rank of the centred data matrix (Roy and Vetterli 2007, EUSIPCO).
+
+    With ``sigma_i`` the singular values of ``X - mean`` (``sigma_i ~ sqrt(lambda_i)``) and
+    ``p_i = sigma_i / sum_j sigma_j``: ``erank = exp(-sum_i p_i log p_i)``, in ``[1, min(n, d)]``.
+    An isotropic Gaussian gives nearly ``d``; ``r`` equal directions plus small noise give
+    ``r``. Note that it uses singular values, not eigenvalues; ``spectral_entropy`` is the
+    eigenvalue form. A count of dimensions: comparable across widths as an absolute number.
+    NaN with a warning for constant data.
+    """
+    return _effective_rank(moments_of(X, "effective_rank"))
+
+
+# ----------------------------------------------------------------------------- spectral entropy
+def _spectral_entropy(state: Moments, *, normalized: bool = False) -> Estimate:
+    check_state(state, "spectral_entropy")
+    ev = covariance_eigenvalues(state, fn="spectral_entropy")  # (d,)
+    total = ev.sum()
+    if total <= 0:
+        value = degenerate("spectral_entropy", "the covariance is zero: constant data")
+        h = value
+    else:
+        h = entropy(ev / total)
+        value = h / np.log(state.d) if normalized and state.d > 1 else h
+    return Estimate(measure="spectral_entropy", value=float(value), n_samples=state.n,
+                    params={"normalized": normalized},
+                    diagnostics={"eigenvalues": ev, "entropy_nats": float(h),
+                                 "exp_entropy": float(np.exp(h))})
+
+
+@register("spectral_entropy", family="spectrum", invariances=_INV, bounds=(0.0, None),
+          accumulator=CovarianceAccumulator.factory("spectral_entropy", _spectral_entropy))
+def spectral_entropy(X: ArrayLike, *, normalized: bool = False) -> Estimate:
+    """Von Neumann entropy of the trace-normalised covariance, in nats.
+
+    ``rho = C / tr(C)`` has eigenvalues ``p_i = lambda_i / sum_j lambda_j``;
+    ``S(rho) = -sum_i p_i log p_i`` in ``[0, log d]`` (von Neumann 1932; used for
+    representations e.g. by Giraldo, Rao and Principe 2014 as matrix-based entropy with
+    alpha -> 1). ``normalized=True`` divides by ``log d`` (then in ``[0, 1]``).
+    ``diagnostics["exp_entropy"]`` is ``exp(S)``, an eigenvalue-based effective dimension.
+    NaN with a warning for constant data.
+    """
+    return _spectral_entropy(moments_of(X, "spectral_entropy"), normalized=normalized)
+
+
+# ----------------------------------------------------------------------------- stable rank
+def _stable_rank(state: Moments) -> Estimate:
+    check_state(state, "stable_rank")
+    ev = covariance_eigenvalues(state, fn="stable_rank")  # (d,)
+    value = ev.sum() / ev[0] if ev[0] > 0 else degenerate("stable_rank", "constant data")
+    return Estimate(measure="stable_rank", value=float(value), n_samples=state.n, params={},
+                    diagnostics={"eigenvalues": ev})
+
+
+@register("stable_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
+          accumulator=CovarianceAccumulator.factory("stable_rank", _stable_rank))
+def stable_rank(X: ArrayLike) -> Estimate:
+    """Stable (numerical) rank of the centred data: ``||Xc||_F^2 / ||Xc||_2^2 = sum_i lambda_i / lambda_1``.
+
+    In ``[1, rank]``; a continuous, perturbation-robust lower bound on the rank (Rudelson and
+    Vershynin 2007, "Sampling from large matrices", J. ACM). Counts dimensions, so it is
+    comparable across widths as an absolute number. NaN with a warning for constant data.
+    """
+    return _stable_rank(moments_of(X, "stable_rank"))
+

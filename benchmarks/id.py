@@ -1,0 +1,192 @@
+"""Intrinsic-dimension benchmark: repscope vs scikit-dimension and DADApy on the same data.
+
+Data: a Gaussian of intrinsic dimension 10 in 768 ambient dimensions (float32, seeded), the
+case of issue 3. Each tool runs in its own subprocess (so peak RSS is its own), on the same
+points, and the driver prints and writes a Markdown table.
+
+* repscope: one exact neighbour table (k = 32) + TwoNN + MLE (k = 20) + GRIDE (with its
+  multiscale curve) + local MLE from that table.
+* matmul: a float32 product of the same size, X @ X.T computed in the same row blocks as the
+  neighbour search (the hardware limit for exact search).
+* skdim: TwoNN + MLE (+ its GRIDE where the installed version has one), each fitted on X.
+* dadapy: TwoNN (compute_id_2NN) + GRIDE scaling, on a ``Data`` object.
+
+Competitors are NOT repscope dependencies: install them in a separate venv
+(``benchmarks/requirements-id.txt``) and run this script with that venv's python.
+
+    python benchmarks/id.py --quick            # n = 5000
+    python benchmarks/id.py --n 20000 50000    # the issue's sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+
+ID, AMBIENT, SEED = 10, 768, 0
+
+
+def _data(n: int) -> np.ndarray:
+    from repscope.data.manifolds import gaussian_subspace
+
+    return gaussian_subspace(n, ID, AMBIENT, seed=SEED).X.astype(np.float32)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------ workers
+
+
+def work_repscope(X: np.ndarray) -> dict:
+    import warnings
+
+    from repscope.measures.dimension import gride, local_mle, mle, twonn
+    from repscope.neighbors import knn
+
+    warnings.simplefilter("ignore")
+    t0 = time.perf_counter()
+    nb = knn(X, 32)
+    t_knn = time.perf_counter() - t0
+    est = {
+        "twonn": twonn(X, neighbors=nb).value,
+        "twonn_mle": twonn(X, fit="mle", neighbors=nb).value,
+        "mle_k20": mle(X, k=20, neighbors=nb).value,
+        "gride_n1_1": gride(X, n1=1, neighbors=nb).value,
+        "gride_n1_4": gride(X, n1=4, neighbors=nb).value,
+        "local_mle_median": local_mle(X, k=20, neighbors=nb).value,
+    }
+    return {"seconds": time.perf_counter() - t0, "knn_seconds": t_knn, "estimates": est}
+
+
+def work_matmul(X: np.ndarray) -> dict:
+    import torch
+
+    from repscope.neighbors import DEFAULT_MEMORY_BUDGET, _blocks
+
+    Xt = torch.from_numpy(X)
+    n = Xt.shape[0]
+    blocks = list(_blocks(n, n, DEFAULT_MEMORY_BUDGET, 4))
+    out = torch.empty((blocks[0][1] - blocks[0][0], n), dtype=torch.float32)
+    t0 = time.perf_counter()
+    for lo, hi in blocks:
+        torch.mm(Xt[lo:hi], Xt.T, out=out[: hi - lo])
+    return {"seconds": time.perf_counter() - t0, "estimates": {}}
+
+
+def work_skdim(X: np.ndarray) -> dict:
+    import skdim
+
+    t0 = time.perf_counter()
+    est = {"twonn": float(skdim.id.TwoNN().fit(X).dimension_),
+           "mle_k20": float(skdim.id.MLE(K=20).fit(X).dimension_)}
+    if hasattr(skdim.id, "GRIDE"):
+        est["gride"] = float(skdim.id.GRIDE().fit(X).dimension_)
+    return {"seconds": time.perf_counter() - t0, "estimates": est}
+
+
+def work_dadapy(X: np.ndarray) -> dict:
+    from dadapy import Data
+
+    t0 = time.perf_counter()
+    data = Data(X.astype(np.float64), maxk=32, verbose=False)
+    id2, _, _ = data.compute_id_2NN()
+    ids, _, _ = data.return_id_scaling_gride(range_max=16)
+    est = {"twonn": float(id2), "gride_n1_1": float(ids[0]), "gride_n1_4": float(ids[2])}
+    return {"seconds": time.perf_counter() - t0, "estimates": est}
+
+
+WORKERS = {"repscope": work_repscope, "matmul": work_matmul, "skdim": work_skdim,
+           "dadapy": work_dadapy}
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def _run_worker(tool: str, n: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", tool, "--n", str(n)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _table(results: dict) -> str:
+    lines = ["| n | tool | seconds | kNN s | peak RSS MB | estimates |", "|---|---|---|---|---|---|"]
+    for n, per in results.items():
+        for tool, r in per.items():
+            if "error" in r:
+                lines.append(f"| {n} | {tool} | error: {r['error']} | | | |")
+                continue
+            est = ", ".join(f"{k}={v:.3f}" for k, v in r["estimates"].items())
+            knn_s = f"{r['knn_seconds']:.1f}" if "knn_seconds" in r else ""
+            lines.append(f"| {n} | {tool} | {r['seconds']:.1f} | {knn_s} | {r['peak_mb']:.0f} | {est} |")
+    return "\n".join(lines)
+
+
+def _ratios(results: dict) -> str:
+    out = []
+    for n, per in results.items():
+        rs = per.get("repscope", {})
+        if "seconds" not in rs:
+            continue
+        line = [f"n={n}:"]
+        if "seconds" in per.get("matmul", {}):
+            line.append(f"kNN / matmul = {rs['knn_seconds'] / per['matmul']['seconds']:.2f}")
+        for tool in ("skdim", "dadapy"):
+            if "seconds" in per.get(tool, {}):
+                line.append(f"{tool} / repscope panel = {per[tool]['seconds'] / rs['seconds']:.1f}x")
+                for key, v in per[tool]["estimates"].items():
+                    mine = rs["estimates"].get(key)
+                    if mine is not None:
+                        line.append(f"{key} diff vs {tool} = {100 * (mine - v) / v:+.2f}%")
+        out.append("; ".join(line))
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="n = 5000 only")
+    ap.add_argument("--n", type=int, nargs="+", default=[20000, 50000])
+    ap.add_argument("--tools", nargs="+", default=list(WORKERS), choices=list(WORKERS))
+    ap.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args()
+    if args.worker:
+        X = _data(args.n[0])
+        res = WORKERS[args.worker](X)
+        res["peak_mb"] = _peak_mb()
+        print(json.dumps(res))
+        return
+    sizes = [5000] if args.quick else args.n
+    import torch
+
+    meta = {"date": datetime.now(UTC).isoformat(timespec="minutes"), "machine": platform.platform(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "load_avg": os.getloadavg()}
+    results: dict = {}
+    for n in sizes:
+        results[n] = {}
+        for tool in args.tools:
+            results[n][tool] = _run_worker(tool, n)
+            print(f"n={n} {tool}: {results[n][tool]}", flush=True)
+    print(json.dumps(meta))
+    print(_table(results))
+    print(_ratios(results))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

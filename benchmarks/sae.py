@@ -1,0 +1,125 @@
+"""TopK SAE training throughput: repscope vs SAELens on the same arrays, in the same run.
+
+    /work/venvs/E/bin/python benchmarks/sae.py            # d_in = 384 and 768, 16x, k = 32
+    /work/venvs/E/bin/python benchmarks/sae.py --quick    # smoke run (small shapes, few steps)
+
+The venv needs repscope (``pip install -e .``) and ``benchmarks/requirements-sae.txt``; torch
+must be installed first and pinned (``pip install torch==2.13.0``). Both trainers get the same
+float32 arrays, batch size, d_sae, k and step count; rows come from a synthetic sparse
+dictionary so the runs do real work. Reported: steady-state tokens/s (steps after the first two),
+and the fraction of the machine's measured float32 matmul throughput reached, counting the work
+of a dense TopK step as ``10 * batch * d_in * d_sae`` flops (encoder forward 2, encoder weight
+gradient 2, decoder forward 2, decoder backward 4, in units of ``batch * d_in * d_sae``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+
+def matmul_gflops(m: int, k: int, n: int, repeats: int = 5) -> float:
+    """Best-of-``repeats`` float32 GEMM throughput (GFLOP/s) for an (m, k) @ (k, n) product."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * m * k * n / best / 1e9
+
+
+def synthetic(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((4 * d, d)).astype(np.float32)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    idx = rng.integers(0, 4 * d, (n, 16))
+    vals = rng.exponential(1.0, (n, 16)).astype(np.float32)
+    return np.einsum("nk,nkd->nd", vals, D[idx]) + 0.05 * rng.standard_normal((n, d)).astype(np.float32)
+
+
+def run_repscope(X: np.ndarray, d_sae: int, k: int, batch: int, steps: int) -> list[float]:
+    from repscope.dictionaries.train import TrainConfig, train_sae
+
+    stamps: list[float] = []
+    cfg = TrainConfig(architecture="topk", d_sae=d_sae, k=k, batch_size=batch, steps=steps,
+                      checkpoint_every=0, warmup_steps=10, dead_window_tokens=batch * 50)
+    train_sae(X, cfg, callback=lambda step, m: stamps.append(time.perf_counter()))
+    return stamps
+
+
+def run_saelens(X: np.ndarray, d_sae: int, k: int, batch: int, steps: int) -> list[float]:
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=X.shape[1], d_sae=d_sae, k=k, device="cpu"))
+    cfg = SAETrainerConfig(total_training_samples=batch * steps, train_batch_size_samples=batch,
+                           lr=2e-4, lr_warm_up_steps=10, device="cpu", dead_feature_window=50,
+                           feature_sampling_window=10**9)
+    stamps: list[float] = []
+    Xt = torch.from_numpy(X)
+    rng = np.random.default_rng(0)
+
+    def batches():
+        while True:
+            for s in range(0, len(X) - batch + 1, batch):
+                stamps.append(time.perf_counter())
+                yield Xt[np.sort(rng.choice(len(X), batch, replace=False))]
+
+    SAETrainer(cfg, sae, batches()).fit()
+    stamps.append(time.perf_counter())
+    return stamps[1:]  # a stamp when step i+1 starts = when step i ended
+
+
+def steady_tokens_per_s(stamps: list[float], batch: int) -> float:
+    t = np.asarray(stamps)
+    return batch * (len(t) - 3) / (t[-1] - t[2]) if len(t) > 3 else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes, few steps")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--json", default=None, help="write results to this file")
+    args = ap.parse_args()
+    dims = [64] if args.quick else [384, 768]
+    steps = args.steps or (6 if args.quick else 20)
+    batch = args.batch or (256 if args.quick else 1024)
+    k, expansion = (8, 4) if args.quick else (32, 16)
+    torch.manual_seed(0)
+    peak = matmul_gflops(2048, 2048, 2048)
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}; float32 GEMM 2048^3: {peak:.1f} GFLOP/s")
+    rows = []
+    for d in dims:
+        d_sae = expansion * d
+        X = synthetic(max(batch * (steps + 2), 8192), d)
+        shape_peak = matmul_gflops(batch, d, d_sae)
+        flops = 10 * batch * d * d_sae
+        for name, fn in (("repscope", run_repscope), ("sae-lens", run_saelens)):
+            try:
+                tps = steady_tokens_per_s(fn(X, d_sae, k, batch, steps), batch)
+            except ImportError as exc:
+                print(f"{name}: not installed ({exc})")
+                continue
+            frac = tps / batch * flops / 1e9 / peak
+            rows.append({"library": name, "d_in": d, "d_sae": d_sae, "k": k, "batch": batch,
+                         "steps": steps, "tokens_per_s": tps, "fraction_of_gemm_peak": frac,
+                         "gemm_peak_gflops": peak, "gemm_shape_gflops": shape_peak})
+            print(f"{name:9s} d_in={d:4d} d_sae={d_sae:6d} k={k}: {tps:9.0f} tokens/s, "
+                  f"{100 * frac:5.1f}% of GEMM peak")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Similarity benchmark: repscope vs netrep and rsatoolbox on the same data, in one run.
+
+Run in a venv that has the competitors (see benchmarks/requirements-similarity.txt):
+
+    python benchmarks/similarity.py --quick      # smoke run, about a minute
+    python benchmarks/similarity.py              # the issue's sizes
+
+Sections
+1. 12 x 12 linear CKA matrix, n = 10,000, d = 384: ``repscope.similarity_matrix`` vs a loop of
+   netrep ``LinearCKA().score`` (which returns ``arccos(CKA)``; compared as such). netrep builds
+   two n x n Gram matrices per pair, so in the full run it is timed on ``--netrep-pairs`` pairs and
+   its 66-pair time is extrapolated linearly (stated in the output).
+2. Linear CKA at n = 50,000, d = 768 streamed from a memory-mapped file in a child process;
+   peak RSS reported. netrep is not run there: its two float64 n x n Gram matrices alone need
+   2 * 8 * n^2 bytes = 40 GB.
+3. Procrustes (angular) at n = 20,000: ``procrustes_angular`` vs netrep
+   ``LinearMetric(alpha=1, score_method="angular").fit_score``.
+4. RSA (Euclidean RDM, Spearman) layer matrix vs rsatoolbox ``calc_rdm`` + ``compare``.
+   rsatoolbox's "euclidean" RDM is the squared distance divided by d, a monotone transform,
+   so Spearman values must agree exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def layer_chain(n_layers: int, n: int, d: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Synthetic layers: each a random orthogonal map of the previous one plus fresh noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * np.linspace(2.0, 0.2, d)
+    out = {}
+    for i in range(n_layers):
+        out[f"layer{i:02d}"] = X
+        q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        X = X @ q + 0.3 * rng.standard_normal((n, d))
+    return out
+
+
+def timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+def bench_cka_matrix(n: int, d: int, layers: int, netrep_pairs: int | None, device: str) -> dict:
+    from repscope.similarity_matrix import similarity_matrix
+
+    reps = layer_chain(layers, n, d)
+    M, t_ours = timed(similarity_matrix, reps, "cka_linear", device=device)
+    names = list(reps)
+    pairs = [(i, j) for i in range(layers) for j in range(i + 1, layers)]
+    row = {"section": "cka_matrix", "n": n, "d": d, "layers": layers, "repscope_s": t_ours,
+           "device": device}
+    try:
+        from netrep.metrics import LinearCKA
+    except ImportError:
+        row["netrep"] = "not installed"
+        return row
+    todo = pairs if netrep_pairs is None else pairs[:netrep_pairs]
+    metric = LinearCKA()
+    t = time.perf_counter()
+    worst = 0.0
+    for i, j in todo:
+        theirs = metric.score(reps[names[i]], reps[names[j]])
+        ours = math.acos(min(1.0, M.values[i, j]))
+        worst = max(worst, abs(theirs - ours))
+    t_theirs = (time.perf_counter() - t) * len(pairs) / len(todo)
+    row.update({"netrep_s": t_theirs, "netrep_pairs_timed": len(todo), "pairs": len(pairs),
+                "extrapolated": len(todo) < len(pairs), "speedup": t_theirs / t_ours,
+                "max_abs_diff_arccos": worst})
+    return row
+
+
+_CHILD = """
+import sys, time, resource, numpy as np
+from repscope.measures.similarity import cka_linear
+path, n, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+X = np.memmap(path, dtype=np.float32, mode="r", shape=(n, 2 * d))
+t = time.perf_counter()
+e = cka_linear(X[:, :d], X[:, d:], batch_size=4096)
+dt = time.perf_counter() - t
+print(e.value, dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def bench_cka_large(n: int, d: int) -> dict:
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "xy.f32")
+        mm = np.memmap(path, dtype=np.float32, mode="w+", shape=(n, 2 * d))
+        for lo in range(0, n, 10_000):
+            hi = min(lo + 10_000, n)
+            Z = rng.standard_normal((hi - lo, d)).astype(np.float32)
+            mm[lo:hi, :d] = Z
+            mm[lo:hi, d:] = Z[:, ::-1] * 0.5 + rng.standard_normal((hi - lo, d)).astype(np.float32)
+        mm.flush()
+        del mm
+        out = subprocess.run([sys.executable, "-c", _CHILD, path, str(n), str(d)],
+                             capture_output=True, text=True, check=True)
+    value, dt, rss = (float(v) for v in out.stdout.split())
+    return {"section": "cka_large", "n": n, "d": d, "repscope_s": dt, "peak_rss_mb": rss,
+            "value": value, "data_mb": n * 2 * d * 4 / 2**20,
+            "netrep_gram_gb_needed": 2 * 8 * n * n / 1e9}
+
+
+def bench_procrustes(n: int, d: int) -> dict:
+    from repscope.measures.similarity import procrustes_angular
+
+    reps = layer_chain(2, n, d, seed=2)
+    X, Y = reps["layer00"], reps["layer01"]
+    ours, t_ours = timed(procrustes_angular, X, Y)
+    row = {"section": "procrustes", "n": n, "d": d, "repscope_s": t_ours, "value": ours.value}
+    try:
+        from netrep.metrics import LinearMetric
+    except ImportError:
+        row["netrep"] = "not installed"
+        return row
+    theirs, t_theirs = timed(LinearMetric(alpha=1.0, score_method="angular").fit_score, X, Y)
+    row.update({"netrep_s": t_theirs, "speedup": t_theirs / t_ours,
+                "max_abs_diff": abs(theirs - ours.value)})
+    # alpha = 0 (full whitening): the CCA end of the shape family must agree too.
+    from repscope.measures.similarity import shape_alpha
+
+    cca_theirs = LinearMetric(alpha=0.0, score_method="angular").fit_score(X, Y)
+    row["alpha0_abs_diff"] = abs(cca_theirs - shape_alpha(X, Y, alpha=0.0).value)
+    return row
+
+
+def bench_rsa(n: int, d: int, layers: int) -> dict:
+    from repscope.similarity_matrix import similarity_matrix
+
+    reps = layer_chain(layers, n, d, seed=3)
+    M, t_ours = timed(similarity_matrix, reps, "rsa", diagonal=False)
+    row = {"section": "rsa", "n": n, "d": d, "layers": layers, "repscope_s": t_ours}
+    try:
+        import rsatoolbox
+    except ImportError:
+        row["rsatoolbox"] = "not installed"
+        return row
+    t = time.perf_counter()
+    rdms = [rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(A), method="euclidean")
+            for A in reps.values()]
+    names = list(reps)
+    worst = 0.0
+    for i in range(layers):
+        for j in range(i + 1, layers):
+            theirs = float(rsatoolbox.rdm.compare(rdms[i], rdms[j], method="spearman")[0, 0])
+            worst = max(worst, abs(theirs - M.values[i, j]))
+    t_theirs = time.perf_counter() - t
+    row.update({"rsatoolbox_s": t_theirs, "speedup": t_theirs / t_ours,
+                "max_abs_diff": worst, "pairs": len(names) * (len(names) - 1) // 2})
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    ap.add_argument("--netrep-pairs", type=int, default=6,
+                    help="pairs netrep is timed on in the full CKA matrix (0 = all 66)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--sections", default="cka_matrix,cka_large,procrustes,rsa")
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sections = set(args.sections.split(","))
+    rows = []
+    q = args.quick
+    if "cka_matrix" in sections:
+        rows.append(bench_cka_matrix(2000 if q else 10_000, 64 if q else 384, 4 if q else 12,
+                                     None if q or args.netrep_pairs == 0 else args.netrep_pairs,
+                                     args.device))
+    if "cka_large" in sections:
+        rows.append(bench_cka_large(5000 if q else 50_000, 128 if q else 768))
+    if "procrustes" in sections:
+        rows.append(bench_procrustes(2000 if q else 20_000, 64 if q else 384))
+    if "rsa" in sections:
+        rows.append(bench_rsa(300 if q else 2000, 32 if q else 384, 3 if q else 6))
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "load_avg_1m": os.getloadavg()[0],
+            "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

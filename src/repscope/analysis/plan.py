@@ -1,0 +1,486 @@
+"""The analysis plan: a typed config, validated and expanded into tasks before any work starts.
+
+:class:`AnalyzeConfig` is what a user writes (CLI options of ``repscope analyze``, or a
+YAML/TOML file read with ``load_config(AnalyzeConfig, "plan.yaml")``). :func:`check_config`
+validates everything that can be checked without data (measure names, parameters, executor
+options); :func:`make_plan` resolves it against an :class:`~repscope.capture.ActivationStore`
+into a frozen :class:`Plan` of :class:`Task` objects, saved as ``plan.json`` beside the
+results.
+
+Measures are named as ``name`` or ``name:param=value,param=value`` (values parsed as JSON
+literals, e.g. ``mle:k=20`` or ``rsa:rdm="cosine"``); ``default`` stands for the registry's
+default panel and ``all`` for every registered measure. Single measures run on every layer,
+pair measures on every pair of layers (``pairs``).
+
+Every result gets a deterministic key, a hash of the store's content id, the layer(s), the
+measure, its resolved parameters and the selected rows, so a rerun of the same plan finds the
+results that are already in the database.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "AnalyzeConfig",
+    "Item",
+    "MeasureRequest",
+    "Plan",
+    "PlanError",
+    "RowSpec",
+    "Task",
+    "check_config",
+    "make_plan",
+    "parse_measure",
+    "resolve_layers",
+    "resolve_measures",
+    "select_rows",
+]
+
+
+class PlanError(ValueError):
+    """A configuration that cannot run; raised before any work starts."""
+
+
+def _help(text: str, **meta: Any) -> dict[str, Any]:
+    return {"help": text, **meta}
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Everything ``repscope analyze`` needs: source, layers, rows, measures, execution."""
+
+    model: str = field(default="minilm", metadata=_help(
+        "Model to capture: 'minilm' (bundled) or a local Hugging Face directory. "
+        "Ignored when --store is given."))
+    corpus: str = field(default="pydoc", metadata=_help(
+        "Corpus to capture: 'pydoc' (bundled) or a .txt/.jsonl path. Ignored with --store."))
+    store: Path | None = field(default=None, metadata=_help(
+        "Analyse this existing ActivationStore instead of capturing (default: capture into "
+        "OUT/store)."))
+    layers: tuple[str, ...] = field(default=(), metadata=_help(
+        "Layer names or globs, e.g. 'encoder.layer.*' (default: every layer)."))
+    pooling: Literal["none", "mean", "first", "last"] = field(default="none", metadata=_help(
+        "Capture pooling: 'none' keeps one row per token."))
+    max_docs: int | None = field(default=40, metadata=_help(
+        "Documents to capture from the corpus (None: all)."))
+    max_length: int = field(default=128, metadata=_help("Tokens per document at capture."))
+    max_rows: int | None = field(default=2000, metadata=_help(
+        "Rows per layer to analyse, sampled with SEED, the same rows for every layer "
+        "(None: all rows)."))
+    measures: tuple[str, ...] = field(default=(), metadata=_help(
+        "Measures as NAME or NAME:param=value,...; 'default' = the default panel, 'all' = "
+        "every registered measure (default: the default panel). Pair measures compare layers."))
+    pairs: Literal["all", "adjacent", "none"] = field(default="all", metadata=_help(
+        "Layer pairs for pair (similarity) measures."))
+    labels: str | None = field(default=None, metadata=_help(
+        "Store metadata column used as class labels for label-aware measures, e.g. 'doc_id'."))
+    seed: int = field(default=0, metadata=_help(
+        "Seed for row sampling and for every measure's 'seed' parameter."))
+    device: str = field(default="cpu", metadata=_help(
+        "Device for capture and for measures that take a 'device' parameter."))
+    out: Path = field(default=Path("repscope-out"), metadata=_help(
+        "Output directory: store/, results.duckdb, plan.json, report.html."))
+    executor: Literal["local", "process", "ray"] = field(default="local", metadata=_help(
+        "Where tasks run: in this process, a process pool, or Ray."))
+    workers: int | None = field(default=None, metadata=_help(
+        "Worker count for the process/ray executors."))
+    address: str | None = field(default=None, metadata=_help(
+        "Ray cluster address ('auto', 'ray://host:10001'); None starts a local Ray."))
+    retries: int = field(default=1, metadata=_help("Retries of a failing task."))
+    report: bool = field(default=True, metadata=_help("Write report.html after the run."))
+
+
+@dataclass(frozen=True)
+class MeasureRequest:
+    """One measure with its resolved parameters."""
+
+    name: str
+    "Registered name."
+    variant: str
+    "The parameters the user set, as 'a=1,b=2' ('' when all are defaults)."
+    params: Mapping[str, Any]
+    "Every parameter, defaults filled in."
+    kind: str
+    "'single' or 'pair'."
+    family: str
+    "Registry family (report panel)."
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """The rows analysed: ``max_rows`` of ``n_total`` sampled with ``seed`` (same for all layers)."""
+
+    n_total: int
+    max_rows: int | None
+    seed: int
+
+    def indices(self) -> np.ndarray:
+        """The sorted row indices (recomputed identically wherever a task runs)."""
+        return select_rows(self.n_total, self.max_rows, self.seed)
+
+    @property
+    def n(self) -> int:
+        return self.n_total if self.max_rows is None else min(self.max_rows, self.n_total)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.indices().tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One result to compute inside a task: a measure on a layer (or a pair) and its key."""
+
+    key: str
+    "Deterministic database key (hash of source, layers, measure, parameters, rows)."
+    measure: str
+    variant: str
+    params: Mapping[str, Any]
+    layer: str
+    layer_b: str | None = None
+    "Second layer of a pair measure."
+
+
+@dataclass(frozen=True)
+class Task:
+    """A unit of work, which reads its own rows from the store (tasks carry no arrays).
+
+    ``kind='layer'``: every single measure on one layer, sharing one kNN table.
+    ``kind='matrix'``: one pair measure on layer pairs, each layer prepared once
+    (:func:`repscope.similarity_matrix.similarity_matrix`).
+    """
+
+    key: str
+    "Hash of the items' keys; unique within a plan."
+    store: str
+    kind: Literal["layer", "matrix"]
+    layers: tuple[str, ...]
+    "Layers the task reads."
+    rows: RowSpec
+    items: tuple[Item, ...]
+    labels: str | None = None
+    "Metadata column holding class labels, for label-aware measures."
+
+    @property
+    def label(self) -> str:
+        if self.kind == "layer":
+            return self.layers[0]
+        return f"{self.items[0].measure} ({len(self.items)} layer pairs)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved config: the store, layers, rows, measures and the tasks they expand into."""
+
+    config: Mapping[str, Any]
+    store: str
+    source: Mapping[str, Any]
+    "Model, data, hashes and the store's content id, from its manifest."
+    layers: tuple[str, ...]
+    rows: RowSpec
+    measures: tuple[MeasureRequest, ...]
+    skipped: tuple[tuple[str, str], ...]
+    "(measure, reason) for registered measures not run, shown in the report."
+    tasks: tuple[Task, ...] = field(repr=False)
+
+    def items(self) -> list[tuple[Task, Item]]:
+        return [(t, it) for t in self.tasks for it in t.items]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (tasks listed by layer and measure, not expanded)."""
+        from repscope._version import __version__
+
+        return {
+            "repscope_version": __version__,
+            "config": dict(self.config),
+            "store": self.store,
+            "source": dict(self.source),
+            "layers": list(self.layers),
+            "rows": {**asdict(self.rows), "n": self.rows.n, "digest": self.rows.digest},
+            "measures": [
+                {"name": m.name, "variant": m.variant, "kind": m.kind, "family": m.family,
+                 "params": _jsonable(m.params)} for m in self.measures
+            ],
+            "skipped": [{"measure": m, "reason": r} for m, r in self.skipped],
+            "n_tasks": len(self.tasks),
+            "n_results": sum(len(t.items) for t in self.tasks),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as JSON atomically."""
+        from repscope._io import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, default=str))
+
+
+# -- measures ----------------------------------------------------------------------------------
+
+
+def parse_measure(text: str) -> tuple[str, dict[str, Any]]:
+    """Split ``'name:a=1,b="x"'`` into ``('name', {'a': 1, 'b': 'x'})``."""
+    name, _, rest = text.strip().partition(":")
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, raw = part.partition("=")
+        if not eq or not key.strip():
+            raise PlanError(
+                f"Measure {text!r} must be NAME or NAME:param=value,...; "
+                f"got the parameter part {part!r}."
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw.strip()
+        params[key.strip()] = value
+    if not name:
+        raise PlanError(f"Measure {text!r} has no name.")
+    return name, params
+
+
+def _variant(params: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(params.items()))
+
+
+def resolve_measures(
+    entries: Sequence[str], *, labels: str | None, pairs: str, seed: int, device: str,
+    dry_run_rows: int = 256,
+) -> tuple[list[MeasureRequest], list[tuple[str, str]]]:
+    """Resolve measure entries against the registry; errors name the bad entry.
+
+    Returns the requests and the ``(name, reason)`` of registered measures left out.
+    Explicitly named measures that cannot run raise :class:`PlanError`; measures that come
+    from 'default' / 'all' and cannot run (no labels, pairs='none') are listed as skipped.
+    Parameters set by the user are tried once on small random data so an invalid value fails
+    here, before any capture or measurement.
+    """
+    from repscope import registry
+
+    explicit: list[tuple[str, dict[str, Any]]] = []
+    implicit: list[str] = []
+    for entry in entries or ("default",):
+        name, params = parse_measure(entry)
+        if name in ("default", "all") and not params:
+            implicit += [s.name for s in registry.specs() if name == "all" or s.default_panel]
+        else:
+            explicit.append((name, params))
+    requests: list[MeasureRequest] = []
+    skipped: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for name, params in explicit + [(n, {}) for n in implicit]:
+        is_explicit = (name, params) in explicit
+        try:
+            spec = registry.get(name)
+        except KeyError as exc:
+            raise PlanError(str(exc.args[0])) from None
+        reason = _cannot_run(spec, labels, pairs)
+        if reason:
+            if is_explicit:
+                raise PlanError(f"Measure '{name}' cannot run: {reason}.")
+            skipped.append((name, reason))
+            continue
+        variant = _variant(params)
+        if (name, variant) in seen:
+            continue
+        seen.add((name, variant))
+        resolved = _resolve_params(spec, params, seed=seed, device=device)
+        if params:
+            _dry_run(spec, resolved, variant, dry_run_rows)
+        requests.append(MeasureRequest(name, variant, resolved, spec.kind, spec.family))
+    named = {r.name for r in requests} | {m for m, _ in skipped}
+    for spec in registry.specs():
+        if spec.name not in named:
+            skipped.append((spec.name, "not selected (not in the default panel)"
+                            if not spec.default_panel else "not selected"))
+    return requests, skipped
+
+
+def _cannot_run(spec: Any, labels: str | None, pairs: str) -> str:
+    if spec.needs_labels and labels is None:
+        return "it needs class labels; pass --labels COLUMN (a store metadata column)"
+    if spec.kind == "pair" and pairs == "none":
+        return "it compares two layers and pairs='none'"
+    return ""
+
+
+def _resolve_params(spec: Any, params: Mapping[str, Any], *, seed: int,
+                    device: str) -> dict[str, Any]:
+    try:
+        resolved = spec.resolve_params(params)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    if "seed" in spec.defaults and "seed" not in params:
+        resolved["seed"] = seed
+    if "device" in spec.defaults and "device" not in params:
+        resolved["device"] = device
+    resolved.pop("neighbors", None)  # filled per layer by the task, never a user parameter
+    return resolved
+
+
+def _dry_run(spec: Any, params: Mapping[str, Any], variant: str, n: int) -> None:
+    """Call the measure once on small random data so invalid parameter values fail early."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    n = max(n, spec.min_samples)
+    X = rng.normal(size=(n, 8))  # (n, d)
+    args: list[Any] = [X, X @ rng.normal(size=(8, 8))] if spec.kind == "pair" else [X]
+    kwargs = dict(params)
+    if spec.needs_labels:
+        kwargs["labels"] = np.arange(n) % 3
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            spec.fn(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise PlanError(f"Invalid parameter for measure '{spec.name}' ({variant}): {exc}") from None
+
+
+# -- layers and rows ---------------------------------------------------------------------------
+
+
+def resolve_layers(patterns: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Layers of ``available`` (in their order) matching any name or glob in ``patterns``."""
+    if not patterns:
+        return list(available)
+    chosen: set[str] = set()
+    for pat in patterns:
+        hits = [a for a in available if fnmatch.fnmatchcase(a, pat)]
+        if not hits:
+            close = difflib.get_close_matches(pat, list(available), n=3, cutoff=0.5)
+            hint = f" Did you mean {close}?" if close else ""
+            raise PlanError(
+                f"Unknown layer {pat!r}.{hint} The store has layers {list(available)}."
+            )
+        chosen.update(hits)
+    return [a for a in available if a in chosen]
+
+
+def select_rows(n_total: int, max_rows: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of ``max_rows`` rows of ``n_total`` drawn without replacement (all if None)."""
+    if max_rows is None or max_rows >= n_total:
+        return np.arange(n_total, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_total, size=max_rows, replace=False)).astype(np.int64)
+
+
+# -- checks and expansion ----------------------------------------------------------------------
+
+
+def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[str, str]]]:
+    """Validate what needs no data; return the resolved measures. Raises :class:`PlanError`."""
+    if cfg.store is not None and not Path(cfg.store).exists():
+        raise PlanError(f"The store {str(cfg.store)!r} does not exist.")
+    for name, low in (("max_rows", 10), ("max_docs", 1), ("workers", 1)):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise PlanError(f"The '{name}' option must be an int >= {low} or None. Got {value!r}.")
+    if cfg.max_length < 2:
+        raise PlanError(f"The 'max_length' option must be an int >= 2. Got {cfg.max_length!r}.")
+    if cfg.retries < 0:
+        raise PlanError(f"The 'retries' option must be an int >= 0. Got {cfg.retries!r}.")
+    dry_n = min(cfg.max_rows or 256, 256)
+    return resolve_measures(cfg.measures, labels=cfg.labels, pairs=cfg.pairs, seed=cfg.seed,
+                            device=cfg.device, dry_run_rows=dry_n)
+
+
+def source_identity(manifest: Mapping[str, Any], n_rows: int) -> str:
+    """A content id for a store: a hash of its identity (or manifest without timestamps)."""
+    if isinstance(manifest.get("identity"), Mapping):
+        stable: Any = manifest["identity"]
+    else:
+        volatile = ("time", "created", "completed", "updated", "path", "host", "elapsed",
+                    "status", "shards")
+        stable = {k: v for k, v in manifest.items() if not any(w in k.lower() for w in volatile)}
+    text = json.dumps({"manifest": stable, "n_rows": n_rows}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe_source(store: Any, path: str) -> dict[str, Any]:
+    """Model, data and hashes from a store's manifest (missing fields are None)."""
+    m = dict(store.manifest)
+
+    def part(name: str, *keys: str) -> Any:
+        value = m.get(name)
+        if isinstance(value, Mapping):
+            return next((value[k] for k in keys if value.get(k) not in (None, "")), None)
+        return value if keys[0] == "id" else None
+
+    return {
+        "store": path,
+        "source_id": source_identity(m, int(store.n_rows)),
+        "model": part("model", "id", "name"),
+        "model_hash": part("model", "weights_sha256", "sha256", "hash"),
+        "data": part("data", "id", "name"),
+        "data_hash": part("data", "sha256", "hash"),
+        "checkpoint": m.get("checkpoint") or part("model", "checkpoint", "revision"),
+        "pooling": m.get("pooling"),
+        "n_rows": int(store.n_rows),
+        "dims": {layer: int(store.dim(layer)) for layer in store.layers},
+    }
+
+
+def _key(*parts: Any) -> str:
+    text = json.dumps(_jsonable(parts), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _jsonable(obj: Any) -> Any:
+    from repscope.results import to_jsonable
+
+    return to_jsonable(obj)
+
+
+def _layer_pairs(layers: Sequence[str], pairs: str, symmetric: bool) -> list[tuple[str, str]]:
+    if pairs == "adjacent":
+        return list(zip(layers[:-1], layers[1:], strict=True))
+    n = len(layers)
+    if symmetric:
+        return [(layers[i], layers[j]) for i in range(n) for j in range(i, n)]
+    return [(layers[i], layers[j]) for i in range(n) for j in range(n)]
+
+
+def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
+              measures: Sequence[MeasureRequest], skipped: Sequence[tuple[str, str]]) -> Plan:
+    """Expand ``cfg`` over an open store into tasks (one per layer, one per layer pair)."""
+    from repscope import registry
+    from repscope.config import config_to_dict
+
+    layers = resolve_layers(cfg.layers, list(store.layers))
+    if cfg.labels is not None:
+        columns = list(store.metadata().columns)
+        if cfg.labels not in columns:
+            raise PlanError(f"Unknown labels column {cfg.labels!r}; the store has {columns}.")
+    source = describe_source(store, str(store_path))
+    rows = RowSpec(int(store.n_rows), cfg.max_rows, cfg.seed)
+    base = (source["source_id"], rows.digest, cfg.labels)
+    tasks: list[Task] = []
+    singles = [m for m in measures if m.kind == "single"]
+    for layer in layers:
+        items = tuple(Item(_key(base, layer, None, m.name, m.params), m.name, m.variant,
+                           m.params, layer) for m in singles)
+        if items:
+            tasks.append(_task(store_path, "layer", (layer,), rows, items, cfg.labels))
+    for m in (m for m in measures if m.kind == "pair"):
+        pairs = _layer_pairs(layers, cfg.pairs, registry.get(m.name).symmetric)
+        items = tuple(Item(_key(base, a, b, m.name, m.params), m.name, m.variant, m.params, a, b)
+                      for a, b in pairs)
+        if items:
+            tasks.append(_task(store_path, "matrix", tuple(layers), rows, items, cfg.labels))
+    return Plan(config_to_dict(cfg), str(store_path), source, tuple(layers), rows,
+                tuple(measures), tuple(skipped), tuple(tasks))
+
+
+def _task(store: str | Path, kind: Literal["layer", "matrix"], layers: tuple[str, ...],
+          rows: RowSpec, items: tuple[Item, ...], labels: str | None) -> Task:
+    key = _key([it.key for it in items])
+    return Task(key, str(store), kind, layers, rows, items, labels)

@@ -1,0 +1,435 @@
+"""Run an analysis: capture (or open a store), plan, execute tasks, write the database, report.
+
+:func:`analyze` is what ``repscope analyze`` calls. The stages:
+
+1. :func:`~repscope.analysis.plan.check_config` validates measures and options (no work yet);
+2. the store is opened, or captured into ``OUT/store`` (resumable);
+3. :func:`~repscope.analysis.plan.make_plan` expands the config; ``plan.json`` is written;
+4. results already in ``results.duckdb`` are skipped; the remaining tasks run on the chosen
+   executor; the driver writes each task's rows as it completes (the single writer), so a
+   killed run loses at most the tasks in flight;
+5. ``report.html`` is generated from the database.
+
+:func:`run_task` is the top-level, picklable worker function: it reads its rows from the store
+itself and evaluates every measure of the task, recording errors per measure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import platform
+import time
+import traceback
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repscope.analysis.db import ResultsDB
+from repscope.analysis.plan import (
+    AnalyzeConfig,
+    Item,
+    MeasureRequest,
+    Plan,
+    PlanError,
+    Task,
+    check_config,
+    make_plan,
+)
+from repscope.results import Estimate
+
+__all__ = ["AnalysisRun", "TaskResult", "analyze", "run_task"]
+
+log = logging.getLogger(__name__)
+_BASE_FIELDS = {f.name for f in dataclasses.fields(Estimate)}
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """What :func:`analyze` did and where it put it."""
+
+    run_id: str
+    out: Path
+    db_path: Path
+    report_path: Path | None
+    plan_path: Path
+    plan: Plan = dataclasses.field(repr=False)
+    n_results: int
+    "Results in the plan."
+    n_cached: int
+    "Results already in the database, skipped."
+    n_computed: int
+    "Results computed by this run (status ok)."
+    n_failed: int
+    "Results that raised (recorded with their error)."
+    seconds: float
+
+
+# -- worker side -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TaskResult:
+    """The rows one task produced (compared and hashed by identity, so any executor can key it)."""
+
+    rows: list[dict[str, Any]]
+
+
+def run_task(task: Task) -> TaskResult:
+    """Evaluate every item of ``task`` on rows read from the store; one row dict per item.
+
+    A measure that raises yields a row with ``status='error'`` and the traceback; the other
+    measures of the task still run.
+    """
+    store = _store_class().open(task.store)
+    idx = task.rows.indices()  # (n,)
+    labels = None
+    if task.labels is not None:
+        labels = store.metadata(rows=idx)[task.labels].to_numpy()  # (n,)
+    if task.kind == "matrix":
+        return TaskResult(_run_matrix(store, task, idx))
+    X = store.read(task.layers[0], rows=idx)  # (n, d)
+    shared = _shared_neighbors(X, task.items)
+    return TaskResult([_run_item(item, X, None, labels, shared) for item in task.items])
+
+
+def _run_item(item: Item, X: np.ndarray, Y: np.ndarray | None, labels: np.ndarray | None,
+              shared: Any) -> dict[str, Any]:
+    from repscope import registry
+
+    spec = registry.get(item.measure)
+    kwargs = dict(item.params)
+    if shared is not None and "neighbors" in spec.defaults:
+        kwargs["neighbors"] = shared
+    if spec.needs_labels:
+        kwargs["labels"] = labels
+    args = (X,) if Y is None else (X, Y)
+    return _timed(item, lambda: spec.fn(*args, **kwargs), int(X.shape[0]))
+
+
+def _timed(item: Item, compute: Callable[[], Any], n: int) -> dict[str, Any]:
+    """Run ``compute()`` for ``item``; the row dict with its result or its error."""
+    row: dict[str, Any] = {
+        "key": item.key, "layer": item.layer, "layer_b": item.layer_b,
+        "measure": item.measure, "variant": item.variant, "params": item.params,
+        "started_at": _now(),
+    }
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est = compute()
+        row.update(_estimate_columns(est, [str(w.message) for w in caught]))
+        row["status"] = "ok"
+    except Exception as exc:  # recorded in the database, the other measures go on
+        log.warning("measure %s on %s failed: %s", item.measure, item.layer, exc)
+        row.update(status="error", value=None, n=n,
+                   error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
+    row["seconds"] = time.perf_counter() - t0
+    row["finished_at"] = _now()
+    return row
+
+
+def _run_matrix(store: Any, task: Task, idx: np.ndarray) -> list[dict[str, Any]]:
+    """One pair measure over layer pairs; each layer prepared once when that pays off."""
+    from repscope import registry
+
+    names = [x for x in task.layers if any(x in (it.layer, it.layer_b) for it in task.items)]
+    reps = {x: store.read(x, rows=idx) for x in names}  # name -> (n, d)
+    first = task.items[0]
+    spec = registry.get(first.measure)
+    L = len(names)
+    n_matrix = L * (L + 1) // 2 if spec.symmetric else L * L
+    matrix = _matrix_estimates(reps, first, spec) if 2 * len(task.items) >= n_matrix else {}
+    rows = []
+    for it in task.items:
+        est = matrix.get((it.layer, it.layer_b)) or matrix.get((it.layer_b, it.layer))
+        if est is not None:
+            row = _timed(it, lambda est=est: est, len(idx))
+            row["seconds"] = matrix["__seconds__"] / max(len(matrix) - 1, 1)
+        else:
+            row = _run_item(it, reps[it.layer], reps[it.layer_b], None, None)
+        rows.append(row)
+    return rows
+
+
+def _matrix_estimates(reps: Mapping[str, np.ndarray], item: Item, spec: Any) -> dict[Any, Any]:
+    """(a, b) -> Estimate from ``similarity_matrix``; empty if unavailable or it raises."""
+    try:
+        from repscope.similarity_matrix import similarity_matrix
+    except ImportError:
+        return {}
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sm = similarity_matrix(reps, item.measure, params=item.params, diagonal=True)
+    except Exception as exc:  # fall back to pair-by-pair calls, which record their own errors
+        log.warning("similarity_matrix(%s) failed (%s); computing pair by pair", spec.name, exc)
+        return {}
+    return {**sm.estimates, "__seconds__": time.perf_counter() - t0}
+
+
+def _estimate_columns(est: Any, caught: list[str]) -> dict[str, Any]:
+    ci = getattr(est, "ci", None) or (None, None)
+    extra = {k: v for k, v in est.to_dict().items() if k not in _BASE_FIELDS | {"type"}}
+    if caught:
+        extra["warnings"] = sorted(set(caught))
+    return {
+        "value": _float(est.value), "stderr": _float(est.stderr),
+        "ci_low": _float(ci[0]), "ci_high": _float(ci[1]), "n": int(est.n_samples),
+        "params": {**est.params}, "diagnostics": dict(est.diagnostics),
+        "result_type": type(est).__name__, "extra": extra,
+    }
+
+
+def _float(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def _shared_neighbors(X: np.ndarray, items: Iterable[Item]) -> Any:
+    """One kNN table for every measure of the layer that takes ``neighbors`` (k = their max)."""
+    from repscope import registry
+
+    users = [it for it in items if "neighbors" in registry.get(it.measure).defaults]
+    ks = [it.params.get("k") for it in users]
+    ks = [k for k in ks if isinstance(k, int) and not isinstance(k, bool)]
+    if len(users) < 2 or not ks:
+        return None
+    try:
+        from repscope.neighbors import knn
+
+        return knn(X, min(max(ks), X.shape[0] - 1))
+    except Exception as exc:  # measures then compute their own neighbours
+        log.warning("shared kNN table not computed (%s); measures compute their own", exc)
+        return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+# -- driver side -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    key: str
+    result: Any
+    error: str | None
+    attempts: int
+    seconds: float
+
+
+def _inline_map(fn: Callable[[Any], Any], tasks: list[Any], *, key: Callable[[Any], str],
+                retries: int) -> Iterator[_Outcome]:
+    """In-process fallback with the executor contract (used when executors are unavailable)."""
+    for task in tasks:
+        t0, error, result = time.perf_counter(), None, None
+        for attempt in range(1, retries + 2):
+            try:
+                result, error = fn(task), None
+                break
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+        yield _Outcome(key(task), result, error, attempt, time.perf_counter() - t0)
+
+
+def _execute(cfg: AnalyzeConfig, tasks: list[Task]) -> Iterator[Any]:
+    """Run ``tasks`` on the configured executor, yielding outcomes as they complete."""
+    try:
+        from repscope.analysis.executors import make_executor
+    except ImportError:
+        if cfg.executor != "local":
+            raise PlanError(
+                f"The '{cfg.executor}' executor is not available in this installation."
+            ) from None
+        yield from _inline_map(run_task, tasks, key=lambda t: t.key, retries=cfg.retries)
+        return
+    ex = make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address)
+    try:
+        kwargs: dict[str, Any] = {"key": lambda t: t.key, "retries": cfg.retries}
+        if "progress" in inspect.signature(ex.map).parameters:
+            kwargs["progress"] = False  # the driver shows its own per-stage progress
+        yield from ex.map(run_task, tasks, **kwargs)
+    finally:
+        close = getattr(ex, "close", None)
+        if close is not None:
+            close()
+
+
+def _store_class() -> Any:
+    try:
+        from repscope.capture import ActivationStore
+    except ImportError:
+        from repscope.capture.store import ActivationStore
+    return ActivationStore
+
+
+def _open_or_capture(cfg: AnalyzeConfig, progress: bool) -> tuple[Any, Path]:
+    if cfg.store is not None:
+        return _store_class().open(cfg.store), Path(cfg.store)
+    from repscope.capture import CaptureConfig, run_capture
+
+    path = Path(cfg.out) / "store"
+    ccfg = CaptureConfig(model=cfg.model, corpus=cfg.corpus, layers=tuple(cfg.layers),
+                         pooling=cfg.pooling, out=path, max_docs=cfg.max_docs,
+                         max_length=cfg.max_length, device=cfg.device, seed=cfg.seed)
+    return run_capture(ccfg, progress=progress), path
+
+
+def provenance(plan: Plan, store: Any) -> dict[str, Any]:
+    """Model, data, hashes, versions and machine, for the runs table and the report."""
+    import os
+
+    versions = {}
+    for mod in ("repscope", "torch", "numpy", "scipy", "transformers", "duckdb", "plotly"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            versions[mod] = None
+    machine = {"platform": platform.platform(), "python": platform.python_version(),
+               "processor": _cpu_name(), "cpu_count": os.cpu_count()}
+    try:
+        import torch
+
+        machine["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            machine["gpu"] = torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    return {"source": dict(plan.source), "manifest": _plain(store.manifest),
+            "versions": versions, "machine": machine}
+
+
+def _plain(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _run_fields(plan: Plan, run_id: str, measures: Mapping[str, MeasureRequest]) -> Callable:
+    layer_index = {name: i for i, name in enumerate(plan.layers)}
+    src = plan.source
+    common = {
+        "run_id": run_id, "source": plan.store, "source_id": src.get("source_id"),
+        "model": _str(src.get("model")), "model_hash": _str(src.get("model_hash")),
+        "data": _str(src.get("data")), "data_hash": _str(src.get("data_hash")),
+        "checkpoint": _str(src.get("checkpoint")), "seed": plan.rows.seed,
+        "rows_hash": plan.rows.digest, "repscope_version": plan.to_dict()["repscope_version"],
+    }
+
+    def complete(row: dict[str, Any]) -> dict[str, Any]:
+        m = measures[row["measure"]]
+        return {**common, "family": m.family, "kind": m.kind,
+                "layer_index": layer_index[row["layer"]],
+                "layer_b_index": layer_index.get(row.get("layer_b") or ""), **row}
+
+    return complete
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _failed_rows(task: Task, error: str) -> list[dict[str, Any]]:
+    now = _now()
+    return [{"key": it.key, "layer": it.layer, "layer_b": it.layer_b,
+             "measure": it.measure, "variant": it.variant, "params": it.params,
+             "status": "error", "error": error, "started_at": now, "finished_at": now}
+            for it in task.items]
+
+
+def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) -> AnalysisRun:
+    """Run the whole analysis for ``cfg``; see the module docstring for the stages.
+
+    Raises :class:`~repscope.analysis.plan.PlanError` for an invalid config before any capture
+    or measurement. Failing measures do not raise: they are recorded with their error.
+    """
+    t_start = time.perf_counter()
+    measures, skipped = check_config(cfg)
+    out = Path(cfg.out)
+    store, store_path = _open_or_capture(cfg, progress)
+    plan = make_plan(cfg, store, store_path, measures, skipped)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / "plan.json"
+    plan.save(plan_path)
+    db = ResultsDB(out / "results.duckdb")
+    done = db.done_keys([it.key for _, it in plan.items()])
+    pending = [dataclasses.replace(t, items=tuple(i for i in t.items if i.key not in done))
+               for t in plan.tasks]
+    pending = [t for t in pending if t.items]
+    run_id = f"{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    db.start_run(run_id, plan.to_dict(), provenance(plan, store),
+                 sum(len(t.items) for t in pending), _now())
+    complete = _run_fields(plan, run_id, {m.name: m for m in measures})
+    n_ok = n_failed = 0
+    status = "failed"
+    try:
+        by_key = {t.key: t for t in pending}
+        with _progress_bar(progress, console, sum(len(t.items) for t in pending)) as advance:
+            for outcome in _execute(cfg, pending):
+                task = by_key[outcome.key]
+                rows = (outcome.result.rows if outcome.error is None
+                        else _failed_rows(task, outcome.error))
+                rows = [complete(r) for r in rows]
+                db.write_results(rows)
+                n_ok += sum(r["status"] == "ok" for r in rows)
+                n_failed += sum(r["status"] != "ok" for r in rows)
+                advance(len(rows), task.label)
+        status = "done"
+    finally:
+        db.finish_run(run_id, status=status, n_done=n_ok, n_failed=n_failed, finished_at=_now())
+    report_path = None
+    if cfg.report:
+        from repscope.report.html import write_report
+
+        report_path = write_report(db.path, out / "report.html")
+    return AnalysisRun(run_id, out, db.path, report_path, plan_path, plan,
+                       n_results=len(plan.items()), n_cached=len(done), n_computed=n_ok,
+                       n_failed=n_failed, seconds=time.perf_counter() - t_start)
+
+
+class _progress_bar:
+    """A rich progress bar over results (or a no-op), as a context manager yielding advance()."""
+
+    def __init__(self, enabled: bool, console: Any, total: int) -> None:
+        self.enabled, self.console, self.total = enabled, console, total
+        self.bar: Any = None
+
+    def __enter__(self) -> Callable[[int, str], None]:
+        if not self.enabled:
+            return lambda n, what: None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("[bold]measures[/] {task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=self.console, transient=False)
+        self.bar.start()
+        tid = self.bar.add_task("", total=self.total)
+        return lambda n, what: self.bar.update(tid, advance=n, description=what)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()

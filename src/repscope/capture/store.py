@@ -1,0 +1,903 @@
+"""ActivationStore: a crash-safe, append-only, memory-mappable directory of activations.
+
+Layout (``FORMAT_VERSION`` 1)::
+
+    store/
+      manifest.json         identity, provenance, layers, dims, dtype; the shard list once complete
+      documents.json        the input documents (row metadata refers to them by doc_id)
+      vocab.json            token id -> token string (token-level stores)
+      shards/000000/        one directory per shard of ``shard_rows`` rows (the last may be shorter)
+        <layer>.npy         (rows, d) array in the storage dtype (bfloat16 stored as uint16 bits)
+        meta.npy            structured array, one record per row (doc_id, position, token_id)
+        shard.json          rows, byte size + sha256 of every file, the writer's resume point
+
+Crash safety: a shard is written into ``shards/.tmp-NNNNNN/``, every file fsynced, then the
+directory is renamed to ``shards/NNNNNN`` and ``shards/`` fsynced. A shard directory under its
+final name is therefore complete; anything else is debris that the next writer deletes. The
+manifest is replaced atomically (temporary file, fsync, rename). A capture killed at any point
+(``kill -9`` included) and started again continues after the last complete shard and ends with
+exactly the same arrays and metadata as an uninterrupted run, provided the writer is fed the
+same chunks (see :class:`StoreWriter`).
+
+Reading never loads a whole store: each shard file is memory-mapped, ``read`` gathers only the
+rows asked for, ``iter_batches`` streams a layer with bounded memory. ``open`` checks the
+manifest and every file's size; each file's sha256 is checked the first time it is read
+(``verify="lazy"``, the default), all at once (``"full"``), or never (``"size"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from repscope._io import atomic_write_text, fsync_dir
+from repscope._version import __version__
+
+__all__ = [
+    "FORMAT_VERSION",
+    "STORAGE_DTYPES",
+    "ActivationStore",
+    "ShardInfo",
+    "StoreError",
+    "StoreWriter",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "repscope.activation_store"
+FORMAT_VERSION = 1
+#: storage dtype name -> numpy dtype of the bytes on disk
+STORAGE_DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "bfloat16": np.dtype("<u2"),  # the upper 16 bits of a float32
+}
+Verify = Literal["lazy", "full", "size"]
+_SHARD_RE = re.compile(r"^\d{6}$")
+
+
+class StoreError(Exception):
+    """An ActivationStore is missing, incomplete, corrupt, of a newer format, or different."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _layer_filename(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", name) or "layer"
+    fname, i = f"{base}.npy", 1
+    while fname in taken or fname == "meta.npy":
+        fname, i = f"{base}-{i}.npy", i + 1
+    taken.add(fname)
+    return fname
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Upcast stored values to float32 (bfloat16 bits shifted into the high half)."""
+    if dtype == "bfloat16":
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One complete shard: its index, first row, row count and files."""
+
+    index: int
+    start: int
+    rows: int
+    files: dict[str, dict[str, Any]]  # file name -> {"bytes": int, "sha256": str}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class ActivationStore:
+    """Read side of a store directory; create one with :meth:`create` (a :class:`StoreWriter`).
+
+    Example::
+
+        store = ActivationStore.open("repscope-out/store")
+        X = store.read("encoder.layer.3")              # (n_rows, d) float32
+        for batch in store.iter_batches("encoder.layer.3", batch_size=4096):
+            ...                                          # (<=4096, d) float32
+        meta = store.metadata()                          # doc_id, position, token_id, token
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], shards: list[ShardInfo],
+                 verify: Verify) -> None:
+        self.path = path
+        self._manifest = manifest
+        self._shards = shards
+        self._verify = verify
+        self._verified: set[tuple[int, str]] = set()
+        self._lock = threading.Lock()
+        self._layouts: dict[tuple[int, str], tuple[Path, int, np.dtype[Any], tuple[int, ...]]] = {}
+        self._offsets = np.cumsum([0] + [s.rows for s in shards])  # (n_shards + 1,)
+        self._files = {entry["name"]: entry["file"] for entry in manifest["layers"]}
+        self._dims = {entry["name"]: int(entry["dim"]) for entry in manifest["layers"]}
+        self._documents: list[str] | None = None
+        self._vocab: list[str] | None = None
+
+    # -- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: Verify = "lazy",
+             allow_incomplete: bool = False) -> ActivationStore:
+        """Open a store, checking its manifest and the presence and size of every shard file.
+
+        Args:
+            verify: ``"lazy"`` checks each file's sha256 the first time it is read, ``"full"``
+                checks all of them now, ``"size"`` checks sizes only (fast sparse access to
+                very large stores).
+            allow_incomplete: open a store whose capture has not finished (its complete
+                shards only); otherwise that raises :class:`StoreError`.
+        """
+        if verify not in ("lazy", "full", "size"):
+            raise ValueError(
+                f"The 'verify' parameter of ActivationStore.open must be one of "
+                f"{{'lazy', 'full', 'size'}}. Got {verify!r} instead."
+            )
+        path = Path(path)
+        manifest = read_manifest(path)
+        if manifest["status"] != "complete" and not allow_incomplete:
+            n = len(_list_shard_dirs(path))
+            raise StoreError(
+                f"Store {str(path)!r} is incomplete: its capture stopped after {n} complete "
+                f"shard(s). Run the same capture again to resume it, or open it with "
+                f"allow_incomplete=True."
+            )
+        shards = _load_shards(path, manifest)
+        store = cls(path, manifest, shards, verify)
+        if verify == "full":
+            store.verify()
+        return store
+
+    @staticmethod
+    def create(path: str | Path, *, layers: Mapping[str, int], dtype: str = "float32",
+               shard_rows: int = 8192, meta_columns: Mapping[str, str] | None = None,
+               identity: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
+               documents: Sequence[str] | None = None, vocab: Sequence[str] | None = None,
+               ) -> StoreWriter:
+        """Create a store, or resume writing the store of the same identity at ``path``.
+
+        See :class:`StoreWriter` for the arguments and the resume protocol.
+        """
+        return StoreWriter(Path(path), layers=layers, dtype=dtype, shard_rows=shard_rows,
+                           meta_columns=meta_columns, identity=identity, info=info,
+                           documents=documents, vocab=vocab)
+
+    # -- description -----------------------------------------------------------------
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as a dict (a copy)."""
+        return json.loads(json.dumps(self._manifest))
+
+    @property
+    def layers(self) -> list[str]:
+        """Layer names in capture order."""
+        return [entry["name"] for entry in self._manifest["layers"]]
+
+    @property
+    def n_rows(self) -> int:
+        """Rows per layer (every layer has the same rows)."""
+        return int(self._offsets[-1])
+
+    @property
+    def dtype(self) -> str:
+        """Storage dtype: ``float32``, ``float16`` or ``bfloat16`` (reads return float32)."""
+        return str(self._manifest["dtype"])
+
+    @property
+    def pooling(self) -> str | None:
+        return self._manifest.get("pooling")
+
+    @property
+    def shards(self) -> list[ShardInfo]:
+        return list(self._shards)
+
+    @property
+    def complete(self) -> bool:
+        return self._manifest["status"] == "complete"
+
+    def dim(self, layer: str) -> int:
+        """Number of features of ``layer``."""
+        return self._dims[self._check_layer(layer)]
+
+    def nbytes(self) -> int:
+        """Bytes on disk of all shard files."""
+        return sum(f["bytes"] for s in self._shards for f in s.files.values())
+
+    def __repr__(self) -> str:
+        return (f"ActivationStore({str(self.path)!r}, layers={len(self.layers)}, "
+                f"n_rows={self.n_rows}, dtype={self.dtype!r})")
+
+    def _check_layer(self, layer: str) -> str:
+        if layer not in self._dims:
+            import difflib
+
+            close = difflib.get_close_matches(layer, self.layers, n=3, cutoff=0.5)
+            hint = f" Close matches: {close}." if close else ""
+            raise KeyError(f"Store {str(self.path)!r} has no layer {layer!r}.{hint} "
+                           f"Its layers: {self.layers}.")
+        return layer
+
+    # -- verification ----------------------------------------------------------------
+
+    def verify(self, progress: Any = None) -> None:
+        """Check the sha256 of every shard file; raise :class:`StoreError` on a mismatch.
+
+        ``progress``, if given, is called with the number of bytes checked after each file.
+        """
+        for shard in self._shards:
+            for fname in shard.files:
+                self._verify_file(shard, fname)
+                if progress is not None:
+                    progress(shard.files[fname]["bytes"])
+
+    def _verify_file(self, shard: ShardInfo, fname: str) -> None:
+        key = (shard.index, fname)
+        if key in self._verified:
+            return
+        file = self.path / "shards" / f"{shard.index:06d}" / fname
+        digest = _sha256_file(file)
+        if digest != shard.files[fname]["sha256"]:
+            raise StoreError(
+                f"Shard file {str(file)!r} is corrupt: its sha256 {digest[:16]}... does not match "
+                f"the recorded {shard.files[fname]['sha256'][:16]}.... The file was modified "
+                f"after the capture; re-run the capture into a fresh directory."
+            )
+        with self._lock:
+            self._verified.add(key)
+
+    def _layout(self, shard: ShardInfo, fname: str) -> tuple[Path, int, np.dtype[Any], tuple[int, ...]]:
+        """(file, data offset, dtype, shape) of a shard file, checked once (and its sha256
+        unless ``verify="size"``)."""
+        key = (shard.index, fname)
+        layout = self._layouts.get(key)
+        if layout is None:
+            if self._verify != "size":
+                self._verify_file(shard, fname)
+            file = self.path / "shards" / f"{shard.index:06d}" / fname
+            try:
+                with open(file, "rb") as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(f)
+                    offset = f.tell()
+            except (ValueError, OSError) as exc:
+                raise StoreError(f"Shard file {str(file)!r} cannot be read: {exc}.") from None
+            if fortran or shape[:1] != (shard.rows,):
+                raise StoreError(
+                    f"Shard file {str(file)!r} holds shape {shape}; the manifest records "
+                    f"{shard.rows} rows."
+                )
+            layout = (file, offset, dtype, shape)
+            with self._lock:
+                self._layouts[key] = layout
+        return layout
+
+    def _rows_of(self, shard: ShardInfo, fname: str, sel: slice | np.ndarray) -> np.ndarray:
+        """Rows ``sel`` (a slice, or sorted local indices) of one shard file, as a new array.
+
+        Contiguous rows are read with one positioned read; scattered rows through a transient
+        memory map, so resident memory stays bounded by the rows returned.
+        """
+        file, offset, dtype, shape = self._layout(shard, fname)
+        row_items = int(np.prod(shape[1:], dtype=np.int64))
+        if isinstance(sel, slice):
+            count = (sel.stop - sel.start) * row_items
+            out = np.fromfile(file, dtype=dtype, count=count,
+                              offset=offset + sel.start * row_items * dtype.itemsize)
+            return out.reshape((sel.stop - sel.start, *shape[1:]))
+        mm = np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=shape)
+        try:
+            return np.array(mm[sel])
+        finally:
+            del mm
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _row_index(self, rows: Any, fn: str) -> np.ndarray | slice:
+        n = self.n_rows
+        if rows is None:
+            return slice(0, n)
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(n)
+            return slice(start, stop) if step == 1 else np.arange(start, stop, step)
+        idx = np.asarray(rows)
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise ValueError(
+                    f"The 'rows' parameter of {fn} must be a boolean mask of length "
+                    f"n_rows={n}. Got shape {idx.shape} instead."
+                )
+            return np.flatnonzero(idx)
+        if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+            raise ValueError(
+                f"The 'rows' parameter of {fn} must be a slice, a 1-D integer index array or a "
+                f"boolean mask. Got an array of dtype {idx.dtype} and shape {idx.shape} instead."
+            )
+        idx = idx.astype(np.int64)
+        idx = np.where(idx < 0, idx + n, idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            bad = int(np.asarray(rows)[(idx < 0) | (idx >= n)][0])
+            raise IndexError(f"Row index {bad} is out of range for store with n_rows={n}.")
+        return idx
+
+    def _gather(self, fname: str, index: np.ndarray | slice, convert: bool) -> np.ndarray:
+        """Rows ``index`` of file ``fname`` across shards, read shard by shard."""
+        offsets = self._offsets
+        if isinstance(index, slice):
+            parts = []
+            first = int(np.searchsorted(offsets, index.start, side="right")) - 1
+            for s in range(max(first, 0), len(self._shards)):
+                lo = max(index.start, offsets[s])
+                hi = min(index.stop, offsets[s + 1])
+                if lo >= index.stop:
+                    break
+                if hi > lo:
+                    parts.append(self._rows_of(self._shards[s], fname,
+                                               slice(lo - offsets[s], hi - offsets[s])))
+            return self._concat(parts, fname, convert)
+        order = np.argsort(index, kind="stable")
+        sorted_idx = index[order]
+        shard_of = np.searchsorted(offsets, sorted_idx, side="right") - 1  # (m,)
+        bounds = np.flatnonzero(np.diff(shard_of)) + 1
+        parts = []
+        for chunk, sh in zip(np.split(sorted_idx, bounds), np.split(shard_of, bounds), strict=True):
+            if chunk.size:
+                s = int(sh[0])
+                parts.append(self._rows_of(self._shards[s], fname, chunk - offsets[s]))
+        out = self._concat(parts, fname, convert)
+        result = np.empty_like(out)
+        result[order] = out
+        return result
+
+    def _concat(self, parts: list[np.ndarray], fname: str, convert: bool) -> np.ndarray:
+        if not parts:
+            if fname == "meta.npy":
+                return np.empty(0, dtype=self._meta_dtype())
+            d = next(self._dims[n] for n, f in self._files.items() if f == fname)
+            return np.empty((0, d), dtype=np.float32 if convert else STORAGE_DTYPES[self.dtype])
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return _to_float32(out, self.dtype) if convert else out
+
+    def _meta_dtype(self) -> np.dtype[Any]:
+        return np.dtype([(k, v) for k, v in self._manifest["meta_columns"].items()])
+
+    def read(self, layer: str, rows: Any = None) -> np.ndarray:
+        """Rows of ``layer`` as a float32 array ``(m, d)`` (float16/bfloat16 are upcast).
+
+        ``rows``: ``None`` (all), a slice, an integer index array (any order, repeats allowed;
+        the result follows it) or a boolean mask. Only the shards holding those rows are read.
+        """
+        fname = self._files[self._check_layer(layer)]
+        return self._gather(fname, self._row_index(rows, "ActivationStore.read"), convert=True)
+
+    def iter_batches(self, layer: str, batch_size: int = 65536,
+                     rows: Any = None) -> Iterator[np.ndarray]:
+        """Stream ``layer`` as float32 batches of at most ``batch_size`` rows, in row order
+        (or in the order of ``rows``); memory stays bounded by one batch."""
+        from repscope._validate import check_int
+
+        check_int(batch_size, "batch_size", "ActivationStore.iter_batches", low=1)
+        fname = self._files[self._check_layer(layer)]
+        index = self._row_index(rows, "ActivationStore.iter_batches")
+        if isinstance(index, slice):
+            for lo in range(index.start, index.stop, batch_size):
+                yield self._gather(fname, slice(lo, min(lo + batch_size, index.stop)), True)
+        else:
+            for lo in range(0, index.size, batch_size):
+                yield self._gather(fname, index[lo:lo + batch_size], True)
+
+    # -- metadata --------------------------------------------------------------------
+
+    @property
+    def documents(self) -> list[str]:
+        """The input documents (``doc_id`` indexes this list); empty if none were stored."""
+        if self._documents is None:
+            file = self.path / "documents.json"
+            self._documents = json.loads(file.read_text()) if file.is_file() else []
+        return self._documents
+
+    @property
+    def vocab(self) -> list[str]:
+        """Token strings by token id; empty if the store has no token-level rows."""
+        if self._vocab is None:
+            file = self.path / "vocab.json"
+            self._vocab = json.loads(file.read_text()) if file.is_file() else []
+        return self._vocab
+
+    def metadata(self, rows: Any = None) -> Any:
+        """A pandas DataFrame, one row per stored row (index = row number).
+
+        Token-level stores: ``doc_id``, ``position``, ``token_id``, ``token``; pooled stores:
+        ``doc_id`` and ``text`` (the document).
+        """
+        import pandas as pd
+
+        index = self._row_index(rows, "ActivationStore.metadata")
+        meta = self._gather("meta.npy", index, convert=False)
+        row_ids = np.arange(index.start, index.stop) if isinstance(index, slice) else index
+        df = pd.DataFrame({name: meta[name] for name in meta.dtype.names or ()}, index=row_ids)
+        if "token_id" in df and self.vocab:
+            vocab = np.asarray(self.vocab, dtype=object)
+            df["token"] = vocab[df["token_id"].to_numpy()]
+        elif "doc_id" in df and "token_id" not in df and self.documents:
+            docs = np.asarray(self.documents, dtype=object)
+            df["text"] = docs[df["doc_id"].to_numpy()]
+        return df
+
+    def contexts(self, rows: Any, window: int = 8, mark: tuple[str, str] = ("[[", "]]")) -> list[str]:
+        """Text around each row: its document's tokens within ``window`` positions, the row's
+        own token between ``mark``; the document text for pooled stores."""
+        index = self._row_index(rows, "ActivationStore.contexts")
+        idx = np.arange(index.start, index.stop) if isinstance(index, slice) else index
+        meta = self._gather("meta.npy", idx, convert=False)
+        if "token_id" not in (meta.dtype.names or ()):
+            return [self.documents[int(d)] for d in meta["doc_id"]]
+        out = []
+        for r, rec in zip(idx, meta, strict=True):
+            lo, hi = max(int(r) - window, 0), min(int(r) + window + 1, self.n_rows)
+            around = self._gather("meta.npy", slice(lo, hi), convert=False)
+            keep = around["doc_id"] == rec["doc_id"]
+            toks = [self.vocab[t] if t < len(self.vocab) else str(t) for t in around["token_id"]]
+            pieces = [f"{mark[0]}{tok}{mark[1]}" if lo + j == r else tok
+                      for j, tok in enumerate(toks) if keep[j]]
+            out.append(" ".join(pieces))
+        return out
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Load and check ``manifest.json`` (format name and version)."""
+    file = Path(path) / "manifest.json"
+    if not Path(path).is_dir():
+        raise StoreError(f"Store {str(path)!r} does not exist (no such directory).")
+    if not file.is_file():
+        raise StoreError(f"{str(path)!r} is not an ActivationStore: it has no manifest.json.")
+    try:
+        manifest = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"Manifest {str(file)!r} is not valid JSON: {exc}.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise StoreError(f"Manifest {str(file)!r} does not describe a {FORMAT_NAME}.")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise StoreError(
+            f"Store {str(path)!r} has format version {version!r}, newer than the version "
+            f"{FORMAT_VERSION} this repscope {__version__} reads. Upgrade repscope to open it."
+        )
+    return manifest
+
+
+def _list_shard_dirs(path: Path) -> list[int]:
+    shard_root = path / "shards"
+    if not shard_root.is_dir():
+        return []
+    return sorted(int(p.name) for p in shard_root.iterdir() if p.is_dir() and _SHARD_RE.match(p.name))
+
+
+def _load_shards(path: Path, manifest: dict[str, Any]) -> list[ShardInfo]:
+    """Shard records (from the manifest once complete, else from each shard.json), checking
+    that they are contiguous and that every file exists with its recorded size."""
+    present = _list_shard_dirs(path)
+    if manifest["status"] == "complete":
+        records = manifest["shards"]
+        if len(present) != len(records) or present != list(range(len(records))):
+            raise StoreError(
+                f"Store {str(path)!r} should hold shards 0..{len(records) - 1} but its shards/ "
+                f"directory holds {len(present)} shard(s): the store was modified after capture."
+            )
+    else:
+        records = []
+        for i in present:
+            if i != len(records):
+                break  # a gap: later shards are unusable (a writer will remove them)
+            rec_file = path / "shards" / f"{i:06d}" / "shard.json"
+            try:
+                records.append(json.loads(rec_file.read_text()))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise StoreError(f"Shard record {str(rec_file)!r} is unreadable: {exc}.") from None
+    shards, start = [], 0
+    expected = {entry["file"] for entry in manifest["layers"]} | {"meta.npy"}
+    for i, rec in enumerate(records):
+        files = rec["files"]
+        if set(files) != expected:
+            raise StoreError(
+                f"Shard {i} of store {str(path)!r} records files {sorted(files)}; expected "
+                f"{sorted(expected)}."
+            )
+        for fname, info in files.items():
+            file = path / "shards" / f"{i:06d}" / fname
+            if not file.is_file():
+                raise StoreError(f"Shard file {str(file)!r} is missing.")
+            size = file.stat().st_size
+            if size != info["bytes"]:
+                raise StoreError(
+                    f"Shard file {str(file)!r} is truncated or corrupt: it has {size} bytes, the "
+                    f"store recorded {info['bytes']}. Re-run the capture into a fresh directory."
+                )
+        shards.append(ShardInfo(index=i, start=start, rows=int(rec["rows"]), files=files))
+        start += int(rec["rows"])
+    return shards
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class StoreWriter:
+    """Append rows to a store; resumes a partial store of the same identity.
+
+    Rows arrive in numbered *chunks* (e.g. one per model batch), ``chunk = 0, 1, 2, ...``;
+    the writer cuts them into shards of exactly ``shard_rows`` rows and writes each shard in a
+    background thread (temporary directory, fsync, rename). Every shard records the resume
+    point: the chunk holding the next unwritten row and how many of its rows are stored.
+
+    Resuming: opening a writer on a partial store of the same identity keeps its complete
+    shards and sets :attr:`resume_point` ``= (chunk, skip)``. The caller restarts its chunk
+    stream at ``chunk``; the writer drops chunks before it and the first ``skip`` rows of it.
+    If the chunks are reproduced exactly (same inputs, same batches), the finished store is
+    byte-identical to an uninterrupted one.
+
+    Args:
+        layers: layer name -> number of features, in capture order.
+        dtype: storage dtype, ``float32``, ``float16`` or ``bfloat16``.
+        shard_rows: rows per shard file.
+        meta_columns: per-row metadata column -> numpy dtype string
+            (default ``doc_id: int64, position: int32, token_id: int32``).
+        identity: what must match to resume (model, data, capture settings); a store at
+            ``path`` with a different identity raises :class:`StoreError`.
+        info: extra provenance for the manifest (model, data, pooling, config, ...).
+        documents, vocab: saved beside the shards for :meth:`ActivationStore.metadata`.
+    """
+
+    def __init__(self, path: Path, *, layers: Mapping[str, int], dtype: str = "float32",
+                 shard_rows: int = 8192, meta_columns: Mapping[str, str] | None = None,
+                 identity: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
+                 documents: Sequence[str] | None = None, vocab: Sequence[str] | None = None) -> None:
+        from repscope._validate import check_choice, check_int
+
+        check_choice(dtype, "dtype", "ActivationStore.create", STORAGE_DTYPES)
+        check_int(shard_rows, "shard_rows", "ActivationStore.create", low=1)
+        if not layers:
+            raise ValueError("ActivationStore.create needs at least one layer; got none.")
+        self.path = path
+        self.shard_rows = shard_rows
+        self.dtype = dtype
+        self._storage = STORAGE_DTYPES[dtype]
+        self.layers = {str(k): int(v) for k, v in layers.items()}
+        meta_columns = dict(meta_columns or {"doc_id": "int64", "position": "int32",
+                                             "token_id": "int32"})
+        self._meta_dtype = np.dtype([(k, v) for k, v in meta_columns.items()])
+        taken: set[str] = set()
+        layer_entries = [{"name": n, "dim": d, "file": _layer_filename(n, taken)}
+                         for n, d in self.layers.items()]
+        self._files = {e["name"]: e["file"] for e in layer_entries}
+        full_identity = {
+            "layers": [[n, d] for n, d in self.layers.items()], "dtype": dtype,
+            "shard_rows": shard_rows, "meta_columns": meta_columns, **dict(identity or {}),
+        }
+        full_identity = json.loads(json.dumps(full_identity))  # tuples -> lists, as on disk
+        self._lock_fd = self._acquire_lock()
+        try:
+            self._manifest = self._open_or_init(full_identity, layer_entries, meta_columns,
+                                                dict(info or {}), documents, vocab)
+            self._shards = self._recover()
+        except BaseException:
+            self._release_lock()
+            raise
+        self.n_rows = sum(int(s["rows"]) for s in self._shards)
+        last = self._shards[-1]["resume"] if self._shards else {"chunk": 0, "skip": 0}
+        self.resume_point: tuple[int, int] = (int(last["chunk"]), int(last["skip"]))
+        self._next_chunk = self.resume_point[0]
+        self._pending: list[tuple[int, int, dict[str, np.ndarray], np.ndarray]] = []
+        self._pending_rows = 0
+        self._last_chunk = self.resume_point[0] - 1
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- setup -----------------------------------------------------------------------
+
+    def _acquire_lock(self) -> int:
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"Output path {str(self.path)!r} exists and is not a directory.")
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"Store {str(self.path)!r} is being written by another process."
+            ) from None
+        return fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd >= 0:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _open_or_init(self, identity: dict[str, Any], layer_entries: list[dict[str, Any]],
+                      meta_columns: dict[str, str], info: dict[str, Any],
+                      documents: Sequence[str] | None, vocab: Sequence[str] | None) -> dict[str, Any]:
+        if (self.path / "manifest.json").is_file():
+            manifest = read_manifest(self.path)
+            if manifest.get("identity") != identity:
+                raise StoreError(_identity_mismatch(self.path, manifest.get("identity") or {},
+                                                    identity))
+            return manifest
+        others = [p.name for p in self.path.iterdir() if p.name != ".lock"]
+        if others:
+            raise StoreError(
+                f"Output directory {str(self.path)!r} is not empty and holds no ActivationStore "
+                f"(found {sorted(others)[:5]}); refusing to write into it. Choose another "
+                f"directory."
+            )
+        if documents is not None:
+            atomic_write_text(self.path / "documents.json", json.dumps(list(documents)))
+        if vocab is not None:
+            atomic_write_text(self.path / "vocab.json", json.dumps(list(vocab)))
+        manifest = {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "repscope_version": __version__, "status": "in_progress",
+            "created": _now(), "completed": None,
+            "layers": layer_entries, "dtype": self.dtype, "shard_rows": self.shard_rows,
+            "meta_columns": meta_columns, **info, "identity": identity,
+        }
+        (self.path / "shards").mkdir(exist_ok=True)
+        fsync_dir(self.path)
+        atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=2))
+        return manifest
+
+    def _recover(self) -> list[dict[str, Any]]:
+        """Keep the contiguous complete shards; delete temporary and orphaned shard dirs."""
+        root = self.path / "shards"
+        root.mkdir(exist_ok=True)
+        if self._manifest["status"] == "complete":
+            return list(self._manifest["shards"])
+        kept: list[dict[str, Any]] = []
+        for p in sorted(root.iterdir()):
+            ok = p.is_dir() and _SHARD_RE.match(p.name) and int(p.name) == len(kept)
+            if ok:
+                try:
+                    rec = json.loads((p / "shard.json").read_text())
+                    ok = all((p / f).is_file() and (p / f).stat().st_size == v["bytes"]
+                             for f, v in rec["files"].items())
+                except (OSError, json.JSONDecodeError, KeyError):
+                    ok = False
+            if ok:
+                kept.append(rec)
+            else:
+                log.info("removing incomplete shard debris %s", p)
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if kept:
+            log.info("resuming %s after %d complete shard(s)", self.path, len(kept))
+        return kept
+
+    # -- appending -------------------------------------------------------------------
+
+    @property
+    def n_shards(self) -> int:
+        """Complete shards so far (including those found when resuming)."""
+        return len(self._shards)
+
+    @property
+    def complete(self) -> bool:
+        """True if the store at ``path`` is already complete (nothing left to write)."""
+        return self._manifest["status"] == "complete"
+
+    def append(self, acts: Mapping[str, np.ndarray], meta: Mapping[str, np.ndarray], *,
+               chunk: int) -> None:
+        """Add the rows of chunk number ``chunk`` (consecutive from :attr:`resume_point`).
+
+        ``acts``: layer -> ``(m, d)`` array in the storage dtype (or float32, converted here;
+        bfloat16 as uint16 bits); ``meta``: column -> ``(m,)`` array.
+        """
+        self._raise_if_failed()
+        if self.complete:
+            raise StoreError(f"Store {str(self.path)!r} is complete; it accepts no more rows.")
+        if chunk != self._next_chunk:
+            if chunk < self.resume_point[0]:
+                return  # stored before the interruption
+            raise ValueError(f"StoreWriter.append expected chunk {self._next_chunk}; got {chunk}.")
+        self._next_chunk = chunk + 1
+        if set(acts) != set(self.layers):
+            raise ValueError(f"StoreWriter.append got layers {sorted(acts)}; expected "
+                             f"{sorted(self.layers)}.")
+        m = {int(np.shape(a)[0]) for a in acts.values()} | {int(np.shape(v)[0]) for v in meta.values()}
+        if len(m) != 1:
+            raise ValueError(f"StoreWriter.append got layers/metadata with different row counts {sorted(m)}.")
+        rows = m.pop()
+        records = np.empty(rows, dtype=self._meta_dtype)
+        for name in self._meta_dtype.names or ():
+            records[name] = meta[name]
+        arrays = {}
+        for name, a in acts.items():
+            a = np.asarray(a)
+            if a.ndim != 2 or a.shape[1] != self.layers[name]:
+                raise ValueError(f"StoreWriter.append: layer {name!r} has shape {a.shape}; "
+                                 f"expected (rows, {self.layers[name]}).")
+            if a.dtype != self._storage:
+                if self.dtype == "bfloat16":
+                    raise TypeError("StoreWriter.append: bfloat16 rows must arrive as uint16 bits "
+                                    "(tensor.to(torch.bfloat16).view(torch.int16)).")
+                a = a.astype(self._storage)
+            arrays[name] = a
+        start = self.resume_point[1] if chunk == self.resume_point[0] else 0
+        if start >= rows:
+            start = rows  # everything of this chunk is stored already
+        self._pending.append((chunk, start, arrays, records))
+        self._pending_rows += rows - start
+        self._last_chunk = chunk
+        while self._pending_rows >= self.shard_rows:
+            self._emit(self.shard_rows)
+
+    def _emit(self, rows: int) -> None:
+        """Cut the first ``rows`` pending rows into a shard and queue it for writing."""
+        out = {name: np.empty((rows, d), dtype=self._storage) for name, d in self.layers.items()}
+        meta = np.empty(rows, dtype=self._meta_dtype)
+        filled = 0
+        while filled < rows:
+            chunk, start, arrays, records = self._pending[0]
+            take = min(rows - filled, records.shape[0] - start)
+            for name in self.layers:
+                out[name][filled:filled + take] = arrays[name][start:start + take]
+            meta[filled:filled + take] = records[start:start + take]
+            filled += take
+            if start + take == records.shape[0]:
+                self._pending.pop(0)
+            else:
+                self._pending[0] = (chunk, start + take, arrays, records)
+        self._pending_rows -= rows
+        if self._pending:
+            resume = {"chunk": self._pending[0][0], "skip": self._pending[0][1]}
+        else:
+            resume = {"chunk": self._last_chunk + 1, "skip": 0}
+        index = len(self._shards)
+        record = {"index": index, "rows": rows, "resume": resume}
+        self._shards.append(record)
+        self.n_rows += rows
+        self._start_thread()
+        self._queue.put((index, out, meta, record))
+        self._raise_if_failed()
+
+    def _start_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._worker, name="repscope-store-writer",
+                                            daemon=True)
+            self._thread.start()
+
+    def _worker(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._write_shard(*item)
+                except BaseException as exc:  # surfaced in the caller's thread
+                    self._error = exc
+
+    def _write_shard(self, index: int, arrays: dict[str, np.ndarray], meta: np.ndarray,
+                     record: dict[str, Any]) -> None:
+        root = self.path / "shards"
+        tmp = root / f".tmp-{index:06d}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        files = {}
+        for name, arr in arrays.items():
+            files[self._files[name]] = _write_npy(tmp / self._files[name], arr)
+        files["meta.npy"] = _write_npy(tmp / "meta.npy", meta)
+        record["files"] = files
+        with open(tmp / "shard.json", "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(tmp)
+        os.rename(tmp, root / f"{index:06d}")
+        fsync_dir(root)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise StoreError(f"Writing store {str(self.path)!r} failed: {self._error}") from self._error
+
+    def _drain(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    # -- finishing -------------------------------------------------------------------
+
+    def finish(self, extra: Mapping[str, Any] | None = None) -> ActivationStore:
+        """Write the remaining rows as a last shard, complete the manifest, return the store."""
+        if not self.complete:
+            if self._pending_rows:
+                self._emit(self._pending_rows)
+            self._drain()
+            self._raise_if_failed()
+            manifest = dict(self._manifest)
+            manifest.update(extra or {})
+            manifest.update({
+                "status": "complete", "completed": _now(), "n_rows": self.n_rows,
+                "shards": self._shards,
+            })
+            atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=2))
+            self._manifest = manifest
+        self.close()
+        return ActivationStore.open(self.path, verify="size")
+
+    def close(self) -> None:
+        """Wait for queued shards and release the store lock (no manifest update)."""
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(BaseException):
+                self._drain()
+            self._release_lock()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _write_npy(path: Path, arr: np.ndarray) -> dict[str, Any]:
+    """Write ``arr`` as a ``.npy`` file, fsync it, return its size and sha256."""
+    arr = np.ascontiguousarray(arr)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(arr))
+    head = header.getvalue()
+    body = arr.reshape(-1).view(np.uint8)  # the raw bytes, no copy
+    digest = hashlib.sha256(head)
+    digest.update(body)
+    with open(path, "wb") as f:
+        f.write(head)
+        f.write(body)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"bytes": len(head) + body.nbytes, "sha256": digest.hexdigest()}
+
+
+def _identity_mismatch(path: Path, old: dict[str, Any], new: dict[str, Any]) -> str:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            a, b = json.dumps(old.get(key)), json.dumps(new.get(key))
+            a = a if len(a) <= 60 else a[:57] + "..."
+            b = b if len(b) <= 60 else b[:57] + "..."
+            diffs.append(f"{key}: stored {a}, requested {b}")
+    return (f"Output directory {str(path)!r} holds a different ActivationStore ("
+            + "; ".join(diffs) + "). Choose another output directory or delete that one.")

@@ -1,0 +1,196 @@
+"""``repscope analyze``, ``report``, ``plot`` and ``results``: the main job and its outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from repscope.analysis.plan import AnalyzeConfig
+from repscope.config import cli_options
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _short(layer: str) -> str:
+    """'encoder.layer.3' -> 'L3', 'embeddings' -> 'E' (terminal columns are narrow)."""
+    parts = layer.split(".")
+    if len(parts) >= 2 and parts[-1].isdigit():
+        return f"{parts[-2][:1].upper()}{parts[-1]}"
+    return layer[:1].upper() if layer == "embeddings" else layer[:8]
+
+
+def _summary_table(db_path: Path, plan: Any) -> Any:
+    """Scalar measures x layers; pair measures as the value between consecutive layers."""
+    from rich.table import Table
+
+    from repscope.analysis.db import load_results
+
+    layers = list(plan.layers)
+    df = load_results(db_path, status=None)
+    df = df[(df["source_id"] == plan.source["source_id"]) & (df["rows_hash"] == plan.rows.digest)
+            & df["layer"].isin(layers) & (df["layer_b"].isna() | df["layer_b"].isin(layers))]
+    table = Table(title="results by layer (E = embeddings, Ln = encoder layer n)",
+                  header_style="bold", pad_edge=False)
+    table.add_column("measure", style="bold", no_wrap=True)
+    for layer in layers:
+        table.add_column(_short(layer), justify="right", no_wrap=True)
+    single = df[(df["kind"] == "single") & (df["status"] == "ok")]
+    for (measure, variant), g in single.groupby(["measure", "variant"]):
+        by = dict(zip(g["layer"], g["value"], strict=True))
+        name = measure + (f" ({variant})" if variant else "")
+        table.add_row(name, *[_fmt(by.get(layer)) for layer in layers])
+    pairs = df[(df["kind"] == "pair") & (df["status"] == "ok")]
+    for (measure, variant), g in pairs.groupby(["measure", "variant"]):
+        name = measure + (f" ({variant})" if variant else "")
+        adjacent = {a: v for a, b, v in zip(g["layer"], g["layer_b"], g["value"], strict=True)
+                    if layers.index(b) == layers.index(a) + 1} if layers else {}
+        table.add_row(name + " (to next layer)", *[_fmt(adjacent.get(layer)) for layer in layers])
+    errors = df[df["status"] != "ok"]
+    if len(errors):
+        table.caption = f"{len(errors)} result(s) failed: repscope results DB --status error"
+    return table
+
+
+def _fmt(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if f != f else f"{f:.3g}"
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), default=None,
+              help="YAML/TOML/JSON file with AnalyzeConfig keys; options given here override it.")
+@cli_options(AnalyzeConfig)
+def analyze(config_file: Path | None, **kwargs: Any) -> None:
+    """Capture (or open a store), measure every layer, write results.duckdb and report.html.
+
+    With no options: the bundled MiniLM model on the bundled pydoc corpus, every layer, the
+    default measure panel and layer x layer similarity. Re-running skips results already in
+    the database; an interrupted run resumes.
+    """
+    from repscope.analysis.plan import PlanError
+    from repscope.analysis.run import analyze as run_analysis
+    from repscope.config import load_config
+
+    console = _console()
+    try:
+        cfg = load_config(AnalyzeConfig, config_file, **kwargs)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        run = run_analysis(cfg, progress=True, console=console)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    except (FileNotFoundError, KeyError) as exc:
+        raise click.ClickException(str(exc.args[0] if exc.args else exc)) from None
+    except Exception as exc:
+        from repscope.capture import StoreError
+
+        if isinstance(exc, StoreError):
+            raise click.ClickException(str(exc)) from None
+        raise
+    console.print(_summary_table(run.db_path, run.plan))
+    console.print(
+        f"[bold]{run.n_computed}[/] results computed, {run.n_cached} already present, "
+        f"[{'red' if run.n_failed else 'green'}]{run.n_failed} failed[/] "
+        f"in {run.seconds:.1f} s (run {run.run_id})."
+    )
+    console.print(f"database: [bold]{run.db_path}[/]")
+    console.print(f"plan:     {run.plan_path}")
+    if run.report_path is not None:
+        console.print(f"report:   [bold]{run.report_path}[/]")
+    if run.n_failed:
+        console.print("[yellow]Some measures failed; see the report's 'Run status' section or "
+                      f"'repscope results {run.db_path} --status error'.[/]")
+
+
+@click.command()
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file to write (default: report.html next to the database).")
+@click.option("--run-id", default=None, help="Report this run (default: the latest).")
+def report(results: Path, out: Path | None, run_id: str | None) -> None:
+    """Regenerate the HTML report from a results directory or .duckdb file."""
+    from repscope.report.html import write_report
+
+    try:
+        path = write_report(results, out, run_id=run_id)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _console().print(f"report: [bold]{path}[/]")
+
+
+@click.command()
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for the figures (default: figures/ next to the database).")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["png", "pdf", "svg"]),
+              default=("png", "pdf"), show_default=True, help="File formats (repeatable).")
+@click.option("--run-id", default=None, help="Plot this run (default: the latest).")
+def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: str | None) -> None:
+    """Write static figures (matplotlib) for papers from a results directory or .duckdb file."""
+    from repscope.analysis.db import ResultsDB
+    from repscope.report.figures import write_figures
+
+    db = ResultsDB.at(results)
+    out_dir = out_dir or db.path.parent / "figures"
+    try:
+        paths = write_figures(db.path, out_dir, formats=formats, run_id=run_id)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _console().print(f"{len(paths)} figure files in [bold]{out_dir}[/]")
+
+
+@click.command()
+@click.argument("db", type=click.Path(exists=True, path_type=Path))
+@click.option("--measure", default=None, help="Only this measure.")
+@click.option("--layer", default=None, help="Only this layer.")
+@click.option("--status", type=click.Choice(["ok", "error", "any"]), default="ok",
+              show_default=True, help="Which results.")
+@click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the selected rows to a .parquet or .csv file.")
+@click.option("--limit", type=int, default=200, show_default=True, help="Rows to print.")
+def results(db: Path, measure: str | None, layer: str | None, status: str,
+            export: Path | None, limit: int) -> None:
+    """Print results from a database (a results directory or .duckdb file), or export them."""
+    from rich.table import Table
+
+    from repscope.analysis.db import load_results
+
+    try:
+        df = load_results(db, status=None if status == "any" else status, measure=measure,
+                          layer=layer)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    console = _console()
+    if export is not None:
+        from repscope.analysis.db import export_results
+
+        try:
+            export_results(db, export, status=None if status == "any" else status,
+                           measure=measure, layer=layer)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        console.print(f"{len(df)} rows written to [bold]{export}[/]")
+        return
+    table = Table(title=f"{len(df)} result(s)", header_style="bold")
+    for col in ("measure", "variant", "layer", "layer_b", "value", "interval", "n", "status"):
+        table.add_column(col, justify="right" if col in ("value", "n") else "left")
+    for r in df.head(limit).itertuples():
+        interval = (f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if _fmt(r.ci_low) != "-"
+                    else (f"± {_fmt(r.stderr)}" if _fmt(r.stderr) != "-" else ""))
+        state = r.status if r.status == "ok" else f"[red]{(r.error or '').splitlines()[0][:60]}[/]"
+        table.add_row(r.measure, r.variant or "", r.layer, r.layer_b or "", _fmt(r.value),
+                      interval, "" if r.n != r.n or r.n is None else str(int(r.n)), state)
+    console.print(table)
+    if len(df) > limit:
+        console.print(f"... {len(df) - limit} more; use --limit or --export.")

@@ -1,0 +1,126 @@
+"""``repscope capture`` (model + corpus -> ActivationStore) and ``repscope info STORE``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from repscope.capture.run import CaptureConfig
+from repscope.config import cli_options
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML/TOML/JSON file with CaptureConfig keys; options given here override it.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@cli_options(CaptureConfig)
+def capture(config_file: str | None, progress: bool, **kwargs: Any) -> None:
+    """Capture activations of a model over a corpus into an ActivationStore.
+
+    Defaults: the bundled all-MiniLM-L6-v2, Python's documentation topics, the embeddings plus
+    every block, one row per token. Re-running the same command resumes an interrupted capture.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from repscope.capture import StoreError, run_capture
+    from repscope.capture.run import CaptureStats
+    from repscope.config import load_config
+
+    try:
+        cfg = load_config(CaptureConfig, config_file, **kwargs)
+        stats: list[CaptureStats] = []
+        store = run_capture(cfg, progress=progress, stats=stats)
+    except (StoreError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    st = stats[0]
+    table = Table(title=f"ActivationStore {store.path}")
+    for col in ("layer", "rows", "dim", "dtype", "size on disk"):
+        table.add_column(col, justify="left" if col in ("layer", "dtype") else "right")
+    per_layer = {s_file: 0 for s_file in store.layers}
+    for shard in store.shards:
+        for entry in store.manifest["layers"]:
+            per_layer[entry["name"]] += shard.files[entry["file"]]["bytes"]
+    for layer in store.layers:
+        table.add_row(layer, f"{store.n_rows:,}", str(store.dim(layer)), store.dtype,
+                      _size(per_layer[layer]))
+    console = Console()
+    console.print(table)
+    rate = st.tokens / st.seconds if st.seconds > 0 else 0.0
+    note = "already complete, nothing to do" if st.tokens == 0 else (
+        f"{st.tokens:,} tokens in {st.seconds:.1f} s ({rate:,.0f} tokens/s)"
+        + (f", resumed after {st.resumed_from_shard} shard(s)" if st.resumed_from_shard else ""))
+    console.print(f"{len(store.shards)} shard(s), {_size(store.nbytes())} on disk; {note}.")
+    console.print(f"Store: {store.path}")
+
+
+@click.command()
+@click.argument("store_path", type=click.Path(path_type=Path))
+@click.option("--verify/--no-verify", default=True,
+              help="Check the sha256 of every shard file (reads the whole store).")
+def info(store_path: Path, verify: bool) -> None:
+    """Describe an ActivationStore: provenance, layers, rows, shards and integrity."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from repscope.capture import ActivationStore, StoreError
+
+    console = Console()
+    try:
+        store = ActivationStore.open(store_path, verify="size", allow_incomplete=True)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    m = store.manifest
+    summary = Table(title=f"ActivationStore {store_path}", show_header=False)
+    summary.add_column("key")
+    summary.add_column("value")
+    rows = [
+        ("status", m["status"] + ("" if store.complete else " (run the same capture to resume)")),
+        ("format", f"{m['format']} v{m['format_version']}"),
+        ("repscope", m.get("repscope_version", "?")),
+        ("model", f"{m.get('model', {}).get('id', '?')}"),
+        ("weights sha256", m.get("model", {}).get("weights_sha256", "?")),
+        ("data", f"{m.get('data', {}).get('id', '?')} ({m.get('data', {}).get('n_documents', '?')} "
+                 f"documents)"),
+        ("data sha256", m.get("data", {}).get("sha256", "?")),
+        ("pooling", str(m.get("pooling"))),
+        ("dtype", m["dtype"]),
+        ("rows", f"{store.n_rows:,}"),
+        ("shards", f"{len(store.shards)} x up to {m['shard_rows']:,} rows"),
+        ("size on disk", _size(store.nbytes())),
+        ("created", str(m.get("created"))),
+        ("completed", str(m.get("completed"))),
+    ]
+    for k, v in rows:
+        summary.add_row(k, v)
+    console.print(summary)
+    layers = Table(title="layers")
+    for col in ("#", "layer", "dim", "file"):
+        layers.add_column(col)
+    for i, entry in enumerate(m["layers"]):
+        layers.add_row(str(i), entry["name"], str(entry["dim"]), entry["file"])
+    console.print(layers)
+    if not verify:
+        console.print("integrity: sizes checked (sha256 not checked, --no-verify)")
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    with Progress(TextColumn("verify"), BarColumn(), DownloadColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("verify", total=store.nbytes())
+        try:
+            store.verify(progress=lambda n: bar.update(task, advance=n))
+        except StoreError as exc:
+            raise click.ClickException(f"integrity check FAILED: {exc}") from exc
+    n_files = sum(len(s.files) for s in store.shards)
+    console.print(f"integrity: OK ({n_files} files, sizes and sha256 match the manifest)")

@@ -1,0 +1,128 @@
+"""``repscope sae train`` and ``repscope sae inspect``: sparse autoencoders on a store layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from repscope.config import cli_options
+from repscope.dictionaries.train import TrainConfig
+
+
+@click.group()
+def sae() -> None:
+    """Train, evaluate and inspect sparse autoencoders on ActivationStore layers."""
+
+
+def _open_store(path: Path) -> Any:
+    from repscope.capture import ActivationStore
+
+    return ActivationStore.open(path)
+
+
+def _eval_rows(n: int, limit: int, seed: int) -> Any:
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 7])
+    return np.sort(rng.choice(n, size=min(n, limit), replace=False))
+
+
+def _print_eval(ev: Any, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("value", "mse", "cosine", "l0_mean", "dead_fraction", "dense_fraction", "shrinkage",
+                 "decoder_max_cosine_mean"):
+        table.add_row("FVU" if name == "value" else name, f"{getattr(ev, name):.4g}")
+    Console().print(table)
+
+
+@sae.command()
+@click.option("--store", "store_path", type=click.Path(path_type=Path), required=True,
+              help="ActivationStore directory (from `repscope capture`).")
+@click.option("--layer", required=True, help="Layer of the store to train on, e.g. encoder.layer.2.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Output directory: cfg.json, sae.safetensors, state.pt, eval.json.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML/TOML/JSON file with TrainConfig keys; options given here override it.")
+@click.option("--eval-rows", default=20000, show_default=True, help="Rows sampled for the evaluation.")
+@click.option("--resume/--no-resume", default=True, help="Continue from out/state.pt if present.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@cli_options(TrainConfig)
+def train(store_path: Path, layer: str, out_dir: Path, config_file: str | None, eval_rows: int,
+          resume: bool, progress: bool, **kwargs: Any) -> None:
+    """Train a sparse autoencoder on one layer of a store (resumable)."""
+    from rich.console import Console
+
+    from repscope._io import atomic_write_text
+    from repscope.capture import StoreError
+    from repscope.config import load_config
+    from repscope.dictionaries.evaluate import evaluate_sae
+    from repscope.dictionaries.train import train_sae
+
+    try:
+        cfg = load_config(TrainConfig, config_file, **kwargs)
+        store = _open_store(store_path)
+        result = train_sae(store, cfg, layer=layer, out_dir=out_dir, resume=resume, progress=progress)
+        rows = _eval_rows(store.n_rows, eval_rows, cfg.seed)
+        ev = evaluate_sae(result.sae, store.read(layer, rows))
+    except (StoreError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    atomic_write_text(out_dir / "eval.json", ev.to_json())
+    _print_eval(ev, f"{cfg.architecture} SAE on {layer}: {result.sae.d_sae} latents, "
+                    f"evaluated on {len(rows):,} training rows")
+    Console().print(f"SAE: {out_dir}")
+
+
+@sae.command()
+@click.argument("sae_dir", type=click.Path(path_type=Path))
+@click.option("--store", "store_path", type=click.Path(path_type=Path), required=True,
+              help="ActivationStore with the rows to inspect.")
+@click.option("--layer", default=None, help="Store layer (default: the SAE's hook_name).")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), default=None,
+              help="HTML page to write [default: SAE_DIR/features.html].")
+@click.option("--features", "n_features", default=32, show_default=True,
+              help="Latents shown (the most frequent live ones).")
+@click.option("--top", "n_top", default=10, show_default=True, help="Top activations per latent.")
+@click.option("--max-rows", default=200000, show_default=True,
+              help="Inspect at most this many rows (the first ones).")
+def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path | None,
+            n_features: int, n_top: int, max_rows: int) -> None:
+    """Write a self-contained HTML page with each latent's top-activating tokens."""
+    import numpy as np
+    from rich.console import Console
+
+    from repscope.capture import StoreError
+    from repscope.dictionaries.evaluate import evaluate_sae
+    from repscope.dictionaries.inspect import feature_stats
+    from repscope.dictionaries.io import load_sae, read_cfg
+    from repscope.dictionaries.page import feature_page
+    from repscope.dictionaries.source import ArraySource
+
+    try:
+        cfg = read_cfg(sae_dir)
+        model = load_sae(sae_dir)
+        store = _open_store(store_path)
+        layer = layer or cfg.get("hook_name")
+        if layer is None:
+            raise ValueError("The SAE's cfg.json names no layer (hook_name); pass --layer.")
+        rows = np.arange(min(store.n_rows, max_rows))
+        X = store.read(layer, rows)
+        stats = feature_stats(model, ArraySource(X, "repscope sae inspect"), top_k=n_top)
+        ev = evaluate_sae(model, X)
+        meta = store.metadata(rows).reset_index(drop=True)
+    except (StoreError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    info = {"SAE": str(sae_dir), "architecture": cfg["architecture"], "d_in x d_sae":
+            f"{cfg['d_in']} x {cfg['d_sae']}", "store": str(store_path), "layer": layer,
+            "rows inspected": f"{len(rows):,}"}
+    out = feature_page(out_file or sae_dir / "features.html", stats, meta=meta, evaluation=ev,
+                       n_features=n_features, n_top=n_top, info=info,
+                       title=f"{cfg['architecture']} SAE features of {layer}")
+    _print_eval(ev, f"SAE on {layer}, {len(rows):,} rows")
+    Console().print(f"Feature page: {out}")

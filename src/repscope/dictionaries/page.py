@@ -1,0 +1,105 @@
+"""A self-contained HTML page for an SAE: evaluation summary, feature-density histogram, and
+one card per latent with its top-activating tokens in context and activation quantile samples.
+
+plotly.js is inlined (``plotly.offline.get_plotlyjs()``), so the page opens with no network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repscope._io import atomic_write_text
+from repscope.dictionaries.inspect import FeatureStats, quantile_samples, token_context
+
+__all__ = ["feature_page"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table.summary td{padding:2px 12px}.card{border:1px solid #ccc;border-radius:6px;padding:8px 14px;margin:14px 0}
+.ctx{font-family:ui-monospace,monospace;font-size:13px;margin:2px 0;white-space:pre-wrap}
+.tok{padding:0 1px;border-radius:3px}.hit{outline:2px solid #c33}.val{color:#666;display:inline-block;width:5em}
+h3{margin:4px 0}.muted{color:#777}
+"""
+
+
+def _context_html(meta: Any, row: int, value: float, window: int) -> str:
+    if meta is None:
+        return f'<div class="ctx"><span class="val">{value:.3f}</span>row {row}</div>'
+    tokens, at = token_context(meta, row, window)
+    parts = []
+    for i, t in enumerate(tokens):
+        cls = "tok hit" if i == at else "tok"
+        style = ' style="background:rgba(255,120,0,0.55)"' if i == at else ""
+        parts.append(f'<span class="{cls}"{style}>{html.escape(t)}</span>')
+    return f'<div class="ctx"><span class="val">{value:.3f}</span>{" ".join(parts)}</div>'
+
+
+def _card(j: int, stats: FeatureStats, meta: Any, n_top: int, window: int) -> str:
+    freq = stats.count[j] / stats.n_rows
+    out = [f'<div class="card" id="f{j}"><h3>Latent {j}</h3>',
+           f'<div class="muted">fires on {stats.count[j]} of {stats.n_rows} rows '
+           f'(frequency {freq:.2e}), mean active value {stats.mean_active[j]:.3f}</div>',
+           "<h4>Top activations</h4>"]
+    for v, r in zip(stats.top_values[j][:n_top], stats.top_rows[j][:n_top], strict=True):
+        if r >= 0:
+            out.append(_context_html(meta, int(r), float(v), window))
+    qs = quantile_samples(stats, j)
+    if qs:
+        out.append("<h4>Activation quantile samples</h4>")
+        for q in qs:
+            out.append(f'<div class="muted">interval [{q["low"]:.3f}, {q["high"]:.3f}]</div>')
+            out.extend(_context_html(meta, int(r), float(v), window)
+                       for r, v in zip(q["rows"], q["values"], strict=True))
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def feature_page(
+    path: str | Path,
+    stats: FeatureStats,
+    *,
+    meta: Any = None,
+    evaluation: Any = None,
+    features: Any = None,
+    n_features: int = 32,
+    n_top: int = 10,
+    window: int = 8,
+    title: str = "SAE features",
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write the page to ``path``. ``meta``: the store's row metadata (doc_id, position,
+    token) for token contexts; ``features``: latents to show (default: the ``n_features``
+    most frequent live ones); ``evaluation``: an :class:`~repscope.dictionaries.evaluate.SAEEvaluation`."""
+    from plotly.offline import get_plotlyjs
+
+    if features is None:
+        live = np.flatnonzero(stats.count > 0)
+        features = live[np.argsort(-stats.count[live], kind="stable")][:n_features]
+    rows = [f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in (info or {}).items()]
+    if evaluation is not None:
+        for name in ("value", "mse", "cosine", "l0_mean", "dead_fraction", "dense_fraction", "shrinkage",
+                     "decoder_max_cosine_mean"):
+            label = "FVU" if name == "value" else name
+            rows.append(f"<tr><td>{label}</td><td>{getattr(evaluation, name):.4g}</td></tr>")
+    freq = stats.count / stats.n_rows
+    logf = np.log10(freq[freq > 0]).tolist()
+    hist = {"data": [{"type": "histogram", "x": logf, "nbinsx": 40}],
+            "layout": {"title": {"text": f"Feature density ({int((freq == 0).sum())} dead of {len(freq)})"},
+                       "xaxis": {"title": {"text": "log10 firing frequency"}},
+                       "yaxis": {"title": {"text": "latents"}}, "height": 320}}
+    cards = "\n".join(_card(int(j), stats, meta, n_top, window) for j in features)
+    doc = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style><script type="text/javascript">{get_plotlyjs()}</script></head><body>
+<h1>{html.escape(title)}</h1><table class="summary">{"".join(rows)}</table>
+<div id="density"></div>
+<script>Plotly.newPlot("density", {json.dumps(hist["data"])}, {json.dumps(hist["layout"])});</script>
+<h2>Latents</h2>{cards}
+</body></html>"""
+    path = Path(path)
+    atomic_write_text(path, doc)
+    return path

@@ -1,0 +1,259 @@
+"""Train a sparse autoencoder from arrays or an ActivationStore, with exact resume.
+
+One step: read the batch's rows (:class:`~repscope.dictionaries.source.BatchPlan`), compute the
+architecture's loss, drop the gradient component parallel to each decoder row, Adam step with
+the scheduled learning rate, renormalise decoder rows to unit norm, update dead-latent
+counters. Learning rate: linear warm-up over ``warmup_steps``, constant, then linear decay to
+0 over the last ``decay_fraction`` of the steps.
+
+Output directory (the sparsify / SAELens layout)::
+
+    out_dir/cfg.json          architecture, shapes, hyper-parameters, training config, layer
+    out_dir/sae.safetensors   weights (W_enc, b_enc, W_dec, b_dec, input_scale, ...)
+    out_dir/state.pt          resume state: weights, optimiser, step, dead-latent counters, RNG
+
+``state.pt`` is written atomically every ``checkpoint_every`` steps; a run killed at any point
+and started again with the same config continues from the last checkpoint and ends with the
+same weights, bit for bit, as an uninterrupted run (same machine, same thread count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from repscope._io import atomic_write_bytes
+from repscope._validate import check_int
+from repscope.config import config_to_dict
+from repscope.dictionaries.io import save_sae
+from repscope.dictionaries.sae import SparseAutoencoder, build_sae
+from repscope.dictionaries.source import BatchPlan, RowSource, as_source
+
+__all__ = ["TrainConfig", "TrainResult", "train_sae"]
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+#: config keys that may change between a run and its resume (they do not affect the weights)
+_RESUMABLE_CHANGES = ("device", "log_every", "checkpoint_every")
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved in ``cfg.json`` under ``train``)."""
+
+    architecture: Literal["relu", "topk", "batchtopk", "topafa", "mp"] = _f("topk", "SAE architecture.")
+    expansion: int = _f(16, "d_sae = expansion * d_in (ignored when d_sae is given).")
+    d_sae: int | None = _f(None, "Number of latents.")
+    k: int = _f(32, "Active latents per row (topk, batchtopk: mean per row; mp: pursuit steps).")
+    l1_coeff: float = _f(1e-3, "L1 coefficient (relu).")
+    afa_coeff: float = _f(1 / 32, "Norm-matching loss coefficient (topafa).")
+    auxk_alpha: float = _f(1 / 32, "AuxK loss coefficient (topk, batchtopk, topafa).")
+    k_aux: int | None = _f(None, "Latents in the AuxK reconstruction (default d_in // 2).")
+    batch_size: int = _f(1024, "Rows per step.")
+    steps: int | None = _f(None, "Optimiser steps (default: one pass over the rows).")
+    lr: float | None = _f(None, "Adam learning rate (default 2e-4 / sqrt(d_sae / 16384), Gao et al.).")
+    warmup_steps: int = _f(100, "Linear learning-rate warm-up steps.")
+    decay_fraction: float = _f(0.2, "Final fraction of steps with linear decay to 0.")
+    dead_window_tokens: int = _f(1_000_000, "A latent is dead after this many rows without firing.")
+    normalize: bool = _f(True, "Scale inputs so that E||x||^2 = d_in (scale stored in the SAE).")
+    checkpoint_every: int = _f(500, "Steps between resumable checkpoints (0: only at the end).")
+    log_every: int = _f(50, "Steps between logged metrics.")
+    block_rows: int = _f(4096, "Contiguous rows per shuffled block (sequential reads).")
+    window_blocks: int = _f(8, "Blocks shuffled together.")
+    seed: int = _f(0, "Seed of the initialisation and the data order.")
+    device: str = _f("cpu", "torch device ('cpu', 'cuda', ...).")
+
+    def resolved_d_sae(self, d_in: int) -> int:
+        return self.d_sae if self.d_sae is not None else self.expansion * d_in
+
+    def hyper(self) -> dict[str, Any]:
+        """Keyword arguments of the architecture's constructor."""
+        per_arch = {
+            "relu": {"l1_coeff": self.l1_coeff},
+            "topk": {"k": self.k, "k_aux": self.k_aux, "auxk_alpha": self.auxk_alpha},
+            "mp": {"k": self.k},
+            "topafa": {"afa_coeff": self.afa_coeff, "k_aux": self.k_aux, "auxk_alpha": self.auxk_alpha},
+        }
+        per_arch["batchtopk"] = per_arch["topk"]
+        return {**per_arch[self.architecture], "seed": self.seed}
+
+
+@dataclass
+class TrainResult:
+    """A trained SAE and how training went."""
+
+    sae: SparseAutoencoder
+    "The trained model (eval mode, on the training device)."
+    history: list[dict[str, float]]
+    "Metrics every ``log_every`` steps: step, lr, loss terms, l0, dead_fraction."
+    steps: int
+    "Steps done in total (including those before a resume)."
+    out_dir: Path | None
+    "Where cfg.json / sae.safetensors / state.pt were written, if anywhere."
+
+
+def lr_at(step: int, n_steps: int, lr: float, warmup: int, decay_fraction: float) -> float:
+    """Warm-up, constant, linear decay schedule."""
+    scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    decay_start = n_steps * (1 - decay_fraction)
+    if decay_fraction > 0 and step >= decay_start:
+        scale *= max(0.0, (n_steps - step) / (n_steps - decay_start))
+    return lr * scale
+
+
+@torch.no_grad()
+def remove_parallel_grad(W_dec: torch.nn.Parameter) -> None:
+    """Project each decoder row's gradient onto the row's tangent space (before the step)."""
+    if W_dec.grad is not None:
+        unit = W_dec / W_dec.norm(dim=1, keepdim=True)
+        W_dec.grad -= (W_dec.grad * unit).sum(1, keepdim=True) * unit
+
+
+@torch.no_grad()
+def unit_norm_decoder(W_dec: torch.nn.Parameter) -> None:
+    """Renormalise decoder rows to unit norm (after the step)."""
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+
+
+@torch.no_grad()
+def _init_from_data(sae: SparseAutoencoder, source: RowSource, cfg: TrainConfig) -> None:
+    rng = np.random.default_rng([cfg.seed, 2**31])
+    rows = np.sort(rng.choice(source.n_rows, size=min(source.n_rows, 8192), replace=False))
+    x = torch.from_numpy(source.read(rows)).double()  # (m, d_in)
+    if cfg.normalize:
+        sae.input_scale.fill_(math.sqrt(sae.d_in / float(x.pow(2).sum(1).mean().clamp_min(1e-30))))
+    sae.b_dec.copy_((x * sae.input_scale).mean(0).to(sae.b_dec.dtype))
+
+
+def _save_state(out_dir: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(out_dir / STATE_FILE, buf.getvalue())
+
+
+def train_sae(
+    data: Any,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    layer: str | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = False,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``cfg.architecture`` on ``data`` (an ``(n, d)`` array/tensor, or an
+    ActivationStore with ``layer``). With ``out_dir``, checkpoints there and, when
+    ``resume`` and a ``state.pt`` exists, continues from it. ``callback(step, metrics)`` runs
+    after every step."""
+    source = as_source(data, layer, "train_sae")
+    d_sae = cfg.resolved_d_sae(source.d)
+    sae = build_sae(cfg.architecture, source.d, d_sae, **cfg.hyper()).to(cfg.device)
+    plan = BatchPlan(source.n_rows, check_int(cfg.batch_size, "batch_size", "train_sae", low=1,
+                     high=source.n_rows, high_inclusive=True, high_name="n_rows"),
+                     cfg.seed, cfg.block_rows, cfg.window_blocks)
+    n_steps = cfg.steps if cfg.steps is not None else plan.batches_per_epoch
+    check_int(n_steps, "steps", "train_sae", low=1)
+    lr = cfg.lr if cfg.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)
+    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=6.25e-10)
+    since_fired = torch.zeros(d_sae, dtype=torch.int64, device=cfg.device)
+    history: list[dict[str, float]] = []
+    extra = {"hook_name": layer, "source": source.name, "train": config_to_dict(cfg)}
+    out = Path(out_dir) if out_dir is not None else None
+    start = 0
+    if out is not None and resume and (out / STATE_FILE).is_file():
+        start, since_fired, history = _load_state(out, sae, opt, cfg)
+        log.info("resuming %s at step %d of %d", out, start, n_steps)
+    else:
+        _init_from_data(sae, source, cfg)
+
+    def checkpoint(step: int) -> None:
+        if out is None:
+            return
+        state = {"model": sae.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "since_fired": since_fired, "history": history, "rng": torch.get_rng_state(),
+                 "train": config_to_dict(cfg)}
+        _save_state(out, state)
+        save_sae(sae, out, **extra)
+
+    sae.train()
+    bar = _progress(progress, n_steps, start)
+    for step, rows in plan.iter_rows(start, n_steps):
+        x = torch.from_numpy(source.read(rows)).to(cfg.device)  # (batch, d_in)
+        dead = since_fired > cfg.dead_window_tokens
+        res = sae.training_loss(x, dead)
+        opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        remove_parallel_grad(sae.W_dec)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, n_steps, lr, cfg.warmup_steps, cfg.decay_fraction)
+        opt.step()
+        unit_norm_decoder(sae.W_dec)
+        sae.after_step(res.codes)
+        with torch.no_grad():
+            since_fired += len(rows)
+            since_fired[(res.codes > 0).any(0)] = 0
+        metrics = {"step": step, "lr": opt.param_groups[0]["lr"], "loss": float(res.loss.detach()),
+                   **{k: float(v) for k, v in res.parts.items()},
+                   "l0": float((res.codes > 0).sum(1).float().mean()),
+                   "dead_fraction": float(dead.float().mean())}
+        if step % cfg.log_every == 0 or step == n_steps - 1:
+            history.append(metrics)
+            log.debug("step %d %s", step, metrics)
+        if bar is not None:
+            bar[0].update(bar[1], advance=1, description=f"SAE mse={metrics['mse']:.4f} l0={metrics['l0']:.1f}")
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            checkpoint(step + 1)
+        if callback is not None:
+            callback(step, metrics)
+    if bar is not None:
+        bar[0].stop()
+    checkpoint(n_steps)
+    return TrainResult(sae.eval(), history, n_steps, out)
+
+
+def _load_state(out: Path, sae: SparseAutoencoder, opt: torch.optim.Optimizer, cfg: TrainConfig):  # type: ignore[no-untyped-def]
+    state = torch.load(out / STATE_FILE, map_location=sae.W_dec.device, weights_only=False)
+    saved = state["train"]
+    now = config_to_dict(cfg)
+    diff = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if diff:
+        raise ValueError(
+            f"Cannot resume {str(out)!r}: the training config differs in {diff} "
+            f"(saved {[saved.get(k) for k in diff]}, now {[now[k] for k in diff]}). "
+            "Use the same config, another out_dir, or resume=False."
+        )
+    sae.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return int(state["step"]), state["since_fired"], list(state["history"])
+
+
+def _progress(enabled: bool, total: int, start: int):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), transient=False)
+    task = bar.add_task("SAE", total=total, completed=start)
+    bar.start()
+    return bar, task
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a :class:`TrainConfig` from ``cfg.json['train']``."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in names})

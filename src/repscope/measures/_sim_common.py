@@ -1,0 +1,119 @@
+"""Shared input checks and helpers for the pairwise similarity measures.
+
+Every pair measure compares two representations ``X`` (n, d_x) and ``Y`` (n, d_y) of the
+same ``n`` inputs (row ``i`` of both is the same stimulus / token). Computations run in float64
+torch on ``device`` (CPU by default, or the device of a tensor input).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from repscope._validate import ArrayLike, as_torch, check_array, check_paired
+from repscope.results import Estimate
+
+log = logging.getLogger("repscope.measures.similarity")
+
+__all__ = [
+    "centred", "check_pair", "make_estimate", "pair_distances", "resolve_device", "to64",
+    "zero_variance",
+]
+
+
+def check_pair(X: ArrayLike, Y: ArrayLike, fn: str, *, min_samples: int = 2) -> tuple[Any, Any]:
+    """Validate two (n, d) float matrices describing the same ``n`` inputs."""
+    X = check_array(X, fn, name="X", min_samples=min_samples)
+    Y = check_array(Y, fn, name="Y", min_samples=min_samples)
+    check_paired(X, Y, fn)
+    return X, Y
+
+
+def resolve_device(X: Any, device: str | None) -> torch.device:
+    """``device`` if given, else the device of a tensor input, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return X.device if isinstance(X, torch.Tensor) else torch.device("cpu")
+
+
+def to64(X: ArrayLike, device: torch.device) -> torch.Tensor:
+    """A float64 torch copy (never a view of the caller's array) on ``device``."""
+    T = as_torch(X, torch.float64, device)
+    if isinstance(X, torch.Tensor) and T.data_ptr() == X.data_ptr():
+        T = T.clone()
+    elif not isinstance(X, torch.Tensor) and T.dtype == torch.float64:
+        T = T.clone()  # from_numpy shares memory with a float64 numpy input
+    return T
+
+
+def centred(X: ArrayLike, device: torch.device) -> torch.Tensor:
+    """(n, d) float64 copy of ``X`` with column means removed."""
+    T = to64(X, device)  # (n, d)
+    T -= T.mean(dim=0, keepdim=True)
+    return T
+
+
+def zero_variance(Xc: torch.Tensor, fn: str, name: str, *, warn: bool) -> int:
+    """Count the zero-variance columns of a centred matrix; refuse when all columns are.
+
+    A column is constant when its centred norm is below 1e-12 times the largest column norm
+    (or exactly zero). Returns the count; ``warn`` issues a ``UserWarning`` when it is positive
+    (CCA-type measures, whose effective dimension it lowers).
+    """
+    norms = torch.linalg.vector_norm(Xc, dim=0)  # (d,)
+    top = float(norms.max())
+    if top == 0.0:
+        raise ValueError(
+            f"{fn} got '{name}' whose columns all have zero variance (every row is identical); "
+            f"the similarity is undefined."
+        )
+    count = int((norms <= 1e-12 * top).sum())
+    if count and warn:
+        warnings.warn(
+            f"{fn}: {count} of {Xc.shape[1]} columns of '{name}' have zero variance; they are "
+            f"dropped from the whitening (effective dimension {Xc.shape[1] - count}).",
+            UserWarning, stacklevel=3,
+        )
+    return count
+
+
+def pair_distances(X64: torch.Tensor, i: np.ndarray, j: np.ndarray, *,
+                   chunk: int = 65_536) -> np.ndarray:
+    """Euclidean distances ``||x_i - x_j||`` of listed pairs, gathering ``chunk`` pairs at a time."""
+    dev = X64.device
+    out = np.empty(i.shape[0])
+    for lo in range(0, i.shape[0], chunk):
+        a = X64[torch.as_tensor(i[lo:lo + chunk], device=dev)]  # (c, d)
+        b = X64[torch.as_tensor(j[lo:lo + chunk], device=dev)]  # (c, d)
+        out[lo:lo + chunk] = torch.linalg.vector_norm(a - b, dim=1).cpu().numpy()
+    return out
+
+
+def make_estimate(
+    measure: str,
+    value: float,
+    n: int,
+    params: Mapping[str, Any],
+    diagnostics: Mapping[str, Any] | None = None,
+    cls: type[Estimate] = Estimate,
+    **fields: Any,
+) -> Estimate:
+    """Build the result; ``diagnostics['n_effective']`` defaults to ``n``."""
+    diag = {"n_effective": int(n)}
+    diag.update(diagnostics or {})
+    clean = {k: _plain(v) for k, v in diag.items()}
+    return cls(measure=measure, value=float(value), n_samples=int(n), params=dict(params),
+               diagnostics=clean, **fields)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
