@@ -92,7 +92,10 @@ X = np.memmap(path, dtype=np.float32, mode="r", shape=(n, 2 * d))
 t = time.perf_counter()
 e = cka_linear(X[:, :d], X[:, d:], batch_size=4096)
 dt = time.perf_counter() - t
-print(e.value, dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM is the peak resident set of this process image (ru_maxrss would include the
+# parent's peak, inherited through fork).
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(e.value, dt, int(hwm) / 1024)
 """
 
 

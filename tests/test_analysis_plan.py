@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_analysis_support import LAYERS, make_store, register_toys, unregister_toys
 
 from repscope.analysis.plan import (
     AnalyzeConfig,
@@ -19,6 +18,7 @@ from repscope.analysis.plan import (
 )
 from repscope.analysis.run import analyze
 from repscope.config import load_config
+from test_analysis_support import LAYERS, make_store, register_toys, unregister_toys
 
 
 @pytest.fixture(autouse=True)
@@ -131,6 +131,8 @@ def test_yaml_and_toml_configs_load(tmp_path):
     ({"layers": ("encoder.layer.7",)}, r"Unknown layer 'encoder.layer.7'. Did you mean"),
     ({"labels": "topic"}, r"Unknown labels column 'topic'; the store has \['doc_id'"),
     ({"max_rows": 3}, r"The 'max_rows' option must be an int >= 10 or None. Got 3."),
+    ({"workers": 4}, r"The 'workers' option needs executor 'process' or 'ray'"),
+    ({"address": "auto"}, r"The 'address' option needs executor 'ray'"),
     ({"measures": ("_toy_sim",), "pairs": "none"},
      r"Measure '_toy_sim' cannot run: it compares two layers and pairs='none'."),
 ])

@@ -7,12 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from repscope.analysis.db import load_results, load_runs
+from repscope.analysis.plan import AnalyzeConfig, select_rows
+from repscope.analysis.run import analyze
 from test_analysis_support import (
     LAYERS,
     make_store,
@@ -20,10 +23,6 @@ from test_analysis_support import (
     register_toys,
     unregister_toys,
 )
-
-from repscope.analysis.db import load_results, load_runs
-from repscope.analysis.plan import AnalyzeConfig, select_rows
-from repscope.analysis.run import analyze
 
 MEASURES = ("_toy_pr", "_toy_local", "_toy_sim", "_toy_fail")
 
@@ -159,3 +158,20 @@ def test_killed_run_resumes_without_duplicates_or_losses(store, tmp_path):
     np.testing.assert_allclose(merged, want.set_index("key").value.sort_index(), rtol=1e-12)
     runs = load_runs(db)
     assert list(runs.status) == ["running", "done"]  # the killed run never finished
+
+
+def test_permutation_p_values_for_layer_pairs(store, tmp_path):
+    run = analyze(AnalyzeConfig(store=store.path, out=tmp_path, measures=("_toy_sim",),
+                                max_rows=100, permutations=19, report=False))
+    df = load_results(run.db_path)
+    extra = {(r.layer, r.layer_b): json.loads(r.extra) for r in df.itertuples()}
+    for (a, b), e in extra.items():
+        if a == b:
+            assert "p_value" not in e
+        else:  # every toy layer shares the same signal: no shuffle comes close
+            assert e["p_value"] == pytest.approx(1 / 20) and e["n_perm"] == 19
+            assert e["calibrated"] > 0.5
+    from repscope.report.data import gather
+
+    (m,) = gather(run.db_path).matrices
+    assert "p_value = 0.05" in m.hover[0][1]

@@ -67,3 +67,19 @@ def test_models_load_from_local_files_only(tmp_path: Path) -> None:
     h = weights_hash(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"abd")
     assert len(h) == 64 and weights_hash(tmp_path) != h
+
+
+def test_cli_errors_are_clear_without_a_model(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from repscope.cli import app
+
+    cfg = tmp_path / "capture.yaml"
+    cfg.write_text("modle: minilm\n")
+    result = CliRunner().invoke(app, ["capture", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "Unknown key(s) ['modle'] for CaptureConfig" in result.output
+    result = CliRunner().invoke(app, ["capture", "--pooling", "max"])
+    assert result.exit_code == 2 and "'max' is not one of" in result.output
+    result = CliRunner().invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 1 and "is not an ActivationStore: it has no manifest.json" in result.output

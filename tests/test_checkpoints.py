@@ -152,3 +152,34 @@ def test_discovery_errors(tmp_path):
     torch.save(_weights(0), tmp_path / "b" / "step_1.pt")
     with pytest.raises(ValueError, match=r"several checkpoints named \['step_1'\]"):
         discover_checkpoints([tmp_path / "a" / "step_1.pt", tmp_path / "b" / "step_1.pt"])
+
+
+@pytest.mark.slow
+def test_capture_checkpoints_of_the_default_model(tmp_path):
+    """Two checkpoints of MiniLM: the base weights (activations equal a direct capture of the
+    base model) and perturbed weights (activations differ); one store per checkpoint."""
+    import numpy as np
+
+    from repscope.analysis.checkpoints import capture_checkpoints, checkpoint_digest
+    from repscope.capture import CaptureConfig, run_capture
+    from repscope.data.models import load_model
+
+    loaded = load_model("minilm")
+    base = {k: v.clone() for k, v in loaded[0].state_dict().items()}
+    (tmp_path / "ckpts").mkdir()
+    torch.save(base, tmp_path / "ckpts" / "step_0.pt")
+    torch.manual_seed(0)
+    save_file({k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
+               for k, v in base.items()}, str(tmp_path / "ckpts" / "step_10.safetensors"))
+    cfg = CaptureConfig(model="minilm", layers=("encoder.layer.0",), pooling="mean",
+                        max_docs=3, max_length=16, out=tmp_path / "direct")
+    ckpts = discover_checkpoints(tmp_path / "ckpts")
+    stores = capture_checkpoints(cfg, ckpts, tmp_path / "stores")
+    assert [(c.name, s.path.name) for c, s in stores] == [("step_0", "step_0"),
+                                                         ("step_10", "step_10")]
+    direct = run_capture(cfg, progress=False, loaded=loaded).read("encoder.layer.0")  # (3, 384)
+    at0, at10 = (s.read("encoder.layer.0") for _, s in stores)
+    np.testing.assert_allclose(at0, direct, rtol=1e-5, atol=1e-6)
+    assert np.abs(at10 - direct).max() > 1e-2
+    manifest = json.dumps(stores[1][1].manifest)
+    assert "@step_10" in manifest and checkpoint_digest(ckpts[1]) in manifest

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -137,3 +137,22 @@ def test_compare_datasets_finds_planted_difference(small_sae):
     same = compare_datasets(a, a)
     assert not same["significant"].any() and np.allclose(same["p"], 1.0)
     assert (df["q"] >= df["p"] - 1e-15).all()
+
+
+def test_semi_nmf_objective_monotone_and_recovers_nonnegative_factors():
+    from repscope.dictionaries.nmf import semi_nmf, semi_nmf_codes
+
+    rng = np.random.default_rng(5)
+    D = rng.standard_normal((6, 12))  # mixed-sign directions
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    Z = rng.exponential(1.0, (400, 6)) * (rng.random((400, 6)) < 0.4)  # sparse, non-negative
+    X = Z @ D
+    fit = semi_nmf(X, k=6, n_iter=300, seed=0)
+    assert (fit.H >= 0).all()
+    assert (np.diff(fit.objective) <= 1e-9 * fit.objective[:-1]).all()
+    assert ev.fvu(X, fit.H @ fit.W) < 0.02
+    assert ev.mean_max_cosine(D, fit.W) > 0.9
+    H_new = semi_nmf_codes(X[:20], fit.W, n_iter=300)
+    assert (H_new >= 0).all() and ev.fvu(X[:20], H_new @ fit.W) < 0.05
+    with pytest.raises(ValueError, match=r"The 'k' parameter of semi_nmf must be an int in \[1, n_samples=400\]"):
+        semi_nmf(X, k=401)

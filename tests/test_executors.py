@@ -351,6 +351,7 @@ DRIVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_without_recomputing_or_duplicating(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
@@ -434,3 +435,9 @@ def test_pool_workers_exit_when_the_driver_is_killed(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    with pytest.raises(ImportError, match=r"The ray executor needs Ray: pip install 'repscope\[ray\]'"):
+        make_executor("ray")

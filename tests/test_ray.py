@@ -195,6 +195,7 @@ DRIVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_killed_ray_driver_resumes_without_recomputing_or_duplicating(ray_cluster, tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
@@ -251,6 +252,7 @@ def _tiny_store(path: Path):
     return writer.finish()
 
 
+@pytest.mark.slow
 def test_the_same_plan_gives_the_same_results_on_local_and_ray(ray_cluster, tmp_path):
     from repscope.analysis.db import load_results
     from repscope.analysis.plan import AnalyzeConfig

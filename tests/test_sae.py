@@ -141,3 +141,25 @@ def test_recovers_known_sparse_dictionary(arch, one_thread):
     assert score > 0.9, f"{arch}: mean max-cosine {score:.3f}"
     if arch in ("topk", "mp"):
         assert result.history[-1]["l0"] <= 3
+
+
+def test_topk_sparse_decoder_gradients_match_dense():
+    torch.manual_seed(0)
+    sae = TopKSAE(10, 40, k=4, k_aux=3, seed=2).double()
+    x = torch.randn(32, 10, dtype=torch.float64)
+    dead = torch.zeros(40, dtype=torch.bool)
+    dead[::3] = True
+    step = sae.training_loss(x, dead)
+    step.loss.backward()
+    fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    sae.zero_grad()
+    xn = sae.normalize(x)
+    pre = sae.pre_acts(xn)
+    z = act.topk(pre, 4)
+    recon = z @ sae.W_dec + sae.b_dec
+    loss = (recon - xn).pow(2).sum(-1).mean() / 10 + sum(sae.extra_losses(xn, pre, z, recon, dead).values())
+    loss.backward()
+    assert torch.allclose(step.loss, loss)
+    for name, p in sae.named_parameters():
+        assert torch.allclose(fast[name], p.grad, atol=1e-12), name
+    assert torch.equal(step.codes, z.detach())

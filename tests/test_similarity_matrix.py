@@ -90,3 +90,13 @@ def test_matrix_validates_parameters_of_prepared_measures(reps):
         similarity_matrix(reps, "svcca", params={"variance_kept": 0.0})
     with pytest.raises(ValueError, match=r"'compare' parameter of rsa must be one of"):
         similarity_matrix(reps, "rsa", params={"compare": "cosine"})
+
+
+def test_matrix_and_permutation_respect_min_samples():
+    from repscope.stats import permutation_test
+
+    tiny = {"a": np.eye(3), "b": np.eye(3)[::-1].copy()}
+    with pytest.raises(ValueError, match="similarity_matrix needs at least 4 samples"):
+        similarity_matrix(tiny, "cka_linear_debiased")
+    with pytest.raises(ValueError, match="cka_linear_debiased needs at least 4 samples"):
+        permutation_test("cka_linear_debiased", tiny["a"], tiny["b"])

@@ -96,3 +96,16 @@ def test_resampling_errors(related):
         rstats.paired_test("cka_linear", A, B, C[:-1])
     with pytest.raises(ValueError, match=r"Unknown parameter\(s\) \['kk'\]"):
         rstats.bootstrap_ci("cka_linear", A, B, params={"kk": 1})
+
+
+@pytest.mark.parametrize("name", ["cka_linear", "cka_linear_debiased", "cca_mean", "pwcca",
+                                  "procrustes_angular", "shape_alpha", "mutual_knn", "rsa"])
+def test_prepared_permutation_null_equals_recomputing(name, related):
+    A, B, _ = related
+    from repscope import registry
+
+    spec = registry.get(name)
+    fast = rstats.permutation_test(name, A, B, n_perm=15, seed=4)
+    slow = rstats.permutation_test(spec.fn, A, B, n_perm=15, seed=4)  # recomputes every shuffle
+    np.testing.assert_allclose(fast.diagnostics["null"], slow.diagnostics["null"], atol=1e-10)
+    assert fast.value == pytest.approx(slow.value, abs=1e-10)

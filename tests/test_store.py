@@ -254,3 +254,26 @@ def test_newer_format_version_is_refused(copy: Path) -> None:
         ActivationStore.open(copy)
     with pytest.raises(ValueError, match="'verify' parameter of ActivationStore.open"):
         ActivationStore.open(copy, verify="never")  # type: ignore[arg-type]
+
+
+def test_a_failing_write_is_reported_and_the_store_stays_resumable(
+        tmp_path: Path, chunks: list, store: ActivationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import repscope.capture.writer as writer_module
+
+    real = writer_module._write_npy
+    calls = []
+
+    def flaky(path: Path, arr: np.ndarray) -> dict:
+        calls.append(path)
+        if len(calls) == 7:  # fails inside the third shard
+            raise OSError(28, "No space left on device")
+        return real(path, arr)
+
+    monkeypatch.setattr(writer_module, "_write_npy", flaky)
+    with pytest.raises(StoreError, match=r"Writing store '.*' failed: .*No space left on device"):
+        write(tmp_path / "s", chunks)
+    monkeypatch.undo()
+    partial = ActivationStore.open(tmp_path / "s", allow_incomplete=True)
+    assert len(partial.shards) == 2
+    assert write(tmp_path / "s", chunks) is not None
+    assert store_bytes(tmp_path / "s") == store_bytes(store.path)

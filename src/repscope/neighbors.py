@@ -179,6 +179,8 @@ def knn(
     threshold = tol * P.rms_radius
     kept, inverse, mult = _exact_groups(as_numpy(X))
     n_groups = kept.shape[0]
+    if duplicates == "raise" and n_groups < n:  # exact duplicates: no search needed to know
+        _raise_duplicates(1.0 - n_groups / n, n, tol, threshold)
     if duplicates == "keep":
         kept, inverse, mult = np.arange(n), np.arange(n), np.ones(n, dtype=np.int64)
     search = _searcher(backend, metric, device, dtype, memory_budget, seed)
@@ -193,16 +195,20 @@ def knn(
         n_groups = min(n_groups, n - _count_near(dist, threshold))
     fraction = 1.0 - n_groups / n
     if duplicates == "raise" and fraction > 0:
-        raise ValueError(
-            f"knn found duplicate rows in X (fraction {fraction:.4g} of {n} rows within "
-            f"tol={tol:g} x rms radius = {threshold:.3g}) and duplicates='raise'. Use "
-            f"duplicates='drop' (default), 'weight' or 'keep'."
-        )
+        _raise_duplicates(fraction, n, tol, threshold)
     report = DuplicateReport(duplicates, tol, threshold, n, fraction, kept.astype(np.int64),
                              mult.astype(np.int64), inverse.astype(np.int64))
     if fraction > 0:
         log.info("knn: %.3g of %d rows are duplicates (policy %r)", fraction, n, duplicates)
     return Neighbors(idx, dist, metric, k, backend == "exact", backend, report, d)
+
+
+def _raise_duplicates(fraction: float, n: int, tol: float, threshold: float) -> None:
+    raise ValueError(
+        f"knn found duplicate rows in X (fraction {fraction:.4g} of {n} rows within "
+        f"tol={tol:g} x rms radius = {threshold:.3g}) and duplicates='raise'. Use "
+        f"duplicates='drop' (default), 'weight' or 'keep'."
+    )
 
 
 def count_pairs_within(
@@ -381,20 +387,41 @@ def _exact_search(P: _Prepared, k: int, metric: str, budget: int):
 def _rerank(ref, lo, hi, cand, k, metric):
     """Distances of the candidates from direct coordinate differences (no cancellation:
     relative error ~ eps of X's dtype), sorted by (distance, index); the first ``k`` kept."""
-    c, d = cand.shape[1], ref.shape[1]
-    step = max(1, 2**20 // (c * d))  # query rows per chunk: a few MB, cache friendly
-    d2 = torch.empty(cand.shape, dtype=torch.float64, device=cand.device)  # (b, c)
-    for s in range(0, hi - lo, step):
-        e = min(s + step, hi - lo)
-        diff = ref.index_select(0, cand[s:e].reshape(-1)).view(e - s, c, d)  # (s, c, d)
-        diff -= ref[lo + s:lo + e, None, :]  # direct differences: relative error ~ eps(dtype)
-        d2[s:e] = torch.linalg.vector_norm(diff, dim=-1).to(torch.float64).square_()
+    d2 = _candidate_sqdist(ref, lo, hi, cand)  # (b, c) float64
     key = torch.argsort(cand, dim=1)  # ties in distance are broken by index, on every backend
     cand, d2 = torch.gather(cand, 1, key), torch.gather(d2, 1, key)
     order = torch.argsort(d2, dim=1, stable=True)[:, :k]
     idx, d2 = torch.gather(cand, 1, order), torch.gather(d2, 1, order)
     dist = 0.5 * d2 if metric == "cosine" else torch.sqrt(d2)
     return idx.cpu().numpy(), dist.cpu().numpy()
+
+
+def _candidate_sqdist(ref: torch.Tensor, lo: int, hi: int, cand: torch.Tensor) -> torch.Tensor:
+    """(b, c) float64 squared distances between rows ``lo:hi`` of ``ref`` and their candidates.
+
+    Gathers candidate rows in chunks of a few MB, subtracts, squares and sums (pairwise, in
+    float64). On the CPU this runs in numpy, single-threaded: these small memory-bound steps
+    gain nothing from threads and suffer badly from thread contention on a busy machine.
+    """
+    c, d = cand.shape[1], ref.shape[1]
+    step = max(1, 2**20 // (c * d))  # query rows per chunk
+    if ref.device.type == "cpu":
+        R, C = ref.numpy(), cand.numpy()
+        out = np.empty(C.shape, dtype=np.float64)  # (b, c)
+        for s in range(0, hi - lo, step):
+            e = min(s + step, hi - lo)
+            diff = np.take(R, C[s:e], axis=0)  # (s, c, d)
+            diff -= R[lo + s:lo + e, None, :]
+            np.square(diff, out=diff)
+            out[s:e] = diff.sum(-1, dtype=np.float64)
+        return torch.from_numpy(out)
+    d2 = torch.empty(cand.shape, dtype=torch.float64, device=cand.device)  # (b, c)
+    for s in range(0, hi - lo, step):
+        e = min(s + step, hi - lo)
+        diff = ref.index_select(0, cand[s:e].reshape(-1)).view(e - s, c, d)  # (s, c, d)
+        diff -= ref[lo + s:lo + e, None, :]
+        d2[s:e] = diff.square_().sum(-1, dtype=torch.float64)
+    return d2
 
 
 def _refine(P: _Prepared, cand: np.ndarray, k: int, metric: str):

@@ -86,7 +86,8 @@ def similarity_matrix(
     names = tuple(reps)
     if len(names) < 1:
         raise ValueError(f"{fn} needs at least one representation; got none.")
-    arrays = {name: check_array(reps[name], fn, name=name) for name in names}
+    arrays = {name: check_array(reps[name], fn, name=name, min_samples=spec.min_samples)
+              for name in names}
     n = arrays[names[0]].shape[0]
     for name, A in arrays.items():
         if A.shape[0] != n:
@@ -96,7 +97,16 @@ def similarity_matrix(
     todo = [(i, j) for i in range(len(names)) for j in range(len(names))
             if (diagonal or i != j) and (not spec.symmetric or j >= i)]
     prepared = PREPARED.get(spec.name)
-    if prepared is not None:
+    if prepared is not None and prepared.all_pairs is not None and spec.symmetric:
+        from repscope.measures._sim_common import resolve_device
+
+        dev = resolve_device(arrays[names[0]], resolved.get("device") or device)
+        batched = prepared.all_pairs(arrays, names, dev, resolved)
+        log.info("%s: %s for %d representations in one block pass", fn, spec.name, len(names))
+
+        def compute(a: str, b: str) -> Estimate:
+            return batched[(a, b)]
+    elif prepared is not None:
         from repscope.measures._sim_common import resolve_device
 
         dev = resolve_device(arrays[names[0]], resolved.get("device") or device)

@@ -191,6 +191,25 @@ def _resolve_measure(measure: Any, params: dict[str, Any] | None, fn: str,
                      f"callable. Got {measure!r} instead.")
 
 
+def _prepared_pair(name: str, X: Any, Y: Any, params: dict[str, Any]) -> Any:
+    """(compare, state_x, state_y) when the measure's per-side work can be prepared once and
+    re-ordered (see ``repscope.measures.similarity.permute_state``); else None."""
+    from repscope.measures._sim_common import check_pair, resolve_device
+    from repscope.measures.similarity import PREPARED, permute_state
+
+    prepared = PREPARED.get(name)
+    if prepared is None:
+        return None
+    from repscope import registry
+
+    X, Y = check_pair(X, Y, name, min_samples=registry.get(name).min_samples)
+    device = resolve_device(X, params.get("device"))
+    sy = prepared.prepare(Y, device, params, "Y")
+    if permute_state(sy, np.arange(Y.shape[0])) is None:
+        return None
+    return prepared.compare, prepared.prepare(X, device, params, "X"), sy
+
+
 def _take(X: Any, idx: np.ndarray) -> Any:
     """Rows ``idx`` of a numpy array or torch tensor."""
     if hasattr(X, "detach"):
@@ -233,9 +252,18 @@ def permutation_test(
     name, call, higher, resolved = _resolve_measure(measure, params, fn)
     alt = _alternative(alternative, higher, fn)
     n = X.shape[0]
-    observed = call(X, Y)
     rng = np.random.default_rng(seed)
-    null = np.array([call(X, _take(Y, rng.permutation(n))) for _ in range(n_perm)])
+    fast = _prepared_pair(name, X, Y, resolved) if isinstance(measure, str) else None
+    if fast is not None:  # prepare both sides once, then only re-order Y's prepared rows
+        from repscope.measures.similarity import permute_state
+
+        compare, sx, sy = fast
+        observed = float(compare(sx, sy, resolved).value)
+        null = np.array([compare(sx, permute_state(sy, rng.permutation(n)), resolved).value
+                         for _ in range(n_perm)], dtype=float)
+    else:
+        observed = call(X, Y)
+        null = np.array([call(X, _take(Y, rng.permutation(n))) for _ in range(n_perm)])
     extreme = null >= observed if alt == "greater" else null <= observed
     p = (1 + int(extreme.sum())) / (n_perm + 1)
     mean, std = float(null.mean()), float(null.std(ddof=1)) if n_perm > 1 else float("nan")

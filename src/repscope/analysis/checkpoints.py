@@ -14,22 +14,24 @@ A training run leaves its weights in one of three layouts, all read from local d
 :func:`discover_checkpoints` returns them ordered by training step (the number after
 ``step``/``checkpoint``/``epoch``, else the last number in the name; natural sort for the rest);
 :func:`load_checkpoint` loads one into a model instance strictly, with an error that lists the
-missing, unexpected and mis-shaped keys.
+missing, unexpected and mis-shaped keys; :func:`capture_checkpoints` captures every checkpoint
+of a run into its own ActivationStore, so metrics over training are one plan over those stores.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Checkpoint", "CheckpointKind", "discover_checkpoints", "load_checkpoint",
-           "load_state_dict"]
+__all__ = ["Checkpoint", "CheckpointKind", "capture_checkpoints", "checkpoint_digest",
+           "discover_checkpoints", "load_checkpoint", "load_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -312,3 +314,48 @@ def load_checkpoint(model: Any, ckpt: Checkpoint | str | os.PathLike[str]) -> An
         )
     model.load_state_dict(state, strict=True)
     return model
+
+
+def checkpoint_digest(ckpt: Checkpoint) -> str:
+    """sha256 over the checkpoint's weight files (relative names and bytes, sorted by name)."""
+    path = Path(ckpt.path)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not NON_MODEL_FILES.match(p.name)
+                   and p.suffix in (".safetensors", ".json") + STATE_DICT_SUFFIXES) \
+        if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() if path.is_dir() else f.name.encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def capture_checkpoints(
+    cfg: Any,
+    checkpoints: Iterable[Checkpoint],
+    out: str | os.PathLike[str],
+    *,
+    progress: bool = False,
+) -> list[tuple[Checkpoint, Any]]:
+    """Capture ``cfg`` (a :class:`repscope.capture.CaptureConfig` naming the base model) once per
+    checkpoint into ``out/<checkpoint name>``; return ``[(checkpoint, ActivationStore), ...]``.
+
+    The base model and tokenizer are loaded once; each checkpoint's weights are loaded into it
+    with :func:`load_checkpoint`, and its store records the model as
+    ``"<model id>@<checkpoint name>"`` with the checkpoint's own weights hash. Every capture
+    resumes like a single one: rerunning after a crash skips complete stores.
+    """
+    from repscope.capture import run_capture
+    from repscope.data.models import load_model
+
+    model, tokenizer, model_id, _ = load_model(cfg.model, device=cfg.device)
+    stores = []
+    for ckpt in checkpoints:
+        load_checkpoint(model, ckpt)
+        model.eval()
+        loaded = (model, tokenizer, f"{model_id}@{ckpt.name}", checkpoint_digest(ckpt))
+        store = run_capture(replace(cfg, out=Path(out) / ckpt.name), progress=progress,
+                            loaded=loaded)
+        stores.append((ckpt, store))
+    return stores

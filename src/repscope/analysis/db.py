@@ -143,7 +143,7 @@ class ResultsDB:
         if bad:
             raise ValueError(f"Unknown result column(s) {bad}; known: {cols}.")
         values = [tuple(_to_db(r.get(c)) for c in cols) for r in rows]
-        placeholders = ", ".join("?" for _ in cols)
+        marks = ", ".join("?" for _ in cols)
         with self.connect(write=True) as con:
             con.execute("BEGIN TRANSACTION")
             keys = [v[0] for v in values]
@@ -151,7 +151,7 @@ class ResultsDB:
             fresh = [v for v in values if v[0] not in done]
             if fresh:
                 con.executemany(
-                    f"INSERT OR REPLACE INTO results ({', '.join(cols)}) VALUES ({placeholders})",
+                    f"INSERT OR REPLACE INTO results ({', '.join(cols)}) VALUES ({marks})",
                     fresh,
                 )
             con.execute("COMMIT")

@@ -19,6 +19,7 @@ results that are already in the database.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import hashlib
@@ -82,6 +83,9 @@ class AnalyzeConfig:
         "every registered measure (default: the default panel). Pair measures compare layers."))
     pairs: Literal["all", "adjacent", "none"] = field(default="all", metadata=_help(
         "Layer pairs for pair (similarity) measures."))
+    permutations: int = field(default=0, metadata=_help(
+        "Permutation-test p-values for pair measures between distinct layers: shuffled "
+        "rows per pair (0: off; each costs one measure call)."))
     labels: str | None = field(default=None, metadata=_help(
         "Store metadata column used as class labels for label-aware measures, e.g. 'doc_id'."))
     seed: int = field(default=0, metadata=_help(
@@ -170,6 +174,10 @@ class Task:
     items: tuple[Item, ...]
     labels: str | None = None
     "Metadata column holding class labels, for label-aware measures."
+    permutations: int = 0
+    "Permutation-test replicates per layer pair (matrix tasks; 0: none)."
+    seed: int = 0
+    "Seed of the permutations."
 
     @property
     def label(self) -> str:
@@ -386,6 +394,14 @@ def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[s
             raise PlanError(f"The '{name}' option must be an int >= {low} or None. Got {value!r}.")
     if cfg.max_length < 2:
         raise PlanError(f"The 'max_length' option must be an int >= 2. Got {cfg.max_length!r}.")
+    if cfg.executor == "local" and cfg.workers not in (None, 1):
+        raise PlanError(f"The 'workers' option needs executor 'process' or 'ray'; the local "
+                        f"executor runs one task at a time. Got workers={cfg.workers}.")
+    if cfg.address is not None and cfg.executor != "ray":
+        raise PlanError(f"The 'address' option needs executor 'ray'. Got address={cfg.address!r} "
+                        f"with executor {cfg.executor!r}.")
+    if cfg.permutations < 0:
+        raise PlanError(f"The 'permutations' option must be an int >= 0. Got {cfg.permutations!r}.")
     if cfg.retries < 0:
         raise PlanError(f"The 'retries' option must be an int >= 0. Got {cfg.retries!r}.")
     dry_n = min(cfg.max_rows or 256, 256)
@@ -472,10 +488,13 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
             tasks.append(_task(store_path, "layer", (layer,), rows, items, cfg.labels))
     for m in (m for m in measures if m.kind == "pair"):
         pairs = _layer_pairs(layers, cfg.pairs, registry.get(m.name).symmetric)
-        items = tuple(Item(_key(base, a, b, m.name, m.params), m.name, m.variant, m.params, a, b)
-                      for a, b in pairs)
+        perm = (cfg.permutations,) if cfg.permutations else ()  # p-values change the result
+        items = tuple(Item(_key(base, a, b, m.name, m.params, *perm), m.name, m.variant,
+                           m.params, a, b) for a, b in pairs)
         if items:
-            tasks.append(_task(store_path, "matrix", tuple(layers), rows, items, cfg.labels))
+            tasks.append(dataclasses.replace(
+                _task(store_path, "matrix", tuple(layers), rows, items, cfg.labels),
+                permutations=cfg.permutations, seed=cfg.seed))
     return Plan(config_to_dict(cfg), str(store_path), source, tuple(layers), rows,
                 tuple(measures), tuple(skipped), tuple(tasks))
 

@@ -17,7 +17,6 @@ itself and evaluates every measure of the task, recording errors per measure.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import platform
 import time
@@ -32,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from repscope._version import __version__
 from repscope.analysis.db import ResultsDB
 from repscope.analysis.plan import (
     AnalyzeConfig,
     Item,
     MeasureRequest,
     Plan,
-    PlanError,
     Task,
     check_config,
     make_plan,
@@ -156,8 +155,30 @@ def _run_matrix(store: Any, task: Task, idx: np.ndarray) -> list[dict[str, Any]]
             row["seconds"] = matrix["__seconds__"] / max(len(matrix) - 1, 1)
         else:
             row = _run_item(it, reps[it.layer], reps[it.layer_b], None, None)
+        if task.permutations and row["status"] == "ok" and it.layer != it.layer_b:
+            _add_permutation_test(row, it, reps[it.layer], reps[it.layer_b], task)
         rows.append(row)
     return rows
+
+
+def _add_permutation_test(row: dict[str, Any], item: Item, X: np.ndarray, Y: np.ndarray,
+                          task: Task) -> None:
+    """Add a permutation p-value (rows of Y shuffled) to the row's ``extra`` column."""
+    from repscope.stats import permutation_test
+
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = permutation_test(item.measure, X, Y, n_perm=task.permutations, seed=task.seed,
+                                   params=dict(item.params))
+    except Exception as exc:  # the value stands; the test's failure is noted beside it
+        row.setdefault("extra", {})["permutation_error"] = f"{type(exc).__name__}: {exc}"
+        return
+    row.setdefault("extra", {}).update(
+        p_value=res.p_value, null_mean=res.null_mean, null_std=res.null_std,
+        calibrated=res.calibrated, n_perm=task.permutations)
+    row["seconds"] += time.perf_counter() - t0
 
 
 def _matrix_estimates(reps: Mapping[str, np.ndarray], item: Item, spec: Any) -> dict[Any, Any]:
@@ -198,18 +219,29 @@ def _float(v: Any) -> float | None:
 
 
 def _shared_neighbors(X: np.ndarray, items: Iterable[Item]) -> Any:
-    """One kNN table for every measure of the layer that takes ``neighbors`` (k = their max)."""
+    """One kNN table for the measures of a layer that take ``neighbors``.
+
+    The table uses the (metric, duplicates) setting most of them share and the largest ``k``
+    among those; a measure whose setting differs sees an unfit table and computes its own.
+    """
+    from collections import Counter
+
     from repscope import registry
 
-    users = [it for it in items if "neighbors" in registry.get(it.measure).defaults]
-    ks = [it.params.get("k") for it in users]
+    users = [it.params for it in items if "neighbors" in registry.get(it.measure).defaults]
+    if len(users) < 2:
+        return None
+    setting = Counter((p.get("metric", "euclidean"), p.get("duplicates", "drop"))
+                      for p in users).most_common(1)[0][0]
+    ks = [p.get("k", 2) for p in users
+          if (p.get("metric", "euclidean"), p.get("duplicates", "drop")) == setting]
     ks = [k for k in ks if isinstance(k, int) and not isinstance(k, bool)]
-    if len(users) < 2 or not ks:
+    if not ks:
         return None
     try:
         from repscope.neighbors import knn
 
-        return knn(X, min(max(ks), X.shape[0] - 1))
+        return knn(X, min(max(ks), X.shape[0] - 1), metric=setting[0], duplicates=setting[1])
     except Exception as exc:  # measures then compute their own neighbours
         log.warning("shared kNN table not computed (%s); measures compute their own", exc)
         return None
@@ -222,50 +254,14 @@ def _now() -> datetime:
 # -- driver side -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    key: str
-    result: Any
-    error: str | None
-    attempts: int
-    seconds: float
-
-
-def _inline_map(fn: Callable[[Any], Any], tasks: list[Any], *, key: Callable[[Any], str],
-                retries: int) -> Iterator[_Outcome]:
-    """In-process fallback with the executor contract (used when executors are unavailable)."""
-    for task in tasks:
-        t0, error, result = time.perf_counter(), None, None
-        for attempt in range(1, retries + 2):
-            try:
-                result, error = fn(task), None
-                break
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-        yield _Outcome(key(task), result, error, attempt, time.perf_counter() - t0)
-
-
 def _execute(cfg: AnalyzeConfig, tasks: list[Task]) -> Iterator[Any]:
     """Run ``tasks`` on the configured executor, yielding outcomes as they complete."""
-    try:
-        from repscope.analysis.executors import make_executor
-    except ImportError:
-        if cfg.executor != "local":
-            raise PlanError(
-                f"The '{cfg.executor}' executor is not available in this installation."
-            ) from None
-        yield from _inline_map(run_task, tasks, key=lambda t: t.key, retries=cfg.retries)
-        return
-    ex = make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address)
-    try:
-        kwargs: dict[str, Any] = {"key": lambda t: t.key, "retries": cfg.retries}
-        if "progress" in inspect.signature(ex.map).parameters:
-            kwargs["progress"] = False  # the driver shows its own per-stage progress
-        yield from ex.map(run_task, tasks, **kwargs)
-    finally:
-        close = getattr(ex, "close", None)
-        if close is not None:
-            close()
+    from repscope.analysis.executors import make_executor
+
+    with make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address) as ex:
+        # the driver shows its own per-stage progress bar, so the executor's stays off
+        yield from ex.map(run_task, tasks, key=lambda t: t.key, retries=cfg.retries,
+                          progress=False)
 
 
 def _store_class() -> Any:
@@ -336,7 +332,7 @@ def _run_fields(plan: Plan, run_id: str, measures: Mapping[str, MeasureRequest])
         "model": _str(src.get("model")), "model_hash": _str(src.get("model_hash")),
         "data": _str(src.get("data")), "data_hash": _str(src.get("data_hash")),
         "checkpoint": _str(src.get("checkpoint")), "seed": plan.rows.seed,
-        "rows_hash": plan.rows.digest, "repscope_version": plan.to_dict()["repscope_version"],
+        "rows_hash": plan.rows.digest, "repscope_version": __version__,
     }
 
     def complete(row: dict[str, Any]) -> dict[str, Any]:
@@ -379,6 +375,12 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
     pending = [dataclasses.replace(t, items=tuple(i for i in t.items if i.key not in done))
                for t in plan.tasks]
     pending = [t for t in pending if t.items]
+    n_todo = sum(len(t.items) for t in pending)
+    _say(progress, console,
+         f"[bold]plan[/] {len(plan.layers)} layers x {plan.rows.n} rows, "
+         f"{len(plan.measures)} measures -> {len(plan.items())} results "
+         f"({len(done)} already in {db.path.name}, {n_todo} to compute) on the "
+         f"{cfg.executor} executor")
     run_id = f"{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     db.start_run(run_id, plan.to_dict(), provenance(plan, store),
                  sum(len(t.items) for t in pending), _now())
@@ -404,10 +406,25 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
     if cfg.report:
         from repscope.report.html import write_report
 
-        report_path = write_report(db.path, out / "report.html")
+        if progress:
+            from rich.console import Console
+
+            with (console or Console(stderr=True)).status("[bold]report[/] writing report.html"):
+                report_path = write_report(db.path, out / "report.html")
+        else:
+            report_path = write_report(db.path, out / "report.html")
     return AnalysisRun(run_id, out, db.path, report_path, plan_path, plan,
                        n_results=len(plan.items()), n_cached=len(done), n_computed=n_ok,
                        n_failed=n_failed, seconds=time.perf_counter() - t_start)
+
+
+def _say(progress: bool, console: Any, message: str) -> None:
+    """A stage line on the progress console (only with ``progress``); always logged."""
+    log.info(message.replace("[bold]", "").replace("[/]", ""))
+    if progress:
+        from rich.console import Console
+
+        (console or Console(stderr=True)).print(message)
 
 
 class _progress_bar:
@@ -420,8 +437,14 @@ class _progress_bar:
     def __enter__(self) -> Callable[[int, str], None]:
         if not self.enabled:
             return lambda n, what: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("[bold]measures[/] {task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),

@@ -5,13 +5,21 @@
 - :func:`run_capture` / :class:`CaptureConfig`: model + corpus -> store, resumable
   (the ``repscope capture`` command).
 
-Heavy dependencies (transformers) are imported only when a model is loaded.
+Names are imported on first use (PEP 562), so ``import repscope.capture`` and the CLI's help
+stay cheap; torch is imported with the hooks, transformers only when a model is loaded.
 """
 
-from repscope.capture.hooks import LayerNotFoundError, StopForward, capture, resolve_layers
-from repscope.capture.pooling import pool
-from repscope.capture.run import CaptureConfig, CaptureStats, run_capture
-from repscope.capture.store import ActivationStore, StoreError, StoreWriter
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # static names for type checkers and IDEs
+    from repscope.capture.hooks import LayerNotFoundError, StopForward, capture, resolve_layers
+    from repscope.capture.pooling import pool
+    from repscope.capture.run import CaptureConfig, CaptureStats, run_capture
+    from repscope.capture.store import ActivationStore, StoreError
+    from repscope.capture.writer import StoreWriter
 
 __all__ = [
     "ActivationStore",
@@ -26,3 +34,22 @@ __all__ = [
     "resolve_layers",
     "run_capture",
 ]
+
+_WHERE = {
+    "ActivationStore": "store", "StoreError": "store", "StoreWriter": "writer",
+    "CaptureConfig": "run", "CaptureStats": "run", "run_capture": "run",
+    "LayerNotFoundError": "hooks", "StopForward": "hooks", "capture": "hooks",
+    "resolve_layers": "hooks", "pool": "pooling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"repscope.capture.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'repscope.capture' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -152,7 +152,7 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
                              max_length=cfg.max_length, device=cfg.device, start=start)
         t0, tokens = time.perf_counter(), 0
         n_batches = -(-len(documents) // cfg.batch_size)
-        with _progress(progress, n_batches, start, str(cfg.out)) as advance:
+        with _Progress(progress, n_batches, start, str(cfg.out)) as advance:
             for chunk in chunks:
                 writer.append(chunk.acts, chunk.meta, chunk=chunk.index)
                 tokens += chunk.n_tokens
@@ -165,7 +165,7 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
     return store
 
 
-class _progress:
+class _Progress:
     """A rich progress bar over batches (a no-op when disabled)."""
 
     def __init__(self, enabled: bool, total: int, done: int, label: str) -> None:
@@ -203,10 +203,3 @@ class _progress:
     def __exit__(self, *exc: Any) -> None:
         if self.enabled:
             self.bar.stop()
-
-
-def describe(store: ActivationStore) -> dict[str, Any]:
-    """A short summary of a store (used by the CLI)."""
-    return {"path": str(store.path), "layers": store.layers, "n_rows": store.n_rows,
-            "dims": {layer: store.dim(layer) for layer in store.layers}, "dtype": store.dtype,
-            "bytes": store.nbytes()}

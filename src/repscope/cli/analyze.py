@@ -35,11 +35,14 @@ def _summary_table(db_path: Path, plan: Any) -> Any:
     df = load_results(db_path, status=None)
     df = df[(df["source_id"] == plan.source["source_id"]) & (df["rows_hash"] == plan.rows.digest)
             & df["layer"].isin(layers) & (df["layer_b"].isna() | df["layer_b"].isin(layers))]
-    table = Table(title="results by layer (E = embeddings, Ln = encoder layer n)",
-                  header_style="bold", pad_edge=False)
-    table.add_column("measure", style="bold", no_wrap=True)
+    from rich import box
+
+    table = Table(title="results by layer (E = embeddings, Ln = layer n; pairs: layer i vs i+1)",
+                  header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
+    table.add_column("measure", style="bold", no_wrap=True, max_width=20, overflow="ellipsis")
     for layer in layers:
-        table.add_column(_short(layer), justify="right", no_wrap=True)
+        table.add_column(_short(layer), justify="right", no_wrap=True, min_width=6)
     single = df[(df["kind"] == "single") & (df["status"] == "ok")]
     for (measure, variant), g in single.groupby(["measure", "variant"]):
         by = dict(zip(g["layer"], g["value"], strict=True))
@@ -50,7 +53,7 @@ def _summary_table(db_path: Path, plan: Any) -> Any:
         name = measure + (f" ({variant})" if variant else "")
         adjacent = {a: v for a, b, v in zip(g["layer"], g["layer_b"], g["value"], strict=True)
                     if layers.index(b) == layers.index(a) + 1} if layers else {}
-        table.add_row(name + " (to next layer)", *[_fmt(adjacent.get(layer)) for layer in layers])
+        table.add_row(name + " (i, i+1)", *[_fmt(adjacent.get(layer)) for layer in layers])
     errors = df[df["status"] != "ok"]
     if len(errors):
         table.caption = f"{len(errors)} result(s) failed: repscope results DB --status error"

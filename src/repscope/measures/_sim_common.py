@@ -52,20 +52,26 @@ def to64(X: ArrayLike, device: torch.device) -> torch.Tensor:
 
 
 def centred(X: ArrayLike, device: torch.device) -> torch.Tensor:
-    """(n, d) float64 copy of ``X`` with column means removed."""
-    T = to64(X, device)  # (n, d)
-    T -= T.mean(dim=0, keepdim=True)
-    return T
+    """(n, d) float64 copy of ``X`` with column means removed (one pass, input untouched)."""
+    T = as_torch(X, device=device)  # (n, d), a view when possible
+    mean = T.mean(dim=0, keepdim=True, dtype=torch.float64)  # (1, d)
+    T64 = T.to(torch.float64)
+    if T64.data_ptr() == T.data_ptr():  # no copy was made: allocate the result
+        return T64 - mean
+    return T64.sub_(mean)
 
 
-def zero_variance(Xc: torch.Tensor, fn: str, name: str, *, warn: bool) -> int:
+def zero_variance(Xc: torch.Tensor, fn: str, name: str, *, warn: bool,
+                  col_sq: torch.Tensor | None = None) -> int:
     """Count the zero-variance columns of a centred matrix; refuse when all columns are.
 
     A column is constant when its centred norm is below 1e-12 times the largest column norm
     (or exactly zero). Returns the count; ``warn`` issues a ``UserWarning`` when it is positive
-    (CCA-type measures, whose effective dimension it lowers).
+    (CCA-type measures, whose effective dimension it lowers). ``col_sq`` (the diagonal of
+    ``Xc^T Xc``) saves a pass over the data when it is already known.
     """
-    norms = torch.linalg.vector_norm(Xc, dim=0)  # (d,)
+    # (d,) centred column norms; from the Gram diagonal when the caller has it
+    norms = torch.linalg.vector_norm(Xc, dim=0) if col_sq is None else col_sq.clamp_min(0).sqrt()
     top = float(norms.max())
     if top == 0.0:
         raise ValueError(

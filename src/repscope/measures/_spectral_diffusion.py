@@ -113,11 +113,11 @@ def _check_common(fn: str, kernel: str, sigma: float | None, k: int, t: int, den
 def dse(X: ArrayLike, *, kernel: str = "gaussian", sigma: float | None = None, k: int = 10,
         t: int = 1, density_alpha: float = 1.0, max_samples: int = 2000, seed: int = 0,
         device: str | None = None) -> Estimate:
-    """Diffusion spectral entropy (Liao, Liu, Christensen, Tong, Huguet, Wolf, Nickel,
-    Adelstein, Krishnaswamy 2023, "Assessing neural network representations during training
-    using noise-resilient diffusion spectral entropy").
+    """Diffusion spectral entropy: the entropy of the diffusion operator's eigenvalue spectrum.
 
-    With ``lambda_i`` the eigenvalues of the diffusion operator ``P`` (module docstring) and
+    Liao, Liu, Christensen, Tong, Huguet, Wolf, Nickel, Adelstein and Krishnaswamy 2023,
+    "Assessing neural network representations during training using noise-resilient
+    diffusion spectral entropy". With ``lambda_i`` the eigenvalues of the diffusion operator ``P`` (module docstring) and
     diffusion time ``t``: ``eta_i = |lambda_i|^t / sum_j |lambda_j|^t`` and
     ``DSE = -sum_i eta_i log eta_i`` (nats, in ``[0, log n]``). ``kernel="gaussian"``:
     ``K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))`` with ``sigma`` = the median pairwise distance

@@ -230,9 +230,10 @@ def nc3(X: ArrayLike, *, labels: ArrayLike, weights: ArrayLike | None = None,
 @register("nc4", family="classes", bounds=(0.0, 1.0), needs_labels=True, higher_is_better=False)
 def nc4(X: ArrayLike, *, labels: ArrayLike, weights: ArrayLike | None = None,
         bias: ArrayLike | None = None) -> Estimate:
-    """NC4, simplification to nearest class centre: the fraction of rows where the classifier
-    ``argmax_c (W h + b)_c`` and the nearest class mean ``argmin_c ||h - mu_c||`` disagree
-    (Papyan et al. 2020). In ``[0, 1]``; 0 at collapse. Without ``weights`` a fitted
+    """NC4, simplification to nearest class centre: classifier vs nearest-class-mean disagreement.
+
+    The fraction of rows where the classifier ``argmax_c (W h + b)_c`` and the nearest class
+    mean ``argmin_c ||h - mu_c||`` disagree (Papyan et al. 2020). In ``[0, 1]``; 0 at collapse. Without ``weights`` a fitted
     multinomial logistic regression stands in for the classifier (as in :func:`nc3`).
     ``diagnostics``: the accuracy of both classifiers against the labels.
     """

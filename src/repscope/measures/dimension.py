@@ -320,10 +320,10 @@ def twonn(X: ArrayLike, *, fit: str = "linear", discard_fraction: float = 0.1,
         W, S = w.sum(), float((w * log_mu).sum())
         d = (W - 1) / S
         se = d / math.sqrt(W)
-        from scipy.stats import chi2
+        from scipy.special import gammaincinv  # 2 d S ~ chi2(2W), i.e. d S ~ Gamma(W, 1)
 
         a = (1 - ci_level) / 2
-        ci = (float(chi2.ppf(a, 2 * W) / (2 * S)), float(chi2.ppf(1 - a, 2 * W) / (2 * S)))
+        ci = (float(gammaincinv(W, a) / S), float(gammaincinv(W, 1 - a) / S))
         params["uncertainty"] = "analytic"
     else:
         d, x, y = twonn_linear_fit(log_mu, w, discard_fraction)
@@ -418,9 +418,9 @@ def gride(X: ArrayLike, *, n1: int = 4, n2: int | None = None, k: int = 32,
 
 
 def _z(ci_level: float) -> float:
-    from scipy.stats import norm
+    from statistics import NormalDist
 
-    return float(norm.ppf(0.5 + ci_level / 2))
+    return NormalDist().inv_cdf(0.5 + ci_level / 2)
 
 
 # ============================================================================ correlation dim
@@ -593,6 +593,9 @@ def _local_result(fn, local_kept, t, ok, summary, n_boot, seed, ci_level, params
 
 
 def _wquantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
+    """Weighted quantile, inverted-CDF definition (smallest v with cumulative weight >= q)."""
+    if w[0] == 1 and (w == 1).all():
+        return float(np.quantile(v, q, method="inverted_cdf"))  # O(n) partition
     order = np.argsort(v, kind="stable")
     cw = np.cumsum(w[order])
     return float(v[order][np.searchsorted(cw, q * cw[-1] - 1e-12)])

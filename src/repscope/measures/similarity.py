@@ -49,6 +49,7 @@ from repscope.measures._sim_cca import (
     svcca,
 )
 from repscope.measures._sim_cka import (
+    DebiasedState,
     LinearCKAAccumulator,
     cka_linear,
     cka_linear_debiased,
@@ -58,6 +59,7 @@ from repscope.measures._sim_cka import (
     prepare_debiased,
 )
 from repscope.measures._sim_neighbors import (
+    NeighborState,
     compare_knn,
     knn_jaccard,
     mutual_knn,
@@ -67,6 +69,7 @@ from repscope.measures._sim_neighbors import (
 from repscope.measures._sim_rsa import compare_rsa, prepare_rsa, rsa
 from repscope.measures._sim_shape import (
     ShapeMomentEstimate,
+    ShapeState,
     compare_angular,
     compare_euclidean,
     prepare_alpha,
@@ -90,6 +93,7 @@ __all__ = [
     "cka_rbf_nystroem",
     "knn_jaccard",
     "mutual_knn",
+    "permute_state",
     "procrustes_angular",
     "procrustes_euclidean",
     "pwcca",
@@ -109,6 +113,8 @@ class Prepared:
     "``prepare(X, device, params, name) -> state`` run once per representation."
     compare: Callable[..., Estimate]
     "``compare(state_x, state_y, params) -> Estimate`` run for every pair."
+    all_pairs: Callable[..., dict[tuple[str, str], Estimate]] | None = None
+    "Optional batched path ``all_pairs(arrays, names, device, params)`` for symmetric matrices."
 
 
 @dataclass(frozen=True)
@@ -122,9 +128,10 @@ class _Centred:
 def _prep_linear(X: Any, device: torch.device, params: dict[str, Any], name: str) -> _Centred:
     from repscope.measures._sim_common import centred, zero_variance
 
-    Xc = centred(X, device)
-    zero_variance(Xc, "cka_linear", name, warn=False)
-    return _Centred(Xc, float(torch.sum((Xc.T @ Xc) ** 2)))
+    Xc = centred(X, device)  # (n, d)
+    G = Xc.T @ Xc  # (d, d)
+    zero_variance(Xc, "cka_linear", name, warn=False, col_sq=torch.diagonal(G))
+    return _Centred(Xc, float(torch.sum(G * G)))
 
 
 def _cmp_linear(sx: _Centred, sy: _Centred, params: dict[str, Any]) -> Estimate:
@@ -136,6 +143,47 @@ def _cmp_linear(sx: _Centred, sy: _Centred, params: dict[str, Any]) -> Estimate:
     diag = {"hsic_xy": hxy / (n - 1) ** 2, "hsic_xx": sx.self_hsic / (n - 1) ** 2,
             "hsic_yy": sy.self_hsic / (n - 1) ** 2}
     return make_estimate("cka_linear", min(max(value, 0.0), 1.0), n, params, diag)
+
+
+def _all_pairs_linear(arrays: dict[str, Any], names: tuple[str, ...], device: torch.device,
+                      params: dict[str, Any]) -> dict[tuple[str, str], Estimate]:
+    """Every ``cka_linear`` pair (i <= j) from one centred float64 block matrix.
+
+    The representations are centred into the column blocks of ``Z = [X_1 ... X_L]`` (n, D)
+    and block row i of ``Z^T Z`` (the cross-products with every later representation) is one
+    matrix product, so the L (L + 1) / 2 needed ``d x d`` blocks come from L large products.
+    """
+    from repscope._validate import as_torch
+    from repscope.measures._sim_common import make_estimate, zero_variance
+
+    dims = [arrays[name].shape[1] for name in names]
+    offs = [0]
+    for d in dims:
+        offs.append(offs[-1] + d)
+    n = arrays[names[0]].shape[0]
+    Z = torch.empty((n, offs[-1]), dtype=torch.float64, device=device)  # (n, D)
+    for k, name in enumerate(names):
+        blk = Z[:, offs[k]:offs[k + 1]]  # (n, d_k) view
+        blk.copy_(as_torch(arrays[name], device=device))
+        blk -= blk.mean(dim=0, keepdim=True)
+    L = len(names)
+    hsic = [[0.0] * L for _ in range(L)]
+    for i in range(L):
+        G = Z[:, offs[i]:offs[i + 1]].T @ Z[:, offs[i]:]  # (d_i, D - offs[i])
+        zero_variance(Z[:, offs[i]:offs[i + 1]], "cka_linear", names[i], warn=False,
+                      col_sq=torch.diagonal(G[:, :dims[i]]))
+        for j in range(i, L):
+            B = G[:, offs[j] - offs[i]:offs[j + 1] - offs[i]]  # (d_i, d_j)
+            hsic[i][j] = float(torch.sum(B * B))
+    out = {}
+    for i in range(L):
+        for j in range(i, L):
+            value = 1.0 if i == j else hsic[i][j] / (hsic[i][i] * hsic[j][j]) ** 0.5
+            diag = {"hsic_xy": hsic[i][j] / (n - 1) ** 2, "hsic_xx": hsic[i][i] / (n - 1) ** 2,
+                    "hsic_yy": hsic[j][j] / (n - 1) ** 2}
+            out[(names[i], names[j])] = make_estimate("cka_linear", min(max(value, 0.0), 1.0),
+                                                      n, params, diag)
+    return out
 
 
 def _prep_cca(name: str, variance_kept: bool = False) -> Callable[..., CCAState]:
@@ -177,7 +225,7 @@ def _prep_knn(name: str) -> Callable[..., Any]:
 
 
 PREPARED: dict[str, Prepared] = {
-    "cka_linear": Prepared(_prep_linear, _cmp_linear),
+    "cka_linear": Prepared(_prep_linear, _cmp_linear, _all_pairs_linear),
     "cka_linear_debiased": Prepared(lambda X, dev, p, w: prepare_debiased(X, dev),
                                     compare_debiased),
     "cca_mean": Prepared(_prep_cca("cca_mean"), _cmp_cca("cca_mean")),
@@ -196,3 +244,37 @@ PREPARED: dict[str, Prepared] = {
     "knn_jaccard": Prepared(_prep_knn("knn_jaccard"),
                             lambda a, b, p: compare_knn(a, b, p, "knn_jaccard")),
 }
+
+
+_ROW_FIELDS: dict[type, tuple[str, ...]] = {
+    _Centred: ("Xc",),
+    DebiasedState: ("Xc", "sq"),
+    CCAState: ("Xc", "Q"),
+    ShapeState: ("Z",),
+}
+
+
+def permute_state(state: Any, perm: Any) -> Any | None:
+    """The prepared state of ``Y[perm]`` built from the state of ``Y``, or None if unsupported.
+
+    Row-indexed fields are re-ordered; row-order-free summaries (Gram norms, eigenvalues) are
+    kept; k-NN tables are re-labelled (``new = inv[indices[perm]]``). This lets a permutation
+    test skip re-centring and re-whitening Y for every shuffle.
+    """
+    import numpy as np
+
+    if isinstance(state, NeighborState):
+        inv = np.empty_like(perm)
+        inv[perm] = np.arange(perm.shape[0])
+        return NeighborState(inv[state.indices[perm]])
+    names = _ROW_FIELDS.get(type(state))
+    if names is None:
+        return None
+    from dataclasses import replace
+
+    changes = {}
+    for name in names:
+        value = getattr(state, name)
+        idx = torch.as_tensor(perm, device=value.device)
+        changes[name] = value[idx]
+    return replace(state, **changes)

@@ -161,9 +161,9 @@ def _pair_name(r: Any) -> str:
 
 
 def _layer_order(df: Any) -> list[str]:
-    pairs = sorted({(int(i), l) for i, l in zip(df["layer_index"], df["layer"], strict=True)
+    pairs = sorted({(int(i), name) for i, name in zip(df["layer_index"], df["layer"], strict=True)
                     if i == i})
-    return [l for _, l in pairs]
+    return [name for _, name in pairs]
 
 
 def _series(df: Any, layers: list[str]) -> list[Series]:
@@ -224,8 +224,10 @@ def _cell_text(r: Any) -> str:
         parts.append(f"stderr = {r.stderr:.3g}")
     diag = _decode(r.diagnostics)
     extra = _decode(r.extra)
-    for name in ("p_value", "pvalue", "score", "null_mean"):
-        v = _num(diag.get(name, extra.get(name)) if isinstance(diag, Mapping) else None)
+    diag = diag if isinstance(diag, Mapping) else {}
+    extra = extra if isinstance(extra, Mapping) else {}
+    for name in ("p_value", "calibrated", "null_mean", "n_perm"):
+        v = _num(extra.get(name, diag.get(name)))
         if v is not None:
             parts.append(f"{name} = {v:.3g}")
     if r.n == r.n and r.n is not None:

@@ -131,9 +131,9 @@ def matrix_figure(m: Matrix) -> dict[str, Any]:
     """Heat map of a pair measure over layers, the value written in each cell."""
     z = [[None if not np.isfinite(v) else float(v) for v in row] for row in m.values]
     ticks = [_short(layer) for layer in m.layers]
-    scale = "Viridis" if m.higher_is_better is not False else "Viridis_r"
     trace = {
-        "type": "heatmap", "z": z, "x": ticks, "y": ticks, "colorscale": scale,
+        "type": "heatmap", "z": z, "x": ticks, "y": ticks, "colorscale": "Viridis",
+        "reversescale": m.higher_is_better is False,  # bright = similar, for distances too
         "text": m.hover, "hovertemplate": "%{text}<extra></extra>",
         "texttemplate": "%{z:.2f}", "textfont": {"size": 10},
         "colorbar": {"title": {"text": m.label.split(" ")[0]}, "thickness": 14},
@@ -182,9 +182,18 @@ def local_figure(label: str, local: Mapping[str, np.ndarray], layers: list[str]
             "line": {"color": _layer_color(i, len(present)), "width": 1.3},
             "spanmode": "hard", "hoverinfo": "y+name",
         })
-    layout = _base_layout(f"Per-point distribution: {label}", showlegend=False,
-                          xaxis={"title": "layer", "type": "category"},
-                          yaxis={"title": "local value", "zeroline": False})
+    title = f"Per-point distribution: {label}"
+    yaxis: dict[str, Any] = {"title": "local value", "zeroline": False}
+    both = np.concatenate([np.asarray(local[x], dtype=float) for x in present]) if present \
+        else np.zeros(0)
+    if both.size:
+        lo, hi = np.quantile(both, [0.01, 0.99])
+        if both.max() - both.min() > 3 * (hi - lo) > 0:  # long tails would flatten the violins
+            pad = 0.05 * (hi - lo)
+            yaxis["range"] = [float(lo - pad), float(hi + pad)]
+            title += " (axis: 1-99 % of the values; zoom out for the tails)"
+    layout = _base_layout(title, showlegend=False,
+                          xaxis={"title": "layer", "type": "category"}, yaxis=yaxis)
     return {"data": traces, "layout": layout}
 
 
@@ -231,8 +240,9 @@ def _not_run_hint(family: str, data: ReportData) -> str:
     if not names:
         return "No measure of this family is registered in this installation."
     example = names[0]
+    labels = " --labels COLUMN" if family == "classes" else ""
     return (f"Registered: {_code(names)}. Run one with "
-            f"<code>repscope analyze --measures {html.escape(example)}</code>.")
+            f"<code>repscope analyze --measures {html.escape(example)}{labels}</code>.")
 
 
 def _scalar_sections(page: _Page, data: ReportData) -> None:
@@ -272,7 +282,8 @@ def _similarity_section(page: _Page, data: ReportData) -> None:
             blocks.append(
                 f'<div class="matrix">{page.plot(matrix_figure(m), f"plot-sim-{i}")}'
                 f'<div class="stats"><h4>{html.escape(m.label)}</h4>'
-                f'<p class="note">{direction}. Hover a cell for its interval, p-value and n.</p>'
+                f'<p class="note">{direction}. Hover a cell for its interval and n (and the '
+                f'permutation p-value with <code>--permutations N</code>).</p>'
                 f"<table>{stats}</table></div></div>")
         body = "".join(blocks)
     page.section("similarity", "Layer x layer similarity", body)
@@ -446,7 +457,7 @@ h4 { margin:4px 0; }
 .matrix { display:flex; gap:24px; align-items:flex-start; flex-wrap:wrap;
           border-top:1px solid var(--line); padding-top:12px; margin-top:12px; }
 .matrix:first-child { border-top:0; margin-top:0; }
-.matrix .rs-plot { width:auto; flex:0 0 auto; } .stats { min-width:240px; }
+.matrix .rs-plot { width:auto; flex:0 0 auto; } .stats { flex:1 1 260px; max-width:420px; }
 .empty { border:1px dashed #c5ccd8; border-radius:10px; padding:18px; background:#fafbfd;
          color:var(--muted); margin:8px 0 16px; }
 .empty-title { font-weight:600; color:var(--ink); } .hint { margin-top:4px; }
