@@ -1,4 +1,4 @@
-"""TopK SAE training throughput: repscope vs SAELens on the same arrays, in the same run.
+"""TopK SAE training throughput: repscope vs SAELens and sparsify on the same arrays, in one run.
 
     /work/venvs/E/bin/python benchmarks/sae.py            # d_in = 384 and 768, 16x, k = 32
     /work/venvs/E/bin/python benchmarks/sae.py --quick    # smoke run (small shapes, few steps)
@@ -77,6 +77,32 @@ def run_saelens(X: np.ndarray, d_sae: int, k: int, batch: int, steps: int) -> li
     return stamps[1:]  # a stamp when step i+1 starts = when step i ended
 
 
+def run_sparsify(X: np.ndarray, d_sae: int, k: int, batch: int, steps: int) -> list[float]:
+    """EleutherAI sparsify's SparseCoder (fused encoder, sparse decoder) in the step its Trainer
+    runs (fvu + auxk loss, parallel-gradient removal, unit-norm decoder), with Adam: the Trainer
+    itself hooks a Hugging Face model and cannot read arrays."""
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    sae = SparseCoder(X.shape[1], SparseCoderConfig(num_latents=d_sae, k=k), device="cpu")
+    opt = torch.optim.Adam(sae.parameters(), lr=2e-4)
+    Xt = torch.from_numpy(X)
+    rng = np.random.default_rng(0)
+    since_fired = torch.zeros(d_sae, dtype=torch.long)
+    stamps = []
+    for _ in range(steps):
+        x = Xt[np.sort(rng.choice(len(X), batch, replace=False))]
+        out = sae(x, dead_mask=since_fired > batch * 50)
+        (out.fvu + out.auxk_loss / 32).backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+        sae.set_decoder_norm_to_unit_norm()
+        since_fired += batch
+        since_fired[out.latent_indices.flatten()] = 0
+        stamps.append(time.perf_counter())
+    return stamps
+
+
 def steady_tokens_per_s(stamps: list[float], batch: int) -> float:
     t = np.asarray(stamps)
     return batch * (len(t) - 3) / (t[-1] - t[2]) if len(t) > 3 else float("nan")
@@ -107,7 +133,8 @@ def main() -> None:
         flops = 10 * batch * d * d_sae
         best: dict[str, float] = {}
         for _ in range(args.repeats):  # A B A B: contention hits both alike
-            for name, fn in (("repscope", run_repscope), ("sae-lens", run_saelens)):
+            for name, fn in (("repscope", run_repscope), ("sae-lens", run_saelens),
+                             ("sparsify", run_sparsify)):
                 try:
                     tps = steady_tokens_per_s(fn(X, d_sae, k, batch, steps), batch)
                 except ImportError as exc:

@@ -175,3 +175,39 @@ def test_permutation_p_values_for_layer_pairs(store, tmp_path):
 
     (m,) = gather(run.db_path).matrices
     assert "p_value = 0.05" in m.hover[0][1]
+
+
+def test_label_aware_measures_get_the_labels_of_the_selected_rows(store, tmp_path):
+    run = analyze(AnalyzeConfig(store=store.path, out=tmp_path, measures=("_toy_classes",),
+                                labels="doc_id", max_rows=30, seed=1, report=False))
+    rows = select_rows(store.n_rows, 30, 1)
+    want = store.metadata(rows=rows)["doc_id"].nunique()
+    df = load_results(run.db_path)
+    assert len(df) == len(LAYERS) and (df.value == want).all()
+    from repscope.analysis.plan import PlanError
+
+    with pytest.raises(PlanError, match=r"Measure '_toy_classes' cannot run: it needs class "
+                                        r"labels; pass --labels COLUMN"):
+        analyze(AnalyzeConfig(store=store.path, out=tmp_path / "x", measures=("_toy_classes",)))
+
+
+@pytest.mark.slow
+def test_main_job_command_on_the_bundled_model(tmp_path):
+    """`repscope analyze` end to end on MiniLM + pydoc, kept small: capture, measures, report."""
+    from click.testing import CliRunner
+
+    from repscope.cli import app
+
+    args = ["analyze", "--out", str(tmp_path), "--max-docs", "2", "--max-length", "32",
+            "--max-rows", "40", "--layers", "embeddings", "--layers", "encoder.layer.5",
+            "--measures", "_toy_pr", "--measures", "_toy_sim"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    for name in ("results.duckdb", "report.html", "plan.json"):
+        assert str(tmp_path / name) in res.output.replace("\n", "")
+    df = load_results(tmp_path)
+    assert len(df) == 2 + 3 and set(df.layer) == {"embeddings", "encoder.layer.5"}
+    assert df.model.iloc[0].endswith("all-MiniLM-L6-v2") and df.data.iloc[0] == "pydoc"
+    assert (df.n == 40).all()
+    again = CliRunner().invoke(app, args)
+    assert "0 results computed, 5 already present" in again.output

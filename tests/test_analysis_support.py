@@ -15,7 +15,7 @@ from repscope import registry
 from repscope.results import Estimate
 
 LAYERS = ("embeddings", "encoder.layer.0", "encoder.layer.1", "encoder.layer.2")
-TOYS = ("_toy_pr", "_toy_local", "_toy_sim", "_toy_slow", "_toy_fail")
+TOYS = ("_toy_pr", "_toy_local", "_toy_sim", "_toy_slow", "_toy_fail", "_toy_classes")
 
 
 def make_store(path: Path, *, n_chunks: int = 4, rows: int = 60, d: int = 8, seed: int = 0):
@@ -88,6 +88,15 @@ def register_toys() -> None:
     def _toy_fail(X):
         """Always raises (tests that failures are recorded, not fatal)."""
         raise RuntimeError("toy failure on purpose")
+
+
+    @registry.register("_toy_classes", family="classes", needs_labels=True)
+    def _toy_classes(X, *, labels):
+        """Number of distinct class labels among the rows (test measure)."""
+        labels = np.asarray(labels)
+        if labels.shape[0] != X.shape[0]:
+            raise ValueError("labels and X differ in length")
+        return Estimate("_toy_classes", float(np.unique(labels).size), X.shape[0])
 
 
 def unregister_toys() -> None:

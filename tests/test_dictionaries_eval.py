@@ -156,3 +156,17 @@ def test_semi_nmf_objective_monotone_and_recovers_nonnegative_factors():
     assert (H_new >= 0).all() and ev.fvu(X[:20], H_new @ fit.W) < 0.05
     with pytest.raises(ValueError, match=r"The 'k' parameter of semi_nmf must be an int in \[1, n_samples=400\]"):
         semi_nmf(X, k=401)
+
+
+def test_feature_page_without_token_metadata(small_sae, tmp_path):
+    import pandas as pd
+
+    from repscope.dictionaries.page import feature_page
+
+    X = np.random.default_rng(6).standard_normal((60, 6)).astype(np.float32)
+    stats = feature_stats(small_sae, X, top_k=3, n_random=4)
+    meta = pd.DataFrame({"doc_id": np.arange(60), "text": [f"document <{i}>" for i in range(60)]})
+    page = feature_page(tmp_path / "p.html", stats, meta=meta, n_features=2).read_text()
+    assert page.count('class="card"') == 2 and "document &lt;" in page
+    bare = feature_page(tmp_path / "q.html", stats, features=[0, 1]).read_text()
+    assert "Latent 0" in bare and "Latent 1" in bare

@@ -30,6 +30,9 @@ h3{margin:4px 0}.muted{color:#777}
 def _context_html(meta: Any, row: int, value: float, window: int) -> str:
     if meta is None:
         return f'<div class="ctx"><span class="val">{value:.3f}</span>row {row}</div>'
+    if "token" not in meta:  # pooled rows: one document per row
+        text = str(meta["text"].iloc[row])[:300] if "text" in meta else f"row {row}"
+        return f'<div class="ctx"><span class="val">{value:.3f}</span>{html.escape(text)}</div>'
     tokens, at = token_context(meta, row, window)
     parts = []
     for i, t in enumerate(tokens):

@@ -21,7 +21,7 @@ from repscope.results import Estimate
 log = logging.getLogger("repscope.measures.similarity")
 
 __all__ = [
-    "centred", "check_pair", "make_estimate", "pair_distances", "resolve_device", "to64",
+    "centred", "centred_cross", "check_pair", "make_estimate", "pair_distances", "resolve_device", "to64",
     "zero_variance",
 ]
 
@@ -61,17 +61,42 @@ def centred(X: ArrayLike, device: torch.device) -> torch.Tensor:
     return T64.sub_(mean)
 
 
-def zero_variance(Xc: torch.Tensor, fn: str, name: str, *, warn: bool,
+def centred_cross(X: ArrayLike, Y: ArrayLike, device: torch.device, *, chunk: int = 8192,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``Xc^T Yc`` (d_x, d_y) and the centred column sums of squares of X and Y, in float64.
+
+    Two passes over the rows (means, then ``chunk``-row blocks centred on the fly), so no
+    centred (n, d) copy is ever made: memory O(chunk d + d_x d_y).
+    """
+    Xt, Yt = as_torch(X, device=device), as_torch(Y, device=device)
+    mx = Xt.mean(dim=0, keepdim=True, dtype=torch.float64)  # (1, d_x)
+    my = Yt.mean(dim=0, keepdim=True, dtype=torch.float64)  # (1, d_y)
+    S = torch.zeros((Xt.shape[1], Yt.shape[1]), dtype=torch.float64, device=device)
+    cx = torch.zeros(Xt.shape[1], dtype=torch.float64, device=device)
+    cy = torch.zeros(Yt.shape[1], dtype=torch.float64, device=device)
+    for lo in range(0, Xt.shape[0], chunk):
+        Xb = Xt[lo:lo + chunk].to(torch.float64) - mx  # (b, d_x)
+        Yb = Yt[lo:lo + chunk].to(torch.float64) - my  # (b, d_y)
+        S.addmm_(Xb.T, Yb)
+        cx += torch.sum(Xb * Xb, dim=0)
+        cy += torch.sum(Yb * Yb, dim=0)
+    return S, cx, cy
+
+
+def zero_variance(Xc: torch.Tensor | None, fn: str, name: str, *, warn: bool,
                   col_sq: torch.Tensor | None = None) -> int:
     """Count the zero-variance columns of a centred matrix; refuse when all columns are.
 
     A column is constant when its centred norm is below 1e-12 times the largest column norm
     (or exactly zero). Returns the count; ``warn`` issues a ``UserWarning`` when it is positive
-    (CCA-type measures, whose effective dimension it lowers). ``col_sq`` (the diagonal of
-    ``Xc^T Xc``) saves a pass over the data when it is already known.
+    (CCA-type measures, whose effective dimension it lowers). ``col_sq`` (the centred column
+    sums of squares, e.g. the diagonal of ``Xc^T Xc``) saves a pass over the data when it is
+    already known; ``Xc`` may then be None.
     """
-    # (d,) centred column norms; from the Gram diagonal when the caller has it
-    norms = torch.linalg.vector_norm(Xc, dim=0) if col_sq is None else col_sq.clamp_min(0).sqrt()
+    if col_sq is None:
+        col_sq = torch.sum(Xc * Xc, dim=0)  # (d,)
+    norms = col_sq.clamp_min(0).sqrt()  # (d,)
+    d = norms.shape[0]
     top = float(norms.max())
     if top == 0.0:
         raise ValueError(
@@ -81,8 +106,8 @@ def zero_variance(Xc: torch.Tensor, fn: str, name: str, *, warn: bool,
     count = int((norms <= 1e-12 * top).sum())
     if count and warn:
         warnings.warn(
-            f"{fn}: {count} of {Xc.shape[1]} columns of '{name}' have zero variance; they are "
-            f"dropped from the whitening (effective dimension {Xc.shape[1] - count}).",
+            f"{fn}: {count} of {d} columns of '{name}' have zero variance; they are "
+            f"dropped from the whitening (effective dimension {d - count}).",
             UserWarning, stacklevel=3,
         )
     return count

@@ -21,6 +21,7 @@ import torch
 from repscope._validate import ArrayLike, as_numpy, check_float, check_int
 from repscope.measures._sim_common import (
     centred,
+    centred_cross,
     check_pair,
     make_estimate,
     resolve_device,
@@ -50,8 +51,18 @@ class ShapeState:
 
 def prepare_procrustes(X: ArrayLike, device: torch.device, fn: str, name: str) -> ShapeState:
     Xc = centred(X, device)  # (n, d)
-    zero_variance(Xc, fn, name, warn=False)
-    return ShapeState(Xc, float(torch.sum(Xc * Xc)))
+    col_sq = torch.sum(Xc * Xc, dim=0)  # (d,)
+    zero_variance(Xc, fn, name, warn=False, col_sq=col_sq)
+    return ShapeState(Xc, float(col_sq.sum()))
+
+
+def _streamed_pair(X: ArrayLike, Y: ArrayLike, device: torch.device, fn: str
+                   ) -> tuple[float, float, float]:
+    """(||Xc^T Yc||_*, ||Xc||_F^2, ||Yc||_F^2) in one chunked pass, no centred copies."""
+    S, cx, cy = centred_cross(X, Y, device)  # (d_x, d_y), (d_x,), (d_y,)
+    zero_variance(None, fn, "X", warn=False, col_sq=cx)
+    zero_variance(None, fn, "Y", warn=False, col_sq=cy)
+    return float(torch.linalg.svdvals(S).sum()), float(cx.sum()), float(cy.sum())
 
 
 def prepare_alpha(X: ArrayLike, device: torch.device, alpha: float, fn: str,
@@ -82,12 +93,14 @@ def compare_angular(sx: ShapeState, sy: ShapeState, params: dict[str, Any],
     return make_estimate(name, math.acos(cos), n, params, {"cosine": cos})
 
 
-def compare_euclidean(sx: ShapeState, sy: ShapeState, params: dict[str, Any]) -> Estimate:
-    n = sx.Z.shape[0]
-    nuc = nuclear_cross(sx, sy)
-    resid = max(sx.sq_norm + sy.sq_norm - 2.0 * nuc, 0.0)
+def _euclidean(nuc: float, qx: float, qy: float, n: int, params: dict[str, Any]) -> Estimate:
+    resid = max(qx + qy - 2.0 * nuc, 0.0)
     diag = {"residual_sum_squares": resid, "nuclear_norm": nuc}
     return make_estimate("procrustes_euclidean", math.sqrt(resid / n), n, params, diag)
+
+
+def compare_euclidean(sx: ShapeState, sy: ShapeState, params: dict[str, Any]) -> Estimate:
+    return _euclidean(nuclear_cross(sx, sy), sx.sq_norm, sy.sq_norm, sx.Z.shape[0], params)
 
 
 _SHAPE_INV = {"rotation", "translation", "scale", "permutation"}
@@ -106,9 +119,9 @@ def procrustes_angular(X: ArrayLike, Y: ArrayLike, *, device: str | None = None)
     """
     fn = "procrustes_angular"
     X, Y = check_pair(X, Y, fn, min_samples=2)
-    dev = resolve_device(X, device)
-    sx, sy = prepare_procrustes(X, dev, fn, "X"), prepare_procrustes(Y, dev, fn, "Y")
-    return compare_angular(sx, sy, {"device": device}, fn)
+    nuc, qx, qy = _streamed_pair(X, Y, resolve_device(X, device), fn)
+    cos = min(max(nuc / math.sqrt(qx * qy), 0.0), 1.0)
+    return make_estimate(fn, math.acos(cos), X.shape[0], {"device": device}, {"cosine": cos})
 
 
 @register("procrustes_euclidean", family="similarity", kind="pair",
@@ -125,9 +138,8 @@ def procrustes_euclidean(X: ArrayLike, Y: ArrayLike, *, device: str | None = Non
     """
     fn = "procrustes_euclidean"
     X, Y = check_pair(X, Y, fn, min_samples=2)
-    dev = resolve_device(X, device)
-    sx, sy = prepare_procrustes(X, dev, fn, "X"), prepare_procrustes(Y, dev, fn, "Y")
-    return compare_euclidean(sx, sy, {"device": device})
+    nuc, qx, qy = _streamed_pair(X, Y, resolve_device(X, device), fn)
+    return _euclidean(nuc, qx, qy, X.shape[0], {"device": device})
 
 
 @register("shape_alpha", family="similarity", kind="pair",
