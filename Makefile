@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure_browser.sh
-	$(BIN)/python -m pytest -n 2 --timeout 600
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900
 
 bench: $(STAMP)
 	@echo "See benchmarks/README.md: each benchmark is run on its own, e.g."

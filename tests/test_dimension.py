@@ -13,7 +13,11 @@ from scipy.special import betaln
 
 from repscope.data import manifolds as M
 from repscope.measures import dimension as D
-from repscope.measures.dimension import IDEstimate, id_scale_curve, participation_ratio_from_eigenvalues
+from repscope.measures.dimension import (
+    IDEstimate,
+    id_scale_curve,
+    participation_ratio_from_eigenvalues,
+)
 from repscope.neighbors import knn
 from repscope.results import from_json
 

@@ -46,6 +46,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "data": "VARCHAR",
     "data_hash": "VARCHAR",
     "checkpoint": "VARCHAR",
+    "checkpoint_step": "BIGINT",  # training step of the checkpoint (NULL: none, or not known)
     "layer": "VARCHAR",
     "layer_index": "INTEGER",  # position of ``layer`` in the store (for ordering plots)
     "layer_b": "VARCHAR",  # second layer of a pair measure, NULL for single measures
@@ -217,6 +218,10 @@ def _ensure_schema(con: Any) -> None:
     for table, columns in (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS)):
         body = ", ".join(f"{c} {t}" for c, t in columns.items())
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+        have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+        for c, t in columns.items():  # databases written before a column was added
+            if c not in have:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {c} {t}")
 
 
 def _to_db(value: Any) -> Any:

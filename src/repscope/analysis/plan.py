@@ -68,6 +68,11 @@ class AnalyzeConfig:
     store: Path | None = field(default=None, metadata=_help(
         "Analyse this existing ActivationStore instead of capturing (default: capture into "
         "OUT/store)."))
+    checkpoints: str | None = field(default=None, metadata=_help(
+        "Sweep the checkpoints of MODEL: a directory (of state-dict files, of Hugging Face "
+        "checkpoint directories, or a local HF cache entry) or a comma-separated list of "
+        "files/directories. Each is captured into OUT/stores/<name> and analysed with the same "
+        "plan; results carry the checkpoint name and step."))
     layers: tuple[str, ...] = field(default=(), metadata=_help(
         "Layer names or globs, e.g. 'encoder.layer.*' (default: every layer)."))
     pooling: Literal["none", "mean", "first", "last"] = field(default="none", metadata=_help(
@@ -77,7 +82,10 @@ class AnalyzeConfig:
     max_length: int = field(default=128, metadata=_help("Tokens per document at capture."))
     max_rows: int | None = field(default=2000, metadata=_help(
         "Rows per layer to analyse, sampled with SEED, the same rows for every layer "
-        "(None: all rows)."))
+        "(None, or 'all' on the command line: every row)."))
+    stream_rows: int = field(default=262144, metadata=_help(
+        "With all rows selected, streamable measures of a store with more rows than this run "
+        "as map (one task per range of about this many rows, whole store shards) + merge."))
     measures: tuple[str, ...] = field(default=(), metadata=_help(
         "Measures as NAME or NAME:param=value,...; 'default' = the default panel, 'all' = "
         "every registered measure (default: the default panel). Pair measures compare layers."))
@@ -162,12 +170,15 @@ class Task:
     ``kind='layer'``: every single measure on one layer, sharing one kNN table.
     ``kind='matrix'``: one pair measure on layer pairs, each layer prepared once
     (:func:`repscope.similarity_matrix.similarity_matrix`).
+    ``kind='stream'``: the streamable measures of one layer over all rows, run as one map task
+    per row range in ``shards`` and an ordered merge of their accumulators
+    (:mod:`repscope.analysis.stream`).
     """
 
     key: str
     "Hash of the items' keys; unique within a plan."
     store: str
-    kind: Literal["layer", "matrix"]
+    kind: Literal["layer", "matrix", "stream"]
     layers: tuple[str, ...]
     "Layers the task reads."
     rows: RowSpec
@@ -178,11 +189,15 @@ class Task:
     "Permutation-test replicates per layer pair (matrix tasks; 0: none)."
     seed: int = 0
     "Seed of the permutations."
+    shards: tuple[tuple[int, int], ...] = ()
+    "Row ranges [start, stop) of the map tasks (stream tasks)."
 
     @property
     def label(self) -> str:
         if self.kind == "layer":
             return self.layers[0]
+        if self.kind == "stream":
+            return f"{self.layers[0]} (streamed, {len(self.shards)} shards)"
         return f"{self.items[0].measure} ({len(self.items)} layer pairs)"
 
 
@@ -221,6 +236,9 @@ class Plan:
             ],
             "skipped": [{"measure": m, "reason": r} for m, r in self.skipped],
             "n_tasks": len(self.tasks),
+            "streamed": sorted({it.measure for t in self.tasks if t.kind == "stream"
+                                for it in t.items}),
+            "n_map_tasks": sum(len(t.shards) for t in self.tasks if t.kind == "stream"),
             "n_results": sum(len(t.items) for t in self.tasks),
         }
 
@@ -388,6 +406,14 @@ def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[s
     """Validate what needs no data; return the resolved measures. Raises :class:`PlanError`."""
     if cfg.store is not None and not Path(cfg.store).exists():
         raise PlanError(f"The store {str(cfg.store)!r} does not exist.")
+    if cfg.checkpoints is not None and cfg.store is not None:
+        raise PlanError("The 'checkpoints' option captures every checkpoint into OUT/stores; it "
+                        "cannot be combined with 'store'. Drop one of them.")
+    if cfg.checkpoints is not None and not str(cfg.checkpoints).strip():
+        raise PlanError("The 'checkpoints' option must name a directory or a comma-separated "
+                        "list of checkpoint files/directories. Got an empty string.")
+    if not isinstance(cfg.stream_rows, int) or cfg.stream_rows < 1:
+        raise PlanError(f"The 'stream_rows' option must be an int >= 1. Got {cfg.stream_rows!r}.")
     for name, low in (("max_rows", 10), ("max_docs", 1), ("workers", 1)):
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value < low):
@@ -466,8 +492,16 @@ def _layer_pairs(layers: Sequence[str], pairs: str, symmetric: bool) -> list[tup
 
 
 def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
-              measures: Sequence[MeasureRequest], skipped: Sequence[tuple[str, str]]) -> Plan:
-    """Expand ``cfg`` over an open store into tasks (one per layer, one per layer pair)."""
+              measures: Sequence[MeasureRequest], skipped: Sequence[tuple[str, str]], *,
+              checkpoint: Any = None) -> Plan:
+    """Expand ``cfg`` over an open store into tasks (one per layer, one per layer pair).
+
+    ``checkpoint`` (a :class:`~repscope.analysis.checkpoints.Checkpoint`) marks the store as
+    one checkpoint of a sweep: its name and step go into ``source`` and into every result key.
+    When every row is selected and the store has more than ``cfg.stream_rows`` rows, the
+    streamable single measures of each layer form a ``'stream'`` task (map over row ranges +
+    merge) instead of joining the layer task, which loads the layer's rows at once.
+    """
     from repscope import registry
     from repscope.config import config_to_dict
 
@@ -478,14 +512,24 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
             raise PlanError(f"Unknown labels column {cfg.labels!r}; the store has {columns}.")
     source = describe_source(store, str(store_path))
     rows = RowSpec(int(store.n_rows), cfg.max_rows, cfg.seed)
-    base = (source["source_id"], rows.digest, cfg.labels)
+    base: tuple[Any, ...] = (source["source_id"], rows.digest, cfg.labels)
+    if checkpoint is not None:
+        source.update(checkpoint=checkpoint.name, checkpoint_step=checkpoint.step)
+        base += (checkpoint.name,)
     tasks: list[Task] = []
     singles = [m for m in measures if m.kind == "single"]
+    shards = stream_shards(store, cfg.stream_rows) if rows.n == rows.n_total else []
+    streamed = {m.name for m in singles if len(shards) > 1 and _streamable(m.name)}
     for layer in layers:
         items = tuple(Item(_key(base, layer, None, m.name, m.params), m.name, m.variant,
                            m.params, layer) for m in singles)
-        if items:
-            tasks.append(_task(store_path, "layer", (layer,), rows, items, cfg.labels))
+        batch = tuple(it for it in items if it.measure not in streamed)
+        stream = tuple(it for it in items if it.measure in streamed)
+        if batch:
+            tasks.append(_task(store_path, "layer", (layer,), rows, batch, cfg.labels))
+        if stream:
+            tasks.append(dataclasses.replace(
+                _task(store_path, "stream", (layer,), rows, stream, None), shards=tuple(shards)))
     for m in (m for m in measures if m.kind == "pair"):
         pairs = _layer_pairs(layers, cfg.pairs, registry.get(m.name).symmetric)
         perm = (cfg.permutations,) if cfg.permutations else ()  # p-values change the result
@@ -499,7 +543,38 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
                 tuple(measures), tuple(skipped), tuple(tasks))
 
 
-def _task(store: str | Path, kind: Literal["layer", "matrix"], layers: tuple[str, ...],
+def _streamable(name: str) -> bool:
+    """A single measure with an accumulator (init/update/merge/compute) and no labels."""
+    from repscope import registry
+
+    spec = registry.get(name)
+    return spec.accumulator is not None and spec.kind == "single" and not spec.needs_labels
+
+
+def stream_shards(store: Any, target_rows: int) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` covering the store, each of whole store shards and about
+    ``target_rows`` rows (a range closes once it holds ``target_rows`` rows or more)."""
+    ranges: list[tuple[int, int]] = []
+    start = stop = 0
+    for shard in getattr(store, "shards", None) or [_Whole(int(store.n_rows))]:
+        stop = int(shard.start) + int(shard.rows)
+        if stop - start >= target_rows:
+            ranges.append((start, stop))
+            start = stop
+    if stop > start:
+        ranges.append((start, stop))
+    return ranges
+
+
+@dataclass(frozen=True)
+class _Whole:
+    """A store without shard information, seen as one shard."""
+
+    rows: int
+    start: int = 0
+
+
+def _task(store: str | Path, kind: Literal["layer", "matrix", "stream"], layers: tuple[str, ...],
           rows: RowSpec, items: tuple[Item, ...], labels: str | None) -> Task:
     key = _key([it.key for it in items])
     return Task(key, str(store), kind, layers, rows, items, labels)

@@ -10,6 +10,11 @@
    killed run loses at most the tasks in flight;
 5. ``report.html`` is generated from the database.
 
+With ``checkpoints`` (a checkpoint sweep, :mod:`repscope.analysis.sweep`), stage 2 captures one
+store per checkpoint and stage 3 plans the same tasks over each; all of them run as one sweep.
+Streamable measures over all rows of a large store run as map + merge
+(:mod:`repscope.analysis.stream`) on the same executor, after the other tasks.
+
 :func:`run_task` is the top-level, picklable worker function: it reads its rows from the store
 itself and evaluates every measure of the task, recording errors per measure.
 """
@@ -69,6 +74,8 @@ class AnalysisRun:
     n_failed: int
     "Results that raised (recorded with their error)."
     seconds: float
+    plans: tuple[Plan, ...] = dataclasses.field(default=(), repr=False)
+    "One plan per checkpoint in a checkpoint sweep (``plan`` is the last); else ``(plan,)``."
 
 
 # -- worker side -------------------------------------------------------------------------------
@@ -254,14 +261,48 @@ def _now() -> datetime:
 # -- driver side -------------------------------------------------------------------------------
 
 
-def _execute(cfg: AnalyzeConfig, tasks: list[Task]) -> Iterator[Any]:
-    """Run ``tasks`` on the configured executor, yielding outcomes as they complete."""
+def _execute(cfg: AnalyzeConfig, tasks: list[Task]) -> Iterator[tuple[Task, list[dict]]]:
+    """Run ``tasks`` on the configured executor, yielding ``(task, rows)`` as they complete.
+
+    Stream tasks run after the others, each as map over its row ranges + ordered merge.
+    """
     from repscope.analysis.executors import make_executor
 
+    by_key = {t.key: t for t in tasks}
+    batch = [t for t in tasks if t.kind != "stream"]
     with make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address) as ex:
         # the driver shows its own per-stage progress bar, so the executor's stays off
-        yield from ex.map(run_task, tasks, key=lambda t: t.key, retries=cfg.retries,
-                          progress=False)
+        for outcome in ex.map(run_task, batch, key=lambda t: t.key, retries=cfg.retries,
+                              progress=False):
+            task = by_key[outcome.key]
+            yield task, (outcome.result.rows if outcome.error is None
+                         else _failed_rows(task, outcome.error))
+        for task in (t for t in tasks if t.kind == "stream"):
+            yield task, _run_stream(ex, task, cfg)
+
+
+def _run_stream(ex: Any, task: Task, cfg: AnalyzeConfig) -> list[dict[str, Any]]:
+    """One stream task: map its row ranges on ``ex``, merge, compute every item's estimate."""
+    from repscope.analysis.stream import compute_from_states, stream_states
+
+    t0 = time.perf_counter()
+    try:
+        states = stream_states(ex, task.store, task.layers[0], list(task.shards),
+                               tuple(sorted({it.measure for it in task.items})),
+                               device=None if cfg.device == "cpu" else cfg.device,
+                               retries=cfg.retries)
+    except Exception as exc:  # a range failed after its retries: every item records it
+        log.warning("streaming %s failed: %s", task.label, exc)
+        return _failed_rows(task, f"{type(exc).__name__}: {exc}")
+    map_seconds = time.perf_counter() - t0
+    rows = []
+    for it in task.items:
+        row = _timed(it, lambda it=it: compute_from_states(it.measure, states, it.params),
+                     task.rows.n)
+        row["seconds"] += map_seconds / len(task.items)
+        row.setdefault("extra", {})["map_shards"] = len(task.shards)
+        rows.append(row)
+    return rows
 
 
 def _store_class() -> Any:
@@ -270,6 +311,16 @@ def _store_class() -> Any:
     except ImportError:
         from repscope.capture.store import ActivationStore
     return ActivationStore
+
+
+def _sources(cfg: AnalyzeConfig, progress: bool) -> list[Any]:
+    """The stores to analyse: one per checkpoint in a sweep, else the store or a capture."""
+    from repscope.analysis.sweep import Source, checkpoint_sources
+
+    if cfg.checkpoints is not None:
+        return checkpoint_sources(cfg, progress=progress)
+    store, path = _open_or_capture(cfg, progress)
+    return [Source(store, path)]
 
 
 def _open_or_capture(cfg: AnalyzeConfig, progress: bool) -> tuple[Any, Path]:
@@ -332,6 +383,7 @@ def _run_fields(plan: Plan, run_id: str, measures: Mapping[str, MeasureRequest])
         "model": _str(src.get("model")), "model_hash": _str(src.get("model_hash")),
         "data": _str(src.get("data")), "data_hash": _str(src.get("data_hash")),
         "checkpoint": _str(src.get("checkpoint")), "seed": plan.rows.seed,
+        "checkpoint_step": src.get("checkpoint_step"),
         "rows_hash": plan.rows.digest, "repscope_version": __version__,
     }
 
@@ -365,35 +417,46 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
     t_start = time.perf_counter()
     measures, skipped = check_config(cfg)
     out = Path(cfg.out)
-    store, store_path = _open_or_capture(cfg, progress)
-    plan = make_plan(cfg, store, store_path, measures, skipped)
+    sources = _sources(cfg, progress)
+    plans = tuple(make_plan(cfg, s.store, s.path, measures, skipped, checkpoint=s.checkpoint)
+                  for s in sources)
+    plan, store = plans[-1], sources[-1].store
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
-    plan.save(plan_path)
+    if cfg.checkpoints is None:
+        plan.save(plan_path)
+        plan_dict = plan.to_dict()
+    else:
+        import json
+
+        from repscope._io import atomic_write_text
+        from repscope.analysis.sweep import sweep_summary
+
+        plan_dict = sweep_summary(plans)
+        atomic_write_text(plan_path, json.dumps(plan_dict, indent=2, default=str))
+    all_items = [it for p in plans for _, it in p.items()]
     db = ResultsDB(out / "results.duckdb")
-    done = db.done_keys([it.key for _, it in plan.items()])
+    done = db.done_keys([it.key for it in all_items])
     pending = [dataclasses.replace(t, items=tuple(i for i in t.items if i.key not in done))
-               for t in plan.tasks]
+               for p in plans for t in p.tasks]
     pending = [t for t in pending if t.items]
     n_todo = sum(len(t.items) for t in pending)
+    sweep = f"{len(plans)} checkpoints x " if cfg.checkpoints is not None else ""
     _say(progress, console,
-         f"[bold]plan[/] {len(plan.layers)} layers x {plan.rows.n} rows, "
-         f"{len(plan.measures)} measures -> {len(plan.items())} results "
+         f"[bold]plan[/] {sweep}{len(plan.layers)} layers x {plan.rows.n} rows, "
+         f"{len(plan.measures)} measures -> {len(all_items)} results "
          f"({len(done)} already in {db.path.name}, {n_todo} to compute) on the "
          f"{cfg.executor} executor")
     run_id = f"{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    db.start_run(run_id, plan.to_dict(), provenance(plan, store),
-                 sum(len(t.items) for t in pending), _now())
-    complete = _run_fields(plan, run_id, {m.name: m for m in measures})
+    db.start_run(run_id, plan_dict, provenance(plan, store), n_todo, _now())
+    by_measure = {m.name: m for m in measures}
+    completers = {t.key: _run_fields(p, run_id, by_measure) for p in plans for t in p.tasks}
     n_ok = n_failed = 0
     status = "failed"
     try:
-        by_key = {t.key: t for t in pending}
-        with _progress_bar(progress, console, sum(len(t.items) for t in pending)) as advance:
-            for outcome in _execute(cfg, pending):
-                task = by_key[outcome.key]
-                rows = (outcome.result.rows if outcome.error is None
-                        else _failed_rows(task, outcome.error))
+        with _progress_bar(progress, console, n_todo) as advance:
+            for task, rows in _execute(cfg, pending):
+                complete = completers[task.key]  # pending tasks keep their plan key
                 rows = [complete(r) for r in rows]
                 db.write_results(rows)
                 n_ok += sum(r["status"] == "ok" for r in rows)
@@ -414,8 +477,8 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
         else:
             report_path = write_report(db.path, out / "report.html")
     return AnalysisRun(run_id, out, db.path, report_path, plan_path, plan,
-                       n_results=len(plan.items()), n_cached=len(done), n_computed=n_ok,
-                       n_failed=n_failed, seconds=time.perf_counter() - t_start)
+                       n_results=len(all_items), n_cached=len(done), n_computed=n_ok,
+                       n_failed=n_failed, seconds=time.perf_counter() - t_start, plans=plans)
 
 
 def _say(progress: bool, console: Any, message: str) -> None:

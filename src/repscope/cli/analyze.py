@@ -68,10 +68,44 @@ def _fmt(v: Any) -> str:
     return "-" if f != f else f"{f:.3g}"
 
 
+class _MaxRows(click.ParamType):
+    """``--max-rows``: an int (rows sampled per layer) or ``all`` (every row, no sampling)."""
+
+    name = "INT|all"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 10:
+            return value
+        text = str(value).strip().lower()
+        if text == "all":
+            return ALL_ROWS
+        if text.isdigit() and int(text) >= 10:
+            return int(text)
+        self.fail(f"'--max-rows' must be an int >= 10 or 'all' (every row). Got {value!r}.",
+                  param, ctx)
+
+
+ALL_ROWS = "all"
+"What ``--max-rows all`` parses to; the config then gets ``max_rows=None``."
+
+
+def _all_rows_option(fn: Any) -> Any:
+    """Give the generated ``--max-rows`` option the INT|all type (``cli_options`` makes it int)."""
+    for param in getattr(fn, "__click_params__", []):
+        if param.name == "max_rows":
+            param.type = _MaxRows()
+            param.help = ("Rows per layer to analyse, sampled with SEED, the same rows for every "
+                          "layer; 'all' analyses every row (streamable measures then run as "
+                          "map + merge on large stores). In a config file: max_rows: null. "
+                          "[default: 2000]")
+    return fn
+
+
 @click.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None,
               help="YAML/TOML/JSON file with AnalyzeConfig keys; options given here override it.")
+@_all_rows_option
 @cli_options(AnalyzeConfig)
 def analyze(config_file: Path | None, **kwargs: Any) -> None:
     """Capture (or open a store), measure every layer, write results.duckdb and report.html.
@@ -85,10 +119,17 @@ def analyze(config_file: Path | None, **kwargs: Any) -> None:
     from repscope.config import load_config
 
     console = _console()
+    all_rows = kwargs.get("max_rows") == ALL_ROWS
+    if all_rows:
+        kwargs["max_rows"] = None  # None means "not given" to load_config: set it after
     try:
         cfg = load_config(AnalyzeConfig, config_file, **kwargs)
     except (ValueError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc)) from None
+    if all_rows:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, max_rows=None)
     try:
         run = run_analysis(cfg, progress=True, console=console)
     except PlanError as exc:
@@ -102,6 +143,10 @@ def analyze(config_file: Path | None, **kwargs: Any) -> None:
             raise click.ClickException(str(exc)) from None
         raise
     console.print(_summary_table(run.db_path, run.plan))
+    if len(run.plans) > 1:
+        steps = ", ".join(f"{p.source.get('checkpoint')}" for p in run.plans)
+        console.print(f"checkpoint sweep over {len(run.plans)} checkpoints ({steps}); the "
+                      f"table shows the last one, the report's 'Over training' section all.")
     console.print(
         f"[bold]{run.n_computed}[/] results computed, {run.n_cached} already present, "
         f"[{'red' if run.n_failed else 'green'}]{run.n_failed} failed[/] "

@@ -191,12 +191,32 @@ class TopKSAE(SparseAutoencoder):
     def codes(self, xn, pre, train):  # type: ignore[no-untyped-def]
         return act.topk(pre, self.k)
 
-    def train_codes(self, xn: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        values, idx = torch.topk(pre, self.k, dim=-1, sorted=False)  # (n, k)
-        values = torch.relu(values)
-        recon = act.TopKDecode.apply(values, idx, self.W_dec) + self.b_dec
-        z = torch.zeros_like(pre).scatter_(-1, idx, values.detach())  # statistics only
-        return z, recon
+    def training_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> TrainStep:
+        """The generic loss (mse + AuxK), computed with sparse backward passes: pre-activations
+        once without autograd, gradients only through the selected latents
+        (:class:`~repscope.dictionaries.activations.GatherPreacts`, ``TopKDecode``)."""
+        xn = self.normalize(x)
+        with torch.no_grad():
+            pre = self.pre_acts(xn)  # (n, d_sae)
+        idx = torch.topk(pre, self.k, dim=-1, sorted=False).indices  # (n, k)
+        values = torch.relu(act.GatherPreacts.apply(pre, idx, xn, self.b_dec, self.W_enc, self.b_enc))
+        recon = act.TopKDecode.apply(values, idx, self.W_dec) + self.b_dec  # (n, d_in)
+        parts = {"mse": (recon - xn).pow(2).sum(-1).mean() / self.d_in}
+        parts["auxk"] = self._sparse_auxk(xn, pre, recon, dead)
+        z = torch.zeros_like(pre).scatter_(-1, idx, values.detach())  # for statistics
+        return TrainStep(parts["mse"] + parts["auxk"], z, {k: v.detach() for k, v in parts.items()})
+
+    def _sparse_auxk(self, xn: torch.Tensor, pre: torch.Tensor, recon: torch.Tensor,
+                     dead: torch.Tensor | None) -> torch.Tensor:
+        """:func:`auxk_loss` with autograd through the dead latents' columns only."""
+        if dead is None or not bool(dead.any()) or self.auxk_alpha == 0:
+            return pre.new_zeros(())
+        cols = dead.nonzero().squeeze(1)  # (n_dead,)
+        pre_dead = (xn - self.b_dec) @ self.W_enc[:, cols] + self.b_enc[cols]  # (n, n_dead)
+        z_aux = act.topk(pre_dead, min(self.k_aux, len(cols)))
+        e = (xn - recon).detach()
+        e_hat = z_aux @ self.W_dec[cols]  # (n, d_in)
+        return self.auxk_alpha * (e_hat - e).pow(2).sum() / e.pow(2).sum().clamp_min(1e-12)
 
     def extra_losses(self, xn, pre, z, recon, dead):  # type: ignore[no-untyped-def]
         return {"auxk": auxk_loss(xn, pre, recon, self.W_dec, dead, self.k_aux, self.auxk_alpha)}
@@ -218,7 +238,7 @@ class BatchTopKSAE(TopKSAE):
     def hyperparams(self) -> dict[str, Any]:
         return {**super().hyperparams(), "threshold_decay": self.threshold_decay}
 
-    train_codes = SparseAutoencoder.train_codes  # codes vary per row: the dense decoder
+    training_loss = SparseAutoencoder.training_loss  # codes vary per row: the generic path
 
     def codes(self, xn, pre, train):  # type: ignore[no-untyped-def]
         if train:

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAMILIES", "Matrix", "ReportData", "Series", "gather", "preferred_spectrum"]
+__all__ = ["FAMILIES", "Matrix", "ReportData", "Series", "TrainingSeries", "gather",
+           "preferred_spectrum"]
 
 #: family -> panel title, in report order (pair measures: 'similarity').
 FAMILIES: dict[str, str] = {
@@ -61,6 +62,21 @@ class Matrix:
 
 
 @dataclass(frozen=True)
+class TrainingSeries:
+    """One scalar measure over the checkpoints of a sweep: a line per layer."""
+
+    label: str
+    "Measure name, with its variant when not the defaults."
+    family: str
+    checkpoints: list[str]
+    "Checkpoint names in training order."
+    steps: list[int | None]
+    "Training step of each checkpoint (None when its name has no number)."
+    lines: dict[str, list[float | None]]
+    "layer -> value at each checkpoint (None where missing or failed), in layer order."
+
+
+@dataclass(frozen=True)
 class ReportData:
     """The content of a report; empty lists mean 'not run' and render as empty states."""
 
@@ -82,6 +98,10 @@ class ReportData:
     "Results in the database from other stores or row selections, not shown."
     registered: dict[str, list[str]] = field(default_factory=dict)
     "family -> registered measure names (for empty states)."
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    "The sweep's checkpoints (name, step, store, source_id); empty outside a sweep."
+    training: list[TrainingSeries] = field(default_factory=list)
+    "Scalar measures over checkpoints; only with more than one checkpoint."
 
 
 def _label(measure: str, variant: str | None) -> str:
@@ -137,7 +157,12 @@ def gather(db_path: str | Path, run_id: str | None = None) -> ReportData:
     source_id = plan.get("source", {}).get("source_id")
     digest = plan.get("rows", {}).get("digest")
     mine = (df["source_id"] == source_id) & (df["rows_hash"] == digest)
-    other = int((~mine).sum())
+    checkpoints = list(plan.get("checkpoints") or [])
+    sweep = df["source_id"].isin([c.get("source_id") for c in checkpoints]) & \
+        (df["rows_hash"] == digest)
+    other = int((~(mine | sweep)).sum())
+    training = _training(df[sweep & (df["status"] == "ok") & (df["kind"] == "single")],
+                         checkpoints, plan.get("layers") or []) if len(checkpoints) > 1 else []
     df = df[mine]
     layers = list(plan.get("layers") or _layer_order(df))
     ok = df[df["status"] == "ok"]
@@ -153,7 +178,27 @@ def gather(db_path: str | Path, run_id: str | None = None) -> ReportData:
         run={k: (str(run[k]) if run[k] is not None else None) for k in run.index
              if k not in ("plan", "provenance")},
         n_results=int(len(ok)), n_other_sources=other, registered=_registered(),
+        checkpoints=checkpoints, training=training,
     )
+
+
+def _training(df: Any, checkpoints: list[dict[str, Any]], layers: list[str]
+              ) -> list[TrainingSeries]:
+    """Scalar results of a sweep as value-vs-checkpoint lines, one per layer."""
+    order = {c.get("source_id"): i for i, c in enumerate(checkpoints)}
+    names = [str(c.get("name")) for c in checkpoints]
+    steps = [None if c.get("step") is None else int(c["step"]) for c in checkpoints]
+    out = []
+    for (family, measure, variant), g in df.groupby(["family", "measure", "variant"], sort=True):
+        present = set(g["layer"])
+        lines = {layer: [None] * len(checkpoints) for layer in layers if layer in present}
+        for r in g.itertuples():
+            i = order.get(r.source_id)
+            if i is not None and r.layer in lines:
+                lines[r.layer][i] = _num(r.value)
+        if lines:
+            out.append(TrainingSeries(_label(measure, variant), family, names, steps, lines))
+    return out
 
 
 def _pair_name(r: Any) -> str:

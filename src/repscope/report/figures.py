@@ -2,7 +2,8 @@
 
 :func:`write_figures` draws, from a results database, one figure per family of scalar measures
 across layers (with error bars), one heat map per pair measure, the eigenvalue spectra per
-layer (log-log) and the per-point distributions per layer; it returns the written paths.
+layer (log-log), the per-point distributions per layer and, for a checkpoint sweep, each scalar
+measure against the training step (one line per layer); it returns the written paths.
 """
 
 from __future__ import annotations
@@ -120,6 +121,25 @@ def _local(plt: Any, label: str, local: dict[str, np.ndarray], layers: list[str]
     return fig
 
 
+def _training(plt: Any, ts: Any) -> Any:
+    """A scalar measure against training step (or checkpoint), one line per layer."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    numeric = all(s is not None for s in ts.steps)
+    x = np.array(ts.steps, dtype=float) if numeric else np.arange(len(ts.checkpoints))
+    cmap = plt.get_cmap("viridis")
+    for i, (layer, values) in enumerate(ts.lines.items()):
+        y = np.array([np.nan if v is None else v for v in values], dtype=float)
+        ax.plot(x, y, marker="o", ms=4, lw=1.5, label=_short(layer),
+                color=cmap(i / max(len(ts.lines) - 1, 1)))
+    if not numeric:
+        ax.set_xticks(x, ts.checkpoints, rotation=30, ha="right")
+    ax.set_xlabel("training step" if numeric else "checkpoint")
+    ax.set_ylabel("value")
+    ax.set_title(f"{ts.label} over training")
+    ax.legend(fontsize=7, frameon=False, loc="best")
+    return fig
+
+
 def write_figures(db_path: str | Path, out_dir: str | Path, *,
                   formats: Sequence[str] = ("png", "pdf"), run_id: str | None = None,
                   ) -> list[Path]:
@@ -147,4 +167,6 @@ def write_figures(db_path: str | Path, out_dir: str | Path, *,
     for label, local in data.local.items():
         paths += _save(plt, _local(plt, label, local, data.layers), out_dir,
                        f"local_{_slug(label)}", formats)
+    for ts in data.training:
+        paths += _save(plt, _training(plt, ts), out_dir, f"training_{_slug(ts.label)}", formats)
     return paths

@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from repscope.report.data import FAMILIES, Matrix, ReportData, Series, gather, preferred_spectrum
+from repscope.report.data import (
+    FAMILIES,
+    Matrix,
+    ReportData,
+    Series,
+    TrainingSeries,
+    gather,
+    preferred_spectrum,
+)
 
 __all__ = ["render_report", "write_report"]
 
@@ -125,6 +133,26 @@ def _scale_buttons(series: list[Series]) -> dict[str, Any]:
              "args": [restyle(True), {"yaxis.title.text": "value / max |value| of the line"}]},
         ],
     }
+
+
+def training_figure(ts: TrainingSeries) -> dict[str, Any]:
+    """A measure against training step (or checkpoint, when steps are unknown), a line per layer."""
+    numeric = all(s is not None for s in ts.steps)
+    x = ts.steps if numeric else ts.checkpoints
+    traces = []
+    for i, (layer, values) in enumerate(ts.lines.items()):
+        traces.append({
+            "type": "scatter", "mode": "lines+markers", "name": _short(layer), "x": x,
+            "y": values, "customdata": ts.checkpoints, "connectgaps": False,
+            "line": {"color": _layer_color(i, len(ts.lines)), "width": 2}, "marker": {"size": 6},
+            "hovertemplate": f"<b>{html.escape(layer)}</b><br>checkpoint %{{customdata}}<br>"
+                             "value = %{y:.4g}<extra></extra>",
+        })
+    layout = _base_layout(ts.label, height=320,
+                          xaxis={"title": "training step" if numeric else "checkpoint",
+                                 "type": "linear" if numeric else "category"},
+                          yaxis={"title": "value", "zeroline": False})
+    return {"data": traces, "layout": layout}
 
 
 def matrix_figure(m: Matrix) -> dict[str, Any]:
@@ -266,6 +294,34 @@ def _scalar_sections(page: _Page, data: ReportData) -> None:
             "always on the same scale; see <code>docs/</code> for which are comparable "
             "across widths.</p>")
     page.section("scalars", "Measures across layers", note + "".join(parts))
+
+
+def _training_section(page: _Page, data: ReportData) -> None:
+    if not data.training:
+        if len(data.checkpoints) > 1:
+            msg = "The checkpoints of this sweep have no scalar results yet."
+        elif data.checkpoints:
+            msg = "This sweep has a single checkpoint: nothing to draw over training."
+        else:
+            msg = "Not a checkpoint sweep."
+        body = _empty(msg, "Analyse every checkpoint of a training run with one plan: "
+                           "<code>repscope analyze --model BASE --checkpoints DIR</code> (a "
+                           "directory of state dicts or Hugging Face checkpoint directories).")
+    else:
+        names = ", ".join(html.escape(str(c.get("name"))) for c in data.checkpoints)
+        note = (f"<p class='note'>{len(data.checkpoints)} checkpoints ({names}); one line per "
+                "layer. The other sections show the last checkpoint.</p>")
+        by_family: dict[str, list[TrainingSeries]] = {}
+        for ts in data.training:
+            by_family.setdefault(ts.family, []).append(ts)
+        order = [f for f in FAMILIES if f in by_family] + sorted(set(by_family) - set(FAMILIES))
+        parts = []
+        for family in order:
+            parts.append(f"<h3>{html.escape(FAMILIES.get(family, family))}</h3><div class='grid2'>"
+                         + "".join(page.plot(training_figure(ts), f"plot-training-{family}-{i}")
+                                   for i, ts in enumerate(by_family[family])) + "</div>")
+        body = note + "".join(parts)
+    page.section("training", "Over training", body)
 
 
 def _similarity_section(page: _Page, data: ReportData) -> None:
@@ -417,6 +473,7 @@ def render_report(data: ReportData) -> str:
 
     page = _Page()
     _scalar_sections(page, data)
+    _training_section(page, data)
     _similarity_section(page, data)
     _spectra_section(page, data)
     _local_section(page, data)
@@ -468,6 +525,8 @@ table.grid td, table.grid th { border-bottom:1px solid var(--line); }
 table.grid td { font-variant-numeric:tabular-nums; } td.name { font-weight:600; }
 table.kv th { color:var(--muted); font-weight:500; white-space:nowrap; vertical-align:top; }
 table.kv td { word-break:break-all; }
+.grid2 { display:grid; grid-template-columns:repeat(auto-fit, minmax(520px, 1fr)); gap:8px 18px; }
+.grid2 .rs-plot { min-height:300px; }
 .scroll { overflow-x:auto; } .cols { display:grid; grid-template-columns:1fr 1fr; gap:24px; }
 code { background:#f1f4f9; padding:1px 5px; border-radius:4px; font-size:12.5px; }
 pre { background:#0f172a; color:#e2e8f0; padding:14px; border-radius:8px; overflow:auto;

