@@ -71,6 +71,9 @@ def test_hf_checkpoint_dirs_and_an_explicit_list(tmp_path):
     # an explicit list keeps the given order
     listed = discover_checkpoints([tmp_path / "checkpoint-1500", tmp_path / "checkpoint-500"])
     assert [c.name for c in listed] == ["checkpoint-1500", "checkpoint-500"]
+    # a single model directory is one checkpoint (not its weights file)
+    one = discover_checkpoints(tmp_path / "checkpoint-500")
+    assert [(c.name, c.step, c.kind) for c in one] == [("checkpoint-500", 500, "hf_dir")]
 
 
 def test_local_hf_cache_revisions(tmp_path):

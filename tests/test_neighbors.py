@@ -175,3 +175,22 @@ def test_approximate_backends_are_labelled(X, backend):
     assert not nb.exact and nb.backend == backend
     assert (nb.indices == ref.indices).mean() > 0.9
     assert (np.diff(nb.distances, axis=1) >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_groups_match_a_bytewise_dictionary(dtype):
+    """The hashed grouping equals grouping rows by their bytes (first occurrence kept, in order)."""
+    from repscope.neighbors import _exact_groups
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 7)).astype(dtype)
+    X[rng.integers(0, 300, 60)] = X[rng.integers(0, 300, 60)]
+    X[10, 0], X[11] = 0.0, X[10]
+    X[11, 0] = -0.0  # equal as numbers, different bytes: two groups, as for np.unique on bytes
+    kept, inverse, counts = _exact_groups(X)
+    first: dict[bytes, int] = {}
+    for i, row in enumerate(X):
+        first.setdefault(row.tobytes(), i)
+    np.testing.assert_array_equal(kept, sorted(first.values()))
+    np.testing.assert_array_equal(kept[inverse], [first[row.tobytes()] for row in X])
+    np.testing.assert_array_equal(counts, np.bincount(inverse))

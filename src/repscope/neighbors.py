@@ -287,6 +287,8 @@ def _prepare(X: ArrayLike, metric: str, device: torch.device, dtype: torch.dtype
             ref[lo:lo + chunk] = rows / norms[:, None]
     else:
         ref = Xo if Xo.dtype in (torch.float32, torch.float64) else Xo.to(torch.float32)
+    if device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        return _prepare_numpy(ref, metric, dtype)
     mean = torch.zeros(d, dtype=torch.float64, device=device)
     sq = torch.zeros((), dtype=torch.float64, device=device)
     for lo in range(0, n, chunk):
@@ -302,16 +304,53 @@ def _prepare(X: ArrayLike, metric: str, device: torch.device, dtype: torch.dtype
     return _Prepared(search, ref, rms)
 
 
+def _prepare_numpy(ref: torch.Tensor, metric: str, dtype: torch.dtype) -> _Prepared:
+    """CPU path of :func:`_prepare`: numpy's float64-accumulating reductions and casting
+    subtraction run in a few passes over X (torch's float64 column sums are ~10x slower)."""
+    A = ref.numpy()  # (n, d) float32 or float64, shares memory with ref
+    n = A.shape[0]
+    mean = np.add.reduce(A, axis=0, dtype=np.float64) / n  # (d,)
+    sq = float(np.einsum("ij,ij->", A, A, dtype=np.float64))
+    rms = float(np.sqrt(max(sq / n - float(mean @ mean), 0.0)))
+    out = np.empty(A.shape, dtype=np.float32 if dtype == torch.float32 else np.float64)
+    if metric == "cosine":
+        out[...] = A
+    elif A.dtype == np.float64:
+        np.subtract(A, mean, out=out, casting="same_kind")  # centred in float64, then rounded
+    else:
+        np.subtract(A, mean.astype(A.dtype), out=out)  # float32: one rounding of the centre
+    return _Prepared(torch.from_numpy(out), ref, rms)
+
+
 def _exact_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bitwise-identical rows: (kept first-row indices in input order, inverse, counts)."""
+    """Bitwise-identical rows: (kept first-row indices in input order, inverse, counts).
+
+    Rows are first grouped by a 64-bit hash of their bytes (one pass, fast); the grouping is
+    then verified bytewise, and the slower sort of whole rows runs only on a hash collision.
+    """
     X = np.ascontiguousarray(X)
+    if X.nbytes % (4 * X.shape[0]) == 0:
+        words = X.view(np.uint32).reshape(X.shape[0], -1)  # (n, w)
+        mult = np.random.default_rng(0x5EED).integers(1, 2**63, words.shape[1], dtype=np.uint64) | 1
+        h = (words @ mult)  # (n,) uint64, wraps modulo 2**64
+        _, first, inverse, counts = np.unique(h, return_index=True, return_inverse=True,
+                                              return_counts=True)
+        inverse = inverse.ravel()
+        dup = np.flatnonzero(first[inverse] != np.arange(X.shape[0]))  # rows that join a group
+        if np.array_equal(words[dup], words[first[inverse[dup]]]):  # bitwise equal to its first
+            return _in_input_order(first, inverse, counts)
     rows = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()  # (n,)
     _, first, inverse, counts = np.unique(rows, return_index=True, return_inverse=True,
                                           return_counts=True)
+    return _in_input_order(first, inverse.ravel(), counts)
+
+
+def _in_input_order(first, inverse, counts):
+    """Renumber groups by their first row's position in the input."""
     order = np.argsort(first)
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
-    return first[order], rank[inverse.ravel()], counts[order]
+    return first[order], rank[inverse], counts[order]
 
 
 def _search_checked(search, P: _Prepared, kept, k, n, policy):
@@ -390,6 +429,8 @@ def _exact_search(P: _Prepared, k: int, metric: str, budget: int):
 def _rerank(ref, lo, hi, cand, k, metric):
     """Distances of the candidates from direct coordinate differences (no cancellation:
     relative error ~ eps of X's dtype), sorted by (distance, index); the first ``k`` kept."""
+    if ref.device.type == "cpu":
+        return _rerank_cpu(ref, lo, hi, cand.numpy(), k, metric)
     d2 = _candidate_sqdist(ref, lo, hi, cand)  # (b, c) float64
     key = torch.argsort(cand, dim=1)  # ties in distance are broken by index, on every backend
     cand, d2 = torch.gather(cand, 1, key), torch.gather(d2, 1, key)
@@ -399,26 +440,58 @@ def _rerank(ref, lo, hi, cand, k, metric):
     return idx.cpu().numpy(), dist.cpu().numpy()
 
 
+def _rerank_cpu(ref: torch.Tensor, lo: int, hi: int, cand: np.ndarray, k: int, metric: str):
+    """:func:`_rerank` on the CPU, in numpy (which releases the GIL): the rows are split
+    between ``torch.get_num_threads()`` threads when there is enough work to share."""
+    b, c = cand.shape
+    idx = np.empty((b, k), dtype=np.int64)
+    dist = np.empty((b, k), dtype=np.float64)
+
+    def run(s: int, e: int) -> None:
+        C = np.sort(cand[s:e], axis=1)  # (m, c) by index, so that equal distances keep it
+        d2 = _sqdist_numpy(ref.numpy(), lo + s, lo + e, C)  # (m, c) float64
+        order = np.argsort(d2, axis=1, kind="stable")[:, :k]  # (m, k)
+        idx[s:e] = np.take_along_axis(C, order, 1)
+        d2 = np.take_along_axis(d2, order, 1)
+        dist[s:e] = 0.5 * d2 if metric == "cosine" else np.sqrt(d2)
+
+    parts = max(1, min(torch.get_num_threads(), b * c * ref.shape[1] // 2**21))
+    if parts == 1:
+        run(0, b)
+        return idx, dist
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = np.linspace(0, b, parts + 1).astype(int)
+    with ThreadPoolExecutor(parts) as pool:
+        list(pool.map(run, cuts[:-1], cuts[1:]))
+    return idx, dist
+
+
+def _sqdist_numpy(R: np.ndarray, lo: int, hi: int, C: np.ndarray) -> np.ndarray:
+    """(b, c) float64 squared distances between rows ``lo:hi`` of ``R`` and rows ``C`` (b, c):
+    candidate rows gathered in chunks of a few MB (one reused buffer), subtracted, squared and
+    summed in float64 (pairwise summation)."""
+    c, d = C.shape[1], R.shape[1]
+    step = max(1, 2**20 // (c * d))  # query rows per chunk
+    out = np.empty(C.shape, dtype=np.float64)  # (b, c)
+    buf = np.empty((min(step, hi - lo), c, d), dtype=R.dtype)
+    for s in range(0, hi - lo, step):
+        e = min(s + step, hi - lo)
+        diff = np.take(R, C[s:e], axis=0, out=buf[: e - s])  # (s, c, d)
+        diff -= R[lo + s:lo + e, None, :]
+        np.square(diff, out=diff)
+        out[s:e] = diff.sum(-1, dtype=np.float64)
+    return out
+
+
 def _candidate_sqdist(ref: torch.Tensor, lo: int, hi: int, cand: torch.Tensor) -> torch.Tensor:
     """(b, c) float64 squared distances between rows ``lo:hi`` of ``ref`` and their candidates.
 
-    Gathers candidate rows in chunks of a few MB, subtracts, squares and sums (pairwise, in
-    float64). On the CPU this runs in numpy, single-threaded: these small memory-bound steps
-    gain nothing from threads and suffer badly from thread contention on a busy machine.
+    Torch version of :func:`_sqdist_numpy` for accelerators: candidate rows gathered in chunks
+    of a few MB, subtracted, squared and summed in float64.
     """
     c, d = cand.shape[1], ref.shape[1]
     step = max(1, 2**20 // (c * d))  # query rows per chunk
-    if ref.device.type == "cpu":
-        R, C = ref.numpy(), cand.numpy()
-        out = np.empty(C.shape, dtype=np.float64)  # (b, c)
-        buf = np.empty((min(step, hi - lo), c, d), dtype=R.dtype)  # reused by every chunk
-        for s in range(0, hi - lo, step):
-            e = min(s + step, hi - lo)
-            diff = np.take(R, C[s:e], axis=0, out=buf[: e - s])  # (s, c, d)
-            diff -= R[lo + s:lo + e, None, :]
-            np.square(diff, out=diff)
-            out[s:e] = diff.sum(-1, dtype=np.float64)
-        return torch.from_numpy(out)
     d2 = torch.empty(cand.shape, dtype=torch.float64, device=cand.device)  # (b, c)
     for s in range(0, hi - lo, step):
         e = min(s + step, hi - lo)

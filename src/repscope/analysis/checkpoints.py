@@ -125,12 +125,9 @@ def _discover_dir(root: Path) -> list[Checkpoint]:
     subdirs = [p for p in root.iterdir() if _is_hf_dir(p)]
     if subdirs:
         return [Checkpoint(p.name, parse_step(p.name), str(p), "hf_dir") for p in subdirs]
-    files = [c for p in root.iterdir() if p.is_file() and (c := _file_checkpoint(p)) is not None]
-    if files:
-        return files
-    if _is_hf_dir(root):
+    if _is_hf_dir(root):  # one model directory: it is the checkpoint, not its weight files
         return [Checkpoint(root.name, parse_step(root.name), str(root), "hf_dir")]
-    return []
+    return [c for p in root.iterdir() if p.is_file() and (c := _file_checkpoint(p)) is not None]
 
 
 def _one(path: Path) -> Checkpoint:
