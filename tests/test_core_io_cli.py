@@ -34,3 +34,26 @@ def test_cli_version_and_measures(capsys):
         main(["--version"])
     assert e.value.code == 0
     assert "repscope" in capsys.readouterr().out
+
+
+def test_a_command_whose_module_cannot_import_fails_clearly(monkeypatch):
+    from click.testing import CliRunner
+
+    from repscope import cli
+
+    monkeypatch.setitem(cli._COMMANDS, "broken", "repscope._no_such_module:cmd")
+    result = CliRunner().invoke(cli.app, ["broken"])
+    assert result.exit_code != 0
+    assert "'repscope broken' is unavailable" in result.output
+    assert "_no_such_module" in result.output
+
+
+def test_every_listed_command_loads():
+    from click.testing import CliRunner
+
+    from repscope import cli
+
+    for name in cli._COMMANDS:
+        result = CliRunner().invoke(cli.app, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "unavailable" not in result.output

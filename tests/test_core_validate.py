@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from repscope._validate import (
-    as_numpy, as_torch, check_array, check_choice, check_float, check_int, check_paired,
+    as_numpy,
+    as_torch,
+    check_array,
+    check_choice,
+    check_float,
+    check_int,
+    check_paired,
 )
 
 

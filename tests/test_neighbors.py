@@ -194,3 +194,20 @@ def test_exact_groups_match_a_bytewise_dictionary(dtype):
     np.testing.assert_array_equal(kept, sorted(first.values()))
     np.testing.assert_array_equal(kept[inverse], [first[row.tobytes()] for row in X])
     np.testing.assert_array_equal(counts, np.bincount(inverse))
+
+
+@pytest.mark.parametrize("n", [2000, 2003])
+def test_grouped_selection_equals_topk(n):
+    """The two-stage selection returns the same set as topk, including ties and a tail."""
+    from repscope.neighbors import _smallest
+
+    rng = np.random.default_rng(4)
+    R = torch.from_numpy(rng.integers(0, 400, (30, n)).astype(np.float32))  # many ties
+    R[:, 5] = float("inf")
+    got = torch.sort(torch.gather(R, 1, _smallest(R, 12)), 1).values
+    want = torch.sort(torch.topk(R, 12, dim=1, largest=False).values, 1).values
+    assert torch.equal(got, want)
+    R = torch.from_numpy(rng.standard_normal((30, n)).astype(np.float32))
+    got = torch.sort(_smallest(R, 12), 1).values
+    want = torch.sort(torch.topk(R, 12, dim=1, largest=False).indices, 1).values
+    assert torch.equal(got, want)

@@ -500,18 +500,9 @@ class _progress_bar:
     def __enter__(self) -> Callable[[int, str], None]:
         if not self.enabled:
             return lambda n, what: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from repscope._progress import rich_progress
 
-        self.bar = Progress(TextColumn("[bold]measures[/] {task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=self.console, transient=False)
+        self.bar = rich_progress("[bold]measures[/] {task.description}", console=self.console)
         self.bar.start()
         tid = self.bar.add_task("", total=self.total)
         return lambda n, what: self.bar.update(tid, advance=n, description=what)

@@ -175,20 +175,9 @@ class _Progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return lambda n_tokens: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from repscope._progress import rich_progress
 
-        self.bar = Progress(TextColumn("capture"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("batches"), TextColumn("{task.fields[rate]}"),
-                            TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=False)
+        self.bar = rich_progress("capture", "batches", "{task.fields[rate]}")
         self.bar.start()
         self.task = self.bar.add_task("capture", total=self.total, completed=self.done, rate="")
         self.t0 = time.perf_counter()

@@ -39,10 +39,12 @@ class _LazyGroup(click.Group):
         module, attr = _COMMANDS[name].split(":")
         try:
             return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:  # a command not built yet
-            @click.command(name=name, help=f"(unavailable: {exc})")
+        except ImportError as exc:  # an optional dependency of that command is missing
+            reason = str(exc)
+
+            @click.command(name=name, help=f"(unavailable: {reason})")
             def _missing() -> None:
-                raise click.ClickException(f"'repscope {name}' is unavailable: {exc}")
+                raise click.ClickException(f"'repscope {name}' is unavailable: {reason}")
 
             return _missing
 
