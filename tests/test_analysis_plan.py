@@ -18,7 +18,7 @@ from repscope.analysis.plan import (
 )
 from repscope.analysis.run import analyze
 from repscope.config import load_config
-from test_analysis_support import LAYERS, make_store, register_toys, unregister_toys
+from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ import pytest
 from repscope.analysis.db import load_results, load_runs
 from repscope.analysis.plan import AnalyzeConfig, select_rows
 from repscope.analysis.run import analyze
-from test_analysis_support import (
+from analysis_support import (
     LAYERS,
     make_store,
     participation_ratio,
@@ -104,7 +104,7 @@ def test_rerun_skips_present_results_and_adds_only_new_ones(store, first_run):
 _SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_analysis_support import register_toys
+from analysis_support import register_toys
 register_toys()
 from pathlib import Path
 from repscope.analysis.plan import AnalyzeConfig

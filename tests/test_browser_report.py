@@ -15,7 +15,7 @@ import pytest
 
 from repscope.analysis.plan import AnalyzeConfig
 from repscope.analysis.run import analyze
-from test_analysis_support import LAYERS, make_store, register_toys, unregister_toys
+from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 
 pytestmark = pytest.mark.browser
 

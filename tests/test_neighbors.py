@@ -211,3 +211,11 @@ def test_grouped_selection_equals_topk(n):
     got = torch.sort(_smallest(R, 12), 1).values
     want = torch.sort(torch.topk(R, 12, dim=1, largest=False).indices, 1).values
     assert torch.equal(got, want)
+
+
+def test_large_enough_for_grouped_selection_matches_naive():
+    X = np.random.default_rng(5).standard_normal((2000, 6)).astype(np.float32)
+    nb = knn(X, 10, memory_budget=2**20)  # several blocks, grouped selection in each
+    idx, dist = _naive(X, 10)
+    np.testing.assert_array_equal(nb.indices, idx)
+    np.testing.assert_allclose(nb.distances, dist, rtol=1e-6)

@@ -332,7 +332,10 @@ def _exact_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if X.nbytes % (4 * X.shape[0]) == 0:
         words = X.view(np.uint32).reshape(X.shape[0], -1)  # (n, w)
         mult = np.random.default_rng(0x5EED).integers(1, 2**63, words.shape[1], dtype=np.uint64) | 1
-        h = (words @ mult)  # (n,) uint64, wraps modulo 2**64
+        h = np.empty(X.shape[0], dtype=np.uint64)  # wraps modulo 2**64
+        step = max(1, 2**20 // words.shape[1])  # rows per 8 MB uint64 chunk
+        for lo in range(0, X.shape[0], step):
+            h[lo:lo + step] = words[lo:lo + step] @ mult
         _, first, inverse, counts = np.unique(h, return_index=True, return_inverse=True,
                                               return_counts=True)
         inverse = inverse.ravel()
