@@ -22,6 +22,14 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["f.txt"]  # no temporary left behind
 
 
+def test_atomic_write_uses_the_normal_file_mode(tmp_path):
+    p = tmp_path / "g.txt"
+    atomic_write_text(p, "x")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_import_has_no_heavy_side_effects():
     code = ("import sys, repscope; heavy = [m for m in ('transformers', 'duckdb', 'plotly', 'ray') "
             "if m in sys.modules]; print(heavy)")

@@ -11,6 +11,18 @@ from typing import IO
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir"]
 
 
+def _file_mode() -> int:
+    """0o666 minus the process umask (what ``open()`` would create), read without changing it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
+
+
 def fsync_dir(path: Path) -> None:
     """fsync a directory so a rename inside it survives a power loss."""
     fd = os.open(path, os.O_RDONLY)
@@ -30,6 +42,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp creates 0o600; match a normally created file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
