@@ -169,7 +169,9 @@ def test_count_pairs_within_matches_naive(X):
 
 @pytest.mark.parametrize("backend", ["faiss", "pynndescent"])
 def test_approximate_backends_are_labelled(X, backend):
-    pytest.importorskip("faiss" if backend == "faiss" else "pynndescent")
+    mod = pytest.importorskip("faiss" if backend == "faiss" else "pynndescent")
+    if not hasattr(mod, "IndexHNSWFlat" if backend == "faiss" else "NNDescent"):
+        pytest.skip(f"{backend} is only partly installed (an empty package directory)")
     nb = knn(X, 10, backend=backend)
     ref = knn(X, 10)
     assert not nb.exact and nb.backend == backend
@@ -214,7 +216,7 @@ def test_grouped_selection_equals_topk(n):
 
 
 def test_large_enough_for_grouped_selection_matches_naive():
-    X = np.random.default_rng(5).standard_normal((2000, 6)).astype(np.float32)
+    X = np.random.default_rng(5).standard_normal((1500, 6)).astype(np.float32)
     nb = knn(X, 10, memory_budget=2**20)  # several blocks, grouped selection in each
     idx, dist = _naive(X, 10)
     np.testing.assert_array_equal(nb.indices, idx)

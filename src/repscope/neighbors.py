@@ -315,10 +315,10 @@ def _prepare_numpy(ref: torch.Tensor, metric: str, dtype: torch.dtype) -> _Prepa
     out = np.empty(A.shape, dtype=np.float32 if dtype == torch.float32 else np.float64)
     if metric == "cosine":
         out[...] = A
-    elif A.dtype == np.float64:
+    elif np.float64 in (A.dtype, out.dtype):
         np.subtract(A, mean, out=out, casting="same_kind")  # centred in float64, then rounded
     else:
-        np.subtract(A, mean.astype(A.dtype), out=out)  # float32: one rounding of the centre
+        np.subtract(A, mean.astype(A.dtype), out=out)  # exact near the centre: a translation
     return _Prepared(torch.from_numpy(out), ref, rms)
 
 

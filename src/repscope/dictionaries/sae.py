@@ -258,9 +258,20 @@ class BatchTopKSAE(TopKSAE):
 
 
 class TopAFASAE(SparseAutoencoder):
-    """top-AFA SAE (Lee et al. 2025): per-row adaptive number of latents chosen so the code's
-    norm matches the input's (see :func:`~repscope.dictionaries.activations.afa_k`), trained with
-    ``mse + afa_coeff * mean_i (||z_i|| - ||x_i - b_dec||)^2 + AuxK``."""
+    """top-AFA SAE (Lee et al. 2025, "Evaluating and Designing Sparse Autoencoders by
+    Approximating Quasi-Orthogonality", arXiv 2503.24277): per-row adaptive number of latents
+    chosen so the code's norm matches the approximate feature activation ``||x_i - b_dec||``
+    (see :func:`~repscope.dictionaries.activations.afa_k`); no ``k`` hyper-parameter.
+
+    Loss, as in the paper: ``mse + L_AFA + AuxK`` with ``mse`` per element
+    (``||x - x_hat||^2 / d_in``) and the norm-matching term *not* divided by ``d_in``:
+    ``L_AFA = afa_coeff * mean_i (||z_i|| - ||x_i - b_dec||)^2``; the paper sweeps
+    ``afa_coeff`` in [1/128, 1/16] on inputs with ``E||x||^2 = d_in`` (our normalisation too).
+    ``L_AFA`` is the only pressure towards fewer latents, so its weight relative to the
+    per-element MSE matters: scaled down by ``d_in`` the codes stay dense.
+    Deviation: the paper's code measures ``L_AFA`` against ``||x||``; we use ``||x - b_dec||``,
+    the same target as the selection rule (they coincide for centred data with ``b_dec = 0``).
+    """
 
     architecture = "topafa"
 
@@ -281,7 +292,7 @@ class TopAFASAE(SparseAutoencoder):
     def extra_losses(self, xn, pre, z, recon, dead):  # type: ignore[no-untyped-def]
         gap = z.norm(dim=-1) - (xn - self.b_dec).norm(dim=-1)
         aux = auxk_loss(xn, pre, recon, self.W_dec, dead, self.k_aux, self.auxk_alpha)
-        return {"afa": self.afa_coeff * gap.pow(2).mean() / self.d_in, "auxk": aux}
+        return {"afa": self.afa_coeff * gap.pow(2).mean(), "auxk": aux}
 
 
 class MatchingPursuitSAE(SparseAutoencoder):
