@@ -94,8 +94,11 @@ def afa_k(acts: torch.Tensor, target_norm: torch.Tensor, dec_norms: torch.Tensor
 
     With contributions ``c_j = (a_j ||W_dec_j||)^2`` sorted in decreasing order, ``k_i`` is the
     prefix length whose norm ``sqrt(sum_{j<=k} c_j)`` is closest to the approximate feature
-    activation ``||x_i - b_dec||`` (the dense vector's norm). Returns ``(k, order)``: ``k`` of
-    shape ``(n,)`` (>= 1) and the descending order ``(n, d_sae)``.
+    activation ``||x_i - b_dec||`` (the dense vector's norm), which approximates the norm of the
+    true sparse code when the features are epsilon-quasi-orthogonal. Ties go to the shortest
+    prefix (``argmin`` returns the first minimum), so latents with zero activation never count.
+    Returns ``(k, order)``: ``k`` of shape ``(n,)`` (>= 1) and the descending order
+    ``(n, d_sae)``.
     """
     contrib = (acts * dec_norms) ** 2  # (n, d_sae)
     sorted_c, order = torch.sort(contrib, dim=-1, descending=True)

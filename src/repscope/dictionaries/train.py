@@ -59,7 +59,7 @@ class TrainConfig:
     d_sae: int | None = _f(None, "Number of latents.")
     k: int = _f(32, "Active latents per row (topk, batchtopk: mean per row; mp: pursuit steps).")
     l1_coeff: float = _f(1e-3, "L1 coefficient (relu).")
-    afa_coeff: float = _f(1 / 32, "Norm-matching loss coefficient (topafa).")
+    afa_coeff: float = _f(1 / 32, "Norm-matching loss coefficient (topafa; Lee et al. sweep 1/128 to 1/16).")
     auxk_alpha: float = _f(1 / 32, "AuxK loss coefficient (topk, batchtopk, topafa).")
     k_aux: int | None = _f(None, "Latents in the AuxK reconstruction (default d_in // 2).")
     batch_size: int = _f(1024, "Rows per step.")
