@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 from repscope.analysis.plan import (
     AnalyzeConfig,
     PlanError,
@@ -18,7 +19,6 @@ from repscope.analysis.plan import (
 )
 from repscope.analysis.run import analyze
 from repscope.config import load_config
-from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 
 
 @pytest.fixture(autouse=True)

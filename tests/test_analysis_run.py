@@ -13,9 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repscope.analysis.db import load_results, load_runs
-from repscope.analysis.plan import AnalyzeConfig, select_rows
-from repscope.analysis.run import analyze
 from analysis_support import (
     LAYERS,
     make_store,
@@ -23,6 +20,9 @@ from analysis_support import (
     register_toys,
     unregister_toys,
 )
+from repscope.analysis.db import load_results, load_runs
+from repscope.analysis.plan import AnalyzeConfig, select_rows
+from repscope.analysis.run import analyze
 
 MEASURES = ("_toy_pr", "_toy_local", "_toy_sim", "_toy_fail")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 from repscope.analysis.plan import AnalyzeConfig
 from repscope.analysis.run import analyze
-from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 
 pytestmark = pytest.mark.browser
 

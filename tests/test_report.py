@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 from repscope.analysis.plan import AnalyzeConfig
 from repscope.analysis.run import analyze
 from repscope.cli import app
 from repscope.report.data import gather
 from repscope.report.figures import write_figures
 from repscope.report.html import write_report
-from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 
 MEASURES = ("_toy_pr", "_toy_pr:scale=2", "_toy_local", "_toy_sim", "_toy_fail")
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 from repscope import registry
 from repscope.analysis.db import decode_json_columns, load_results
 from repscope.analysis.plan import AnalyzeConfig, PlanError, check_config, make_plan, stream_shards
 from repscope.analysis.run import analyze
-from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 
 STREAMED = ("effective_rank", "spectrum", "anisotropy", "power_law_alpha")
 MEASURES = (*STREAMED, "_toy_pr")
