@@ -194,13 +194,13 @@ class TopKSAE(SparseAutoencoder):
     def training_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> TrainStep:
         """The generic loss (mse + AuxK), computed with sparse backward passes: pre-activations
         once without autograd, gradients only through the selected latents
-        (:class:`~repscope.dictionaries.activations.GatherPreacts`, ``TopKDecode``)."""
+        (:class:`~repscope.dictionaries.activations.GatherPreacts`, ``topk_decode``)."""
         xn = self.normalize(x)
         with torch.no_grad():
             pre = self.pre_acts(xn)  # (n, d_sae)
         idx = torch.topk(pre, self.k, dim=-1, sorted=False).indices  # (n, k)
         values = torch.relu(act.GatherPreacts.apply(pre, idx, xn, self.b_dec, self.W_enc, self.b_enc))
-        recon = act.TopKDecode.apply(values, idx, self.W_dec) + self.b_dec  # (n, d_in)
+        recon = act.topk_decode(values, idx, self.W_dec) + self.b_dec  # (n, d_in)
         parts = {"mse": (recon - xn).pow(2).sum(-1).mean() / self.d_in}
         parts["auxk"] = self._sparse_auxk(xn, pre, recon, dead)
         z = torch.zeros_like(pre).scatter_(-1, idx, values.detach())  # for statistics
