@@ -10,6 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# rich wraps console output at the terminal width; a wide fixed width keeps assertions on CLI
+# output independent of the temporary paths' lengths.
+os.environ.setdefault("COLUMNS", "200")
 # pytest-xdist runs one worker per core: one BLAS/torch thread each avoids oversubscription,
 # which slows small torch ops 5-30x on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -220,9 +220,10 @@ def test_kill_and_resume_gives_an_identical_store(minilm, tmp_path: Path,
         ActivationStore.open(out)
     # rerun the same command in-process (with the already loaded model): it resumes
     monkeypatch.setattr("repscope.data.models.load_model", lambda *a, **k: minilm)
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})  # no wrapping by rich
     assert result.exit_code == 0, result.output
-    assert "encoder.layer.5" in result.output and "resumed after" in result.output
+    text = " ".join(result.output.split())
+    assert "encoder.layer.5" in text and "resumed after" in text
     resumed = ActivationStore.open(out, verify="full")
     reference = run_capture(
         CaptureConfig(out=tmp_path / "ref", max_docs=24, batch_size=2, max_length=24,
