@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from repscope import registry
 from repscope.results import Estimate
@@ -102,3 +103,18 @@ def register_toys() -> None:
 def unregister_toys() -> None:
     for name in TOYS:
         registry._REGISTRY.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def toys():
+    """Register the toy measures for each test of a module that imports this fixture."""
+    register_toys()
+    yield
+    unregister_toys()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One synthetic store per test module (4 chunks x 60 rows, shards of 100 rows)."""
+    return make_store(tmp_path_factory.mktemp("store") / "store")
+

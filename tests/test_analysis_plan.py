@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis_support import LAYERS, make_store, register_toys, unregister_toys
+from analysis_support import LAYERS, make_store, register_toys, store, toys, unregister_toys  # noqa: F401 (shared fixtures)
 from repscope.analysis.plan import (
     AnalyzeConfig,
     PlanError,
@@ -19,18 +19,6 @@ from repscope.analysis.plan import (
 )
 from repscope.analysis.run import analyze
 from repscope.config import load_config
-
-
-@pytest.fixture(autouse=True)
-def toys():
-    register_toys()
-    yield
-    unregister_toys()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("plan") / "store")
 
 
 def _cfg(store, tmp_path, **kw):

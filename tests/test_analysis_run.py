@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis_support import (
+from analysis_support import (  # noqa: F401 (shared fixtures)
     LAYERS,
     make_store,
     participation_ratio,
     register_toys,
+    store,
+    toys,
     unregister_toys,
 )
 from repscope.analysis.db import load_results, load_runs
@@ -25,18 +27,6 @@ from repscope.analysis.plan import AnalyzeConfig, select_rows
 from repscope.analysis.run import analyze
 
 MEASURES = ("_toy_pr", "_toy_local", "_toy_sim", "_toy_fail")
-
-
-@pytest.fixture(autouse=True)
-def toys():
-    register_toys()
-    yield
-    unregister_toys()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("run") / "store")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from analysis_support import LAYERS, make_store, register_toys, unregister_toys
+from analysis_support import (
+    LAYERS,
+    make_store,
+    register_toys,
+    toys,  # noqa: F401 (shared fixtures)
+)
 from repscope.analysis.plan import AnalyzeConfig
 from repscope.analysis.run import analyze
 from repscope.cli import app
@@ -17,13 +22,6 @@ from repscope.report.figures import write_figures
 from repscope.report.html import write_report
 
 MEASURES = ("_toy_pr", "_toy_pr:scale=2", "_toy_local", "_toy_sim", "_toy_fail")
-
-
-@pytest.fixture(autouse=True)
-def toys():
-    register_toys()
-    yield
-    unregister_toys()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from analysis_support import LAYERS, make_store, register_toys, unregister_toys
+from analysis_support import LAYERS, make_store, register_toys, store, toys, unregister_toys  # noqa: F401 (shared fixtures)
 from repscope import registry
 from repscope.analysis.db import decode_json_columns, load_results
 from repscope.analysis.plan import AnalyzeConfig, PlanError, check_config, make_plan, stream_shards
@@ -17,19 +17,6 @@ from repscope.analysis.run import analyze
 
 STREAMED = ("effective_rank", "spectrum", "anisotropy", "power_law_alpha")
 MEASURES = (*STREAMED, "_toy_pr")
-
-
-@pytest.fixture(autouse=True)
-def toys():
-    register_toys()
-    yield
-    unregister_toys()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    # 4 chunks x 60 rows in shards of 100 rows: shards start at rows 0, 100, 200
-    return make_store(tmp_path_factory.mktemp("stream") / "store")
 
 
 def _cfg(store, out, **kw):
