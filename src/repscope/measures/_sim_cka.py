@@ -13,14 +13,16 @@ never forming an n x n matrix.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from repscope._validate import ArrayLike, as_numpy, check_float, check_int
+from repscope._validate import ArrayLike, as_numpy, check_choice, check_float, check_int
 from repscope.measures._sim_common import (
+    PRECISIONS,
+    block_products,
     centred,
     check_pair,
     make_estimate,
@@ -58,23 +60,34 @@ class LinearCKAAccumulator:
     "Float64 count, mean and centred cross-products of the joint rows (d_x + d_y features)."
     d_x: int
     "Features of X."
+    precision: str = "float64"
+    "Arithmetic of each batch's cross-product (:data:`PRECISIONS`); merging is always float64."
 
     @classmethod
-    def init(cls, d_x: int, d_y: int) -> LinearCKAAccumulator:
+    def init(cls, d_x: int, d_y: int, precision: str = "float64") -> LinearCKAAccumulator:
         d_x = check_int(d_x, "d_x", "LinearCKAAccumulator.init", low=1)
         d_y = check_int(d_y, "d_y", "LinearCKAAccumulator.init", low=1)
-        return cls(Moments.init(d_x + d_y), d_x)
+        check_choice(precision, "precision", "LinearCKAAccumulator.init", PRECISIONS)
+        return cls(Moments.init(d_x + d_y), d_x, precision)
 
     def update(self, X: ArrayLike, Y: ArrayLike) -> LinearCKAAccumulator:
         """Add a batch of paired rows, X (b, d_x) and Y (b, d_y)."""
         X, Y = check_pair(X, Y, "LinearCKAAccumulator.update", min_samples=1)
         joint = np.hstack([as_numpy(X, np.float64), as_numpy(Y, np.float64)])  # (b, d_x + d_y)
-        return LinearCKAAccumulator(self.moments.update(joint), self.d_x)
+        if self.precision == "float64":
+            return replace(self, moments=self.moments.update(joint))
+        mean_b = joint.mean(axis=0)  # (D,)
+        Zc = torch.from_numpy(joint - mean_b).to(torch.float32)  # (b, D) centred, then rounded
+        m2_b = block_products(Zc, 0, Zc.shape[1], "mixed").numpy()  # (D, D) float64
+        return replace(self, moments=self.moments.merge(Moments(joint.shape[0], mean_b, m2_b)))
 
     def merge(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
         if other.d_x != self.d_x:
             raise ValueError(f"Cannot merge accumulators with d_x={self.d_x} and d_x={other.d_x}.")
-        return LinearCKAAccumulator(self.moments.merge(other.moments), self.d_x)
+        if other.precision != self.precision:
+            raise ValueError(f"Cannot merge accumulators with precision={self.precision!r} and "
+                             f"precision={other.precision!r}.")
+        return replace(self, moments=self.moments.merge(other.moments))
 
     def compute(self, params: dict[str, Any] | None = None) -> Estimate:
         """Linear CKA from the accumulated blocks (NaN state refused when n < 2)."""
@@ -96,21 +109,27 @@ class LinearCKAAccumulator:
 @register("cka_linear", family="similarity", kind="pair", invariances=_INV,
           higher_is_better=True, bounds=(0.0, 1.0), min_samples=2, default_panel=True,
           symmetric=True, accumulator=LinearCKAAccumulator.init)
-def cka_linear(X: ArrayLike, Y: ArrayLike, *, batch_size: int = 8192) -> Estimate:
+def cka_linear(X: ArrayLike, Y: ArrayLike, *, batch_size: int = 8192,
+               precision: str = "float64") -> Estimate:
     """Linear CKA with the biased HSIC, in feature space (Kornblith et al., ICML 2019).
 
     ``CKA = ||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` with column-centred Xc, Yc.
     Equals the Gram-matrix form ``tr(K H L H) / sqrt(tr(K H K H) tr(L H L H))`` for
-    ``K = X X^T``. Streams ``batch_size`` rows at a time through float64
+    ``K = X X^T``. Streams ``batch_size`` rows at a time through
     :class:`LinearCKAAccumulator` (memory O(batch_size d + d^2)); in [0, 1], 1 for X vs X.
+    ``precision``: ``"float64"`` products (default), or ``"mixed"``: float32 products of the
+    float64-centred rows over 512-row chunks summed in float64, about twice as fast on a CPU;
+    it differs from the float64 value by ~5e-9 for d >= 40 and up to ~1e-6 for d <= 5
+    (:func:`~repscope.measures._sim_common.cross_products`).
     """
     fn = "cka_linear"
     X, Y = check_pair(X, Y, fn, min_samples=2)
     batch_size = check_int(batch_size, "batch_size", fn, low=1)
-    acc = LinearCKAAccumulator.init(X.shape[1], Y.shape[1])
+    check_choice(precision, "precision", fn, PRECISIONS)
+    acc = LinearCKAAccumulator.init(X.shape[1], Y.shape[1], precision)
     for lo in range(0, X.shape[0], batch_size):
         acc = acc.update(X[lo:lo + batch_size], Y[lo:lo + batch_size])
-    return acc.compute({"batch_size": batch_size})
+    return acc.compute({"batch_size": batch_size, "precision": precision})
 
 
 # --------------------------------------------------------------- debiased linear CKA -------

@@ -120,24 +120,44 @@ class Prepared:
 @dataclass(frozen=True)
 class _Centred:
     Xc: torch.Tensor
-    "(n, d) float64 centred rows."
+    "(n, d) centred rows: float64, or float32 for ``precision='mixed'``."
     self_hsic: float
     "``||Xc^T Xc||_F^2``."
+    precision: str = "float64"
+    "Arithmetic of the cross-products (:data:`~repscope.measures._sim_common.PRECISIONS`)."
+
+
+def _linear_dtype(params: dict[str, Any]) -> torch.dtype:
+    from repscope.measures._sim_common import PRECISIONS
+
+    check_choice(params.get("precision", "float64"), "precision", "cka_linear", PRECISIONS)
+    return torch.float32 if params.get("precision") == "mixed" else torch.float64
+
+
+def _cross_sq(A: torch.Tensor, B: torch.Tensor, precision: str) -> float:
+    """``||A^T B||_F^2`` of centred A (n, d_a), B (n, d_b), products in ``precision``."""
+    from repscope.measures._sim_common import cross_products
+
+    G = cross_products(A, B, precision)  # (d_a, d_b) float64
+    return float(torch.sum(G * G))
 
 
 def _prep_linear(X: Any, device: torch.device, params: dict[str, Any], name: str) -> _Centred:
-    from repscope.measures._sim_common import centred, zero_variance
+    from repscope.measures._sim_common import block_products, centred_into, zero_variance
 
-    Xc = centred(X, device)  # (n, d)
-    G = Xc.T @ Xc  # (d, d)
+    dtype = _linear_dtype(params)
+    Xc = torch.empty(X.shape, dtype=dtype, device=device)  # (n, d)
+    centred_into(Xc, X, 0, X.shape[1])
+    precision = params.get("precision", "float64")
+    G = block_products(Xc, 0, X.shape[1], precision)  # (d, d) float64
     zero_variance(Xc, "cka_linear", name, warn=False, col_sq=torch.diagonal(G))
-    return _Centred(Xc, float(torch.sum(G * G)))
+    return _Centred(Xc, float(torch.sum(G * G)), precision)
 
 
 def _cmp_linear(sx: _Centred, sy: _Centred, params: dict[str, Any]) -> Estimate:
     from repscope.measures._sim_common import make_estimate
 
-    hxy = sx.self_hsic if sx is sy else float(torch.sum((sx.Xc.T @ sy.Xc) ** 2))
+    hxy = sx.self_hsic if sx is sy else _cross_sq(sx.Xc, sy.Xc, sx.precision)
     n = sx.Xc.shape[0]
     value = hxy / (sx.self_hsic * sy.self_hsic) ** 0.5
     diag = {"hsic_xy": hxy / (n - 1) ** 2, "hsic_xx": sx.self_hsic / (n - 1) ** 2,
@@ -147,29 +167,29 @@ def _cmp_linear(sx: _Centred, sy: _Centred, params: dict[str, Any]) -> Estimate:
 
 def _all_pairs_linear(arrays: dict[str, Any], names: tuple[str, ...], device: torch.device,
                       params: dict[str, Any]) -> dict[tuple[str, str], Estimate]:
-    """Every ``cka_linear`` pair (i <= j) from one centred float64 block matrix.
+    """Every ``cka_linear`` pair (i <= j) from one centred block matrix.
 
-    The representations are centred into the column blocks of ``Z = [X_1 ... X_L]`` (n, D)
-    and block row i of ``Z^T Z`` (the cross-products with every later representation) is one
-    matrix product, so the L (L + 1) / 2 needed ``d x d`` blocks come from L large products.
+    The representations are centred (in float64) into the column blocks of
+    ``Z = [X_1 ... X_L]`` (n, D), float64 or float32 per ``params["precision"]``, and block row
+    i of ``Z^T Z`` (the cross-products with every later representation) is one matrix product
+    (:func:`~repscope.measures._sim_common.block_products`), so the L (L + 1) / 2 needed
+    ``d x d`` blocks come from L large products.
     """
-    from repscope._validate import as_torch
-    from repscope.measures._sim_common import make_estimate, zero_variance
+    from repscope.measures._sim_common import block_products, centred_into, make_estimate, zero_variance
 
+    precision = params.get("precision", "float64")
     dims = [arrays[name].shape[1] for name in names]
     offs = [0]
     for d in dims:
         offs.append(offs[-1] + d)
     n = arrays[names[0]].shape[0]
-    Z = torch.empty((n, offs[-1]), dtype=torch.float64, device=device)  # (n, D)
+    Z = torch.empty((n, offs[-1]), dtype=_linear_dtype(params), device=device)  # (n, D)
     for k, name in enumerate(names):
-        blk = Z[:, offs[k]:offs[k + 1]]  # (n, d_k) view
-        blk.copy_(as_torch(arrays[name], device=device))
-        blk -= blk.mean(dim=0, keepdim=True)
+        centred_into(Z, arrays[name], offs[k], offs[k + 1])
     L = len(names)
     hsic = [[0.0] * L for _ in range(L)]
     for i in range(L):
-        G = Z[:, offs[i]:offs[i + 1]].T @ Z[:, offs[i]:]  # (d_i, D - offs[i])
+        G = block_products(Z, offs[i], offs[i + 1], precision)  # (d_i, D - offs[i]) float64
         zero_variance(Z[:, offs[i]:offs[i + 1]], "cka_linear", names[i], warn=False,
                       col_sq=torch.diagonal(G[:, :dims[i]]))
         for j in range(i, L):
