@@ -121,6 +121,9 @@ def test_yaml_and_toml_configs_load(tmp_path):
     ({"max_rows": 3}, r"The 'max_rows' option must be an int >= 10 or None. Got 3."),
     ({"workers": 4}, r"The 'workers' option needs executor 'process' or 'ray'"),
     ({"address": "auto"}, r"The 'address' option needs executor 'ray'"),
+    ({"task_timeout": 30.0}, r"The 'task_timeout' option needs executor 'process' or 'ray'"),
+    ({"task_timeout": -1.0, "executor": "process"},
+     r"The 'task_timeout' option must be a number of seconds > 0. Got -1.0."),
     ({"measures": ("_toy_sim",), "pairs": "none"},
      r"Measure '_toy_sim' cannot run: it compares two layers and pairs='none'."),
 ])

@@ -89,6 +89,17 @@ def square(x: int) -> int:
     return x * x
 
 
+def timed_task(arg: tuple[str, str]) -> str:
+    """'hang' never finishes in time; 'slow_once' is slow on its first attempt only."""
+    marker, what = arg
+    if what == "hang":
+        time.sleep(120)
+    if what == "slow_once" and not os.path.exists(marker):
+        Path(marker).touch()
+        time.sleep(10)
+    return what
+
+
 # ----------------------------------------------------------------------------- fixtures
 
 
@@ -248,6 +259,32 @@ def test_bad_arguments_are_refused_before_any_work():
         make_executor("process", num_cpus=2)
     with pytest.raises(TypeError, match="needs a picklable top-level function"):
         make_executor("process", workers=1).map(lambda x: x, [1])
+
+
+def test_an_attempt_past_the_timeout_is_stopped_and_others_are_not_charged(tmp_path):
+    """A hung task fails with a TimeoutError after each attempt's timeout; the pool is
+    replaced, and an attempt lost with it is re-run without using one of its retries."""
+    tasks = [(str(tmp_path / "h"), "hang"), (str(tmp_path / "q"), "quick"),
+             (str(tmp_path / "s"), "slow_once")]
+    t0 = time.monotonic()
+    with make_executor("process", workers=2) as ex:
+        outs = _by_key(ex.map(timed_task, tasks, key=lambda t: t[1], retries=0, timeout=8.0))
+    assert time.monotonic() - t0 < 60  # the 120 s task did not run to its end
+    hang = outs["hang"]
+    assert not hang.ok and hang.attempts == 1 and hang.result is None
+    assert hang.error.startswith("TimeoutError: the attempt ran longer than timeout=8 s")
+    assert outs["quick"].ok and outs["quick"].result == "quick"
+    slow = outs["slow_once"]  # started after 'quick', still running when 'hang' expired
+    assert slow.ok and slow.result == "slow_once" and slow.attempts == 1
+
+
+def test_timeout_needs_an_executor_that_can_stop_a_task():
+    with pytest.raises(ValueError, match=r"The 'timeout' parameter of LocalExecutor.map must be None for the local executor"):
+        make_executor("local").map(square, [1], timeout=1.0)
+    with pytest.raises(ValueError, match=r"The 'timeout' parameter of ProcessExecutor.map must be a float in \(0"):
+        make_executor("process", workers=1).map(square, [1], timeout=0)
+    with pytest.raises(ValueError, match=r"The 'timeout' parameter of map_reduce must be None for the local executor"):
+        map_reduce(make_executor("local"), square, max, [1, 2], timeout=3)
 
 
 # ----------------------------------------------------------------------------- map + merge

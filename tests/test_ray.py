@@ -150,6 +150,22 @@ def test_a_crashed_ray_worker_is_retried_with_the_same_accounting(ray_ex, tmp_pa
     assert not out.ok and out.attempts == 1 and "Error" in out.error.splitlines()[0]
 
 
+def sleeper(x: int) -> int:
+    if x == 0:
+        time.sleep(120)
+    return x
+
+
+def test_a_ray_attempt_past_the_timeout_is_killed(ray_ex):
+    # the clock starts at submission: warm both workers first so start-up does not count
+    assert sorted(o.result for o in ray_ex.map(sleeper, [5, 6], key=str)) == [5, 6]
+    t0 = time.monotonic()
+    outs = {o.key: o for o in ray_ex.map(sleeper, [0, 1, 2], key=str, retries=0, timeout=6.0)}
+    assert time.monotonic() - t0 < 60
+    assert not outs["0"].ok and outs["0"].error.startswith("TimeoutError: the attempt ran longer")
+    assert [outs[k].result for k in ("1", "2")] == [1, 2], outs["1"].error
+
+
 def test_map_reduce_on_ray_equals_local(ray_ex, data_file):
     flat = str(Path(data_file).with_name("flat.npy"))
     np.save(flat, np.load(data_file).reshape(-1, 6))  # (1200, 6)

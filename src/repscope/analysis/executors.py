@@ -220,8 +220,9 @@ class Executor(ABC):
         """Start one attempt; return a handle."""
 
     @abstractmethod
-    def _wait(self, handles: list[Any]) -> list[Any]:
-        """Block until at least one handle is finished; return the finished ones."""
+    def _wait(self, handles: list[Any], timeout: float | None = None) -> list[Any]:
+        """Block until at least one handle is finished or ``timeout`` seconds have passed;
+        return the finished ones (possibly none after a timeout)."""
 
     @abstractmethod
     def _collect(self, handle: Any) -> _Attempt:
@@ -232,6 +233,15 @@ class Executor(ABC):
 
     def _check_fn(self, fn: Callable[[Any], Any]) -> None:  # noqa: B027 (optional hook)
         """Refuse a task function this backend cannot ship to its workers."""
+
+    def _abort(self, expired: list[Any], others: list[Any]) -> list[Any]:
+        """Stop the ``expired`` attempts (they ran past the timeout); return the handles among
+        ``others`` that were lost as a side effect (re-run without counting an attempt)."""
+        self._cancel(expired)
+        return []
+
+    supports_timeout: bool = True
+    "Whether :meth:`map` can stop an attempt that runs past ``timeout``."
 
     def default_in_flight(self) -> int:
         """How many attempts are submitted at once unless ``max_in_flight`` says otherwise."""
@@ -262,6 +272,7 @@ class Executor(ABC):
         retries: int = 1,
         progress: bool = False,
         max_in_flight: int | None = None,
+        timeout: float | None = None,
     ) -> Iterator[TaskOutcome]:
         """Run ``fn(task)`` for every task; yield a :class:`TaskOutcome` per task as it ends.
 
@@ -270,18 +281,41 @@ class Executor(ABC):
         times, then yielded with its error; the others are not affected. Outcomes arrive in
         completion order (the local executor: task order). Arguments are checked here,
         before any task starts; closing the returned iterator early cancels what has not run.
+
+        ``timeout``: seconds an attempt may run (``process`` and ``ray`` executors). An attempt
+        past it is stopped (Ray: its worker is killed; process pool: the pool is replaced, and
+        the other attempts it was running are re-run without counting against their retries)
+        and counts as a failed attempt with a ``TimeoutError``. The clock starts when the
+        attempt is submitted; with a timeout at most ``workers`` attempts are in flight, so an
+        attempt does not wait in a queue on its own clock.
         """
         from repscope._validate import check_int, param_error
 
+        fn_name = f"{type(self).__name__}.map"
         items = list(tasks)
-        keys = _task_keys(items, key, f"{type(self).__name__}.map")
-        retries = check_int(retries, "retries", f"{type(self).__name__}.map", low=0)
+        keys = _task_keys(items, key, fn_name)
+        retries = check_int(retries, "retries", fn_name, low=0)
         limit = self.default_in_flight() if max_in_flight is None else check_int(
-            max_in_flight, "max_in_flight", f"{type(self).__name__}.map", low=1)
+            max_in_flight, "max_in_flight", fn_name, low=1)
+        timeout, limit = self._check_timeout(timeout, limit, fn_name)
         if not callable(fn):
-            raise param_error(f"{type(self).__name__}.map", "fn", "a callable", fn)
+            raise param_error(fn_name, "fn", "a callable", fn)
         self._check_fn(fn)
-        return self._schedule(fn, items, keys, retries, progress, limit)
+        return self._schedule(fn, items, keys, retries, progress, limit, timeout)
+
+    def _check_timeout(self, timeout: float | None, limit: int,
+                       fn_name: str) -> tuple[float | None, int]:
+        """Validate ``timeout``; with one, cap the attempts in flight at the workers."""
+        from repscope._validate import check_float, param_error
+
+        if timeout is None:
+            return None, limit
+        timeout = check_float(timeout, "timeout", fn_name, low=0.0, low_inclusive=False)
+        if not self.supports_timeout:
+            raise param_error(fn_name, "timeout", f"None for the {self.kind} executor, which "
+                              "runs tasks in this process and cannot stop one (use the "
+                              "process or ray executor)", timeout)
+        return timeout, min(limit, self.workers)
 
     def _schedule(
         self,
@@ -291,10 +325,12 @@ class Executor(ABC):
         retries: int,
         progress: bool,
         limit: int,
+        timeout: float | None = None,
     ) -> Iterator[TaskOutcome]:
         queue = deque(range(len(items)))  # indices of tasks waiting to be submitted
         attempts = [0] * len(items)
         running: dict[Any, int] = {}  # handle -> task index
+        since: dict[Any, float] = {}  # handle -> submission time (monotonic)
         start = time.perf_counter()
         with _Progress(len(items), self.describe(), progress) as bar:
             try:
@@ -302,11 +338,19 @@ class Executor(ABC):
                     while queue and len(running) < limit:
                         i = queue.popleft()
                         attempts[i] += 1
-                        running[self._submit(fn, items[i])] = i
+                        handle = self._submit(fn, items[i])
+                        running[handle], since[handle] = i, time.monotonic()
                         bar.started()
-                    for handle in self._wait(list(running)):
+                    wait_for = None
+                    if timeout is not None:
+                        wait_for = max(0.0, min(since.values()) + timeout - time.monotonic())
+                    ready = self._wait(list(running)) if wait_for is None else \
+                        self._wait(list(running), wait_for)
+                    finished = [(h, self._collect(h)) for h in ready]
+                    finished += self._expire(running, since, finished, timeout, queue, attempts, bar)
+                    for handle, att in finished:
                         i = running.pop(handle)
-                        att = self._collect(handle)
+                        since.pop(handle)
                         if not att.ok and attempts[i] <= retries:
                             log.warning("task %r failed on attempt %d of %d, retrying: %s",
                                         keys[i], attempts[i], retries + 1,
@@ -323,6 +367,30 @@ class Executor(ABC):
                     self._cancel(list(running))
         log.info("%s: %d tasks, %d failed, %.2f s", self.describe(), bar.done, bar.failed,
                  time.perf_counter() - start)
+
+    def _expire(self, running: dict[Any, int], since: dict[Any, float],
+                finished: list[tuple[Any, _Attempt]], timeout: float | None,
+                queue: deque[int], attempts: list[int],
+                bar: _Progress) -> list[tuple[Any, _Attempt]]:
+        """Stop the attempts past ``timeout``; return them as failed attempts. Attempts lost
+        as a side effect are put back in the queue without counting against their retries."""
+        if timeout is None:
+            return []
+        done = {h for h, _ in finished}
+        now = time.monotonic()
+        expired = [h for h in running if h not in done and now - since[h] >= timeout]
+        if not expired:
+            return []
+        others = [h for h in running if h not in done and h not in expired]
+        for h in self._abort(expired, others):
+            i = running.pop(h)
+            since.pop(h)
+            attempts[i] -= 1
+            queue.appendleft(i)
+            bar.ended(None)
+        error = (f"TimeoutError: the attempt ran longer than timeout={timeout:g} s and was "
+                 f"stopped by the {self.kind} executor")
+        return [(h, _Attempt(False, None, error, now - since[h], "")) for h in expired]
 
 
 def _task_keys(items: list[Any], key: Callable[[Any], Any] | None, fn_name: str) -> list[str]:
@@ -346,10 +414,12 @@ class LocalExecutor(Executor):
     def __init__(self) -> None:
         self.workers = 1
 
+    supports_timeout = False  # the task runs in this thread: nothing can stop it
+
     def _submit(self, fn: Callable[[Any], Any], task: Any) -> _Attempt:
         return _call(fn, task)  # the handle is the finished attempt
 
-    def _wait(self, handles: list[Any]) -> list[Any]:
+    def _wait(self, handles: list[Any], timeout: float | None = None) -> list[Any]:
         return handles
 
     def _collect(self, handle: Any) -> _Attempt:
@@ -429,11 +499,25 @@ class ProcessExecutor(Executor):
         future.repscope_pool = pool  # which pool to replace if this attempt finds it broken
         return future
 
-    def _wait(self, handles: list[Any]) -> list[Any]:
+    def _wait(self, handles: list[Any], timeout: float | None = None) -> list[Any]:
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
         return list(done)
+
+    def _abort(self, expired: list[Any], others: list[Any]) -> list[Any]:
+        """A pool cannot stop one worker's task: kill every worker and start a fresh pool;
+        the other running attempts are lost with it and are re-run."""
+        pool = self._pool
+        if pool is None:
+            return []
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(Exception):
+                proc.kill()
+        log.warning("%d attempt(s) ran past the timeout: replaced the process pool (%d other "
+                    "running attempt(s) will be re-run)", len(expired), len(others))
+        self._discard_pool()
+        return [h for h in others if getattr(h, "repscope_pool", None) is pool]
 
     def _collect(self, handle: Any) -> _Attempt:
         from concurrent.futures.process import BrokenProcessPool
@@ -505,9 +589,9 @@ class RayExecutor(Executor):
     def _submit(self, fn: Callable[[Any], Any], task: Any) -> Any:
         return self._remote.remote(fn, task)
 
-    def _wait(self, handles: list[Any]) -> list[Any]:
-        ready, rest = self._ray.wait(handles, num_returns=1)
-        if rest:
+    def _wait(self, handles: list[Any], timeout: float | None = None) -> list[Any]:
+        ready, rest = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        if ready and rest:
             more, _ = self._ray.wait(rest, num_returns=len(rest), timeout=0)
             ready += more
         return ready
@@ -663,6 +747,7 @@ def run_sweep(
     retries: int = 1,
     progress: bool = False,
     max_in_flight: int | None = None,
+    timeout: float | None = None,
 ) -> Iterator[TaskOutcome]:
     """:meth:`Executor.map` over the tasks that ``record`` does not list as done.
 
@@ -678,7 +763,7 @@ def run_sweep(
                  len(items), len(pending))
     keyf = _default_key if key is None else key
     outcomes = executor.map(fn, pending, key=keyf, retries=retries, progress=progress,
-                            max_in_flight=max_in_flight)  # checks its arguments now
+                            max_in_flight=max_in_flight, timeout=timeout)  # checks arguments now
     return outcomes if record is None else _recorded(outcomes, record)
 
 
@@ -705,6 +790,7 @@ def map_reduce(
     retries: int = 1,
     progress: bool = False,
     max_in_flight: int | None = None,
+    timeout: float | None = None,
 ) -> R:
     """``reduce_fn`` folded over ``map_fn(shard)`` for every shard, merged in shard order.
 
@@ -726,12 +812,13 @@ def map_reduce(
     retries = check_int(retries, "retries", "map_reduce", low=0)
     limit = executor.default_in_flight() if max_in_flight is None else check_int(
         max_in_flight, "max_in_flight", "map_reduce", low=1)
+    timeout, limit = executor._check_timeout(timeout, limit, "map_reduce")
     executor._check_fn(map_fn)
     acc = initial
     pending: dict[int, Any] = {}  # partial results waiting for their predecessors
     next_i = 0
     outcomes = executor._schedule(map_fn, items, [str(i) for i in range(len(items))], retries,
-                                  progress, limit)
+                                  progress, limit, timeout)
     try:
         for out in outcomes:
             if not out.ok:

@@ -109,6 +109,9 @@ class AnalyzeConfig:
     address: str | None = field(default=None, metadata=_help(
         "Ray cluster address ('auto', 'ray://host:10001'); None starts a local Ray."))
     retries: int = field(default=1, metadata=_help("Retries of a failing task."))
+    task_timeout: float | None = field(default=None, metadata=_help(
+        "Seconds one task attempt may run before it is stopped and counted as failed "
+        "(process/ray executors)."))
     report: bool = field(default=True, metadata=_help("Write report.html after the run."))
 
 
@@ -430,6 +433,14 @@ def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[s
         raise PlanError(f"The 'permutations' option must be an int >= 0. Got {cfg.permutations!r}.")
     if cfg.retries < 0:
         raise PlanError(f"The 'retries' option must be an int >= 0. Got {cfg.retries!r}.")
+    if cfg.task_timeout is not None:
+        if not cfg.task_timeout > 0:
+            raise PlanError(f"The 'task_timeout' option must be a number of seconds > 0. "
+                            f"Got {cfg.task_timeout!r}.")
+        if cfg.executor == "local":
+            raise PlanError("The 'task_timeout' option needs executor 'process' or 'ray': the "
+                            "local executor runs tasks in this process and cannot stop one. "
+                            f"Got task_timeout={cfg.task_timeout!r} with executor 'local'.")
     dry_n = min(cfg.max_rows or 256, 256)
     return resolve_measures(cfg.measures, labels=cfg.labels, pairs=cfg.pairs, seed=cfg.seed,
                             device=cfg.device, dry_run_rows=dry_n)

@@ -273,7 +273,7 @@ def _execute(cfg: AnalyzeConfig, tasks: list[Task]) -> Iterator[tuple[Task, list
     with make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address) as ex:
         # the driver shows its own per-stage progress bar, so the executor's stays off
         for outcome in ex.map(run_task, batch, key=lambda t: t.key, retries=cfg.retries,
-                              progress=False):
+                              progress=False, timeout=cfg.task_timeout):
             task = by_key[outcome.key]
             yield task, (outcome.result.rows if outcome.error is None
                          else _failed_rows(task, outcome.error))
@@ -290,7 +290,7 @@ def _run_stream(ex: Any, task: Task, cfg: AnalyzeConfig) -> list[dict[str, Any]]
         states = stream_states(ex, task.store, task.layers[0], list(task.shards),
                                tuple(sorted({it.measure for it in task.items})),
                                device=None if cfg.device == "cpu" else cfg.device,
-                               retries=cfg.retries)
+                               retries=cfg.retries, timeout=cfg.task_timeout)
     except Exception as exc:  # a range failed after its retries: every item records it
         log.warning("streaming %s failed: %s", task.label, exc)
         return _failed_rows(task, f"{type(exc).__name__}: {exc}")

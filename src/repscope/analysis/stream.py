@@ -79,7 +79,7 @@ def merge_states(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 def stream_states(executor: Any, store: str, layer: str, ranges: list[tuple[int, int]],
                   measures: tuple[str, ...], *, device: str | None = None, retries: int = 1,
-                  batch_rows: int = 65536) -> dict[str, Any]:
+                  batch_rows: int = 65536, timeout: float | None = None) -> dict[str, Any]:
     """Map :func:`map_shard` over ``ranges`` on ``executor`` and merge in range order.
 
     Raises :class:`~repscope.analysis.executors.TaskFailedError` when a range still fails
@@ -90,7 +90,7 @@ def stream_states(executor: Any, store: str, layer: str, ranges: list[tuple[int,
     shards = [StreamShard(str(store), layer, lo, hi, tuple(measures), device, batch_rows)
               for lo, hi in ranges]
     log.debug("streaming %s of %s over %d ranges for %s", layer, store, len(shards), measures)
-    return map_reduce(executor, map_shard, merge_states, shards, retries=retries)
+    return map_reduce(executor, map_shard, merge_states, shards, retries=retries, timeout=timeout)
 
 
 def compute_from_states(name: str, states: Mapping[str, Any],
