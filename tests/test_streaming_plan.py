@@ -21,8 +21,8 @@ MEASURES = (*STREAMED, "_toy_pr")
 
 def _cfg(store, out, **kw):
     kw.setdefault("measures", MEASURES)
-    return AnalyzeConfig(store=store.path, out=out, max_rows=None, report=False,
-                         pairs="none", **kw)
+    kw.setdefault("pairs", "none")
+    return AnalyzeConfig(store=store.path, out=out, max_rows=None, report=False, **kw)
 
 
 def test_stream_shards_are_whole_store_shards(store):
@@ -141,3 +141,36 @@ def test_process_executor_streams_to_the_same_values(store, tmp_path):
     b = load_results(pool.db_path).set_index("key").sort_index()
     assert pool.n_failed == 0 and len(b) == len(STREAMED) * len(LAYERS)
     np.testing.assert_array_equal(a.value.to_numpy(), b.value.to_numpy())
+
+
+def test_streamable_pair_measures_stream_over_all_rows(store, tmp_path):
+    """cka_linear on layer pairs over every row: map over row ranges reading the layers in
+    lockstep, one accumulator per pair, ordered merge; equal to the in-memory matrix path."""
+    kw = {"measures": ("cka_linear", "cka_linear:precision=mixed"), "pairs": "all"}
+    cfg = _cfg(store, tmp_path / "s", stream_rows=100, **kw)
+    plan = make_plan(cfg, store, store.path, *check_config(cfg))
+    streams = [t for t in plan.tasks if t.kind == "stream"]
+    assert len(streams) == 2 and {t.kind for t in plan.tasks} == {"stream"}
+    assert all(t.shards == ((0, 100), (100, 200), (200, 240)) for t in streams)
+    assert "layer pairs, streamed, 3 shards" in streams[0].label
+    # permutation p-values need the rows in memory: the matrix task stays
+    perm = replace(cfg, permutations=5)
+    assert {t.kind for t in make_plan(perm, store, store.path, *check_config(perm)).tasks} == {"matrix"}
+
+    streamed = analyze(cfg)
+    batch = analyze(_cfg(store, tmp_path / "b", **kw))
+    assert streamed.n_failed == batch.n_failed == 0
+    s = load_results(streamed.db_path).set_index("key")
+    b = load_results(batch.db_path).set_index("key")
+    assert sorted(s.index) == sorted(b.index) and len(s) > 0
+    for key, row in s.iterrows():
+        tol = 1e-10 if json.loads(row.params)["precision"] == "float64" else 1e-6
+        np.testing.assert_allclose(row.value, b.loc[key, "value"], rtol=0, atol=tol)
+        assert json.loads(row.extra)["map_shards"] == 3 and row.n == store.n_rows
+    # and the float64 values equal the measure on the whole layers
+    from repscope.measures.similarity import cka_linear
+
+    a, c = LAYERS[0], LAYERS[-1]
+    got = s[(s.measure == "cka_linear") & (s.layer == a) & (s.layer_b == c)]
+    got = got[[json.loads(p)["precision"] == "float64" for p in got.params]].value.iloc[0]
+    assert got == pytest.approx(cka_linear(store.read(a), store.read(c)).value, abs=1e-10)

@@ -173,9 +173,9 @@ class Task:
     ``kind='layer'``: every single measure on one layer, sharing one kNN table.
     ``kind='matrix'``: one pair measure on layer pairs, each layer prepared once
     (:func:`repscope.similarity_matrix.similarity_matrix`).
-    ``kind='stream'``: the streamable measures of one layer over all rows, run as one map task
-    per row range in ``shards`` and an ordered merge of their accumulators
-    (:mod:`repscope.analysis.stream`).
+    ``kind='stream'``: the streamable measures of one layer (or one streamable pair measure on
+    layer pairs) over all rows, run as one map task per row range in ``shards`` and an ordered
+    merge of their accumulators (:mod:`repscope.analysis.stream`).
     """
 
     key: str
@@ -199,6 +199,9 @@ class Task:
     def label(self) -> str:
         if self.kind == "layer":
             return self.layers[0]
+        if self.kind == "stream" and self.items and self.items[0].layer_b is not None:
+            return (f"{self.items[0].measure} ({len(self.items)} layer pairs, streamed, "
+                    f"{len(self.shards)} shards)")
         if self.kind == "stream":
             return f"{self.layers[0]} (streamed, {len(self.shards)} shards)"
         return f"{self.items[0].measure} ({len(self.items)} layer pairs)"
@@ -511,7 +514,9 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
     one checkpoint of a sweep: its name and step go into ``source`` and into every result key.
     When every row is selected and the store has more than ``cfg.stream_rows`` rows, the
     streamable single measures of each layer form a ``'stream'`` task (map over row ranges +
-    merge) instead of joining the layer task, which loads the layer's rows at once.
+    merge) instead of joining the layer task, which loads the layer's rows at once; so do the
+    layer pairs of a streamable pair measure (without permutations) instead of a ``'matrix'``
+    task, which loads every layer at once.
     """
     from repscope import registry
     from repscope.config import config_to_dict
@@ -546,7 +551,11 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
         perm = (cfg.permutations,) if cfg.permutations else ()  # p-values change the result
         items = tuple(Item(_key(base, a, b, m.name, m.params, *perm), m.name, m.variant,
                            m.params, a, b) for a, b in pairs)
-        if items:
+        if items and len(shards) > 1 and not cfg.permutations and _streamable_pair(m.name):
+            tasks.append(dataclasses.replace(  # every row, map over ranges + merge per pair
+                _task(store_path, "stream", tuple(layers), rows, items, None),
+                shards=tuple(shards)))
+        elif items:
             tasks.append(dataclasses.replace(
                 _task(store_path, "matrix", tuple(layers), rows, items, cfg.labels),
                 permutations=cfg.permutations, seed=cfg.seed))
@@ -560,6 +569,15 @@ def _streamable(name: str) -> bool:
 
     spec = registry.get(name)
     return spec.accumulator is not None and spec.kind == "single" and not spec.needs_labels
+
+
+def _streamable_pair(name: str) -> bool:
+    """A pair measure with an accumulator ``init(d_x, d_y)`` / ``update(X, Y)`` (e.g.
+    ``cka_linear``); streamed over all rows unless permutation p-values are asked for."""
+    from repscope import registry
+
+    spec = registry.get(name)
+    return spec.accumulator is not None and spec.kind == "pair" and not spec.needs_labels
 
 
 def stream_shards(store: Any, target_rows: int) -> list[tuple[int, int]]:

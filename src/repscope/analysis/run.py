@@ -283,22 +283,38 @@ def _execute(cfg: AnalyzeConfig, tasks: list[Task]) -> Iterator[tuple[Task, list
 
 def _run_stream(ex: Any, task: Task, cfg: AnalyzeConfig) -> list[dict[str, Any]]:
     """One stream task: map its row ranges on ``ex``, merge, compute every item's estimate."""
-    from repscope.analysis.stream import compute_from_states, stream_states
+    from repscope.analysis.stream import (
+        compute_from_states,
+        init_params,
+        pair_state_key,
+        stream_pair_states,
+        stream_states,
+    )
 
+    pairs = task.items[0].layer_b is not None
     t0 = time.perf_counter()
     try:
-        states = stream_states(ex, task.store, task.layers[0], list(task.shards),
-                               tuple(sorted({it.measure for it in task.items})),
-                               device=None if cfg.device == "cpu" else cfg.device,
-                               retries=cfg.retries, timeout=cfg.task_timeout)
+        if pairs:
+            states = stream_pair_states(
+                ex, task.store, [(it.measure, it.layer, it.layer_b, it.params) for it in task.items],
+                list(task.shards), retries=cfg.retries, timeout=cfg.task_timeout)
+        else:
+            states = stream_states(ex, task.store, task.layers[0], list(task.shards),
+                                   tuple(sorted({it.measure for it in task.items})),
+                                   device=None if cfg.device == "cpu" else cfg.device,
+                                   retries=cfg.retries, timeout=cfg.task_timeout)
     except Exception as exc:  # a range failed after its retries: every item records it
         log.warning("streaming %s failed: %s", task.label, exc)
         return _failed_rows(task, f"{type(exc).__name__}: {exc}")
     map_seconds = time.perf_counter() - t0
     rows = []
     for it in task.items:
-        row = _timed(it, lambda it=it: compute_from_states(it.measure, states, it.params),
-                     task.rows.n)
+        if pairs:
+            key = pair_state_key(it.measure, it.layer, it.layer_b, init_params(it.measure, it.params))
+            compute = (lambda it=it, key=key: states[key].compute(dict(it.params)))
+        else:
+            compute = (lambda it=it: compute_from_states(it.measure, states, it.params))
+        row = _timed(it, compute, task.rows.n)
         row["seconds"] += map_seconds / len(task.items)
         row.setdefault("extra", {})["map_shards"] = len(task.shards)
         rows.append(row)

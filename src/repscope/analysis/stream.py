@@ -28,7 +28,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["StreamShard", "compute_from_states", "map_shard", "merge_states", "stream_states"]
+__all__ = [
+    "PairStreamShard",
+    "StreamShard",
+    "compute_from_states",
+    "map_pair_shard",
+    "map_shard",
+    "merge_states",
+    "pair_state_key",
+    "stream_pair_states",
+    "stream_states",
+]
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +112,73 @@ def compute_from_states(name: str, states: Mapping[str, Any],
 
     empty = registry.get(name).accumulator(1)  # type: ignore[misc]
     return replace(empty, state=states[empty.state_key].state).compute(dict(params))
+
+
+# ------------------------------------------------------------------------ pair measures
+
+
+@dataclass(frozen=True)
+class PairStreamShard:
+    """One map task of streamed pair measures: rows ``[start, stop)`` of several layers.
+
+    ``pairs`` lists ``(measure, layer_a, layer_b, init)`` with ``init`` the accumulator's
+    construction parameters as sorted ``(name, value)`` tuples (e.g. ``precision``)."""
+
+    store: str
+    layers: tuple[str, ...]
+    "Every layer some pair reads; each is read once per batch."
+    pairs: tuple[tuple[str, str, str, tuple[tuple[str, Any], ...]], ...]
+    start: int
+    stop: int
+    batch_rows: int = 65536
+
+
+def pair_state_key(measure: str, a: str, b: str, init: tuple[tuple[str, Any], ...]) -> str:
+    """The state of one pair measure on layers ``a``, ``b`` with accumulator parameters ``init``."""
+    return f"{measure}|{a}|{b}|{init!r}"
+
+
+def init_params(name: str, params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The parameters of ``params`` that measure ``name``'s accumulator takes at construction."""
+    import inspect
+
+    from repscope import registry
+
+    factory = registry.get(name).accumulator
+    accepted = set(inspect.signature(factory).parameters) - {"d_x", "d_y"}  # type: ignore[arg-type]
+    return tuple(sorted((k, v) for k, v in params.items() if k in accepted))
+
+
+def map_pair_shard(shard: PairStreamShard) -> dict[str, Any]:
+    """One accumulator per pair (``pair_state_key -> accumulator``) over the shard's rows; the
+    layers are read in lockstep, ``batch_rows`` rows at a time."""
+    from repscope import registry
+    from repscope.capture import ActivationStore
+
+    store = ActivationStore.open(shard.store)
+    states = {pair_state_key(m, a, b, init): registry.get(m).accumulator(  # type: ignore[misc]
+        store.dim(a), store.dim(b), **dict(init)) for m, a, b, init in shard.pairs}
+    rows = slice(shard.start, shard.stop)
+    readers = [store.iter_batches(layer, batch_size=shard.batch_rows, rows=rows)
+               for layer in shard.layers]
+    for batch in zip(*readers, strict=True):
+        X = dict(zip(shard.layers, batch, strict=True))  # layer -> (b, d_layer)
+        for m, a, b, init in shard.pairs:
+            key = pair_state_key(m, a, b, init)
+            states[key] = states[key].update(X[a], X[b])
+    return states
+
+
+def stream_pair_states(executor: Any, store: str, items: list[tuple[str, str, str, Mapping[str, Any]]],
+                       ranges: list[tuple[int, int]], *, retries: int = 1,
+                       batch_rows: int = 65536, timeout: float | None = None) -> dict[str, Any]:
+    """Map :func:`map_pair_shard` over ``ranges`` for every ``(measure, a, b, params)`` of
+    ``items`` and merge in range order; look states up with :func:`pair_state_key`."""
+    from repscope.analysis.executors import map_reduce
+
+    pairs = tuple(dict.fromkeys((m, a, b, init_params(m, params)) for m, a, b, params in items))
+    layers = tuple(dict.fromkeys(layer for _, a, b, _ in pairs for layer in (a, b)))
+    shards = [PairStreamShard(str(store), layers, pairs, lo, hi, batch_rows) for lo, hi in ranges]
+    log.debug("streaming %d pair states of %s over %d ranges", len(pairs), store, len(shards))
+    return map_reduce(executor, map_pair_shard, merge_states, shards, retries=retries,
+                      timeout=timeout)
