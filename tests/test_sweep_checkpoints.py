@@ -129,6 +129,60 @@ def test_report_has_the_over_training_view(sweep, tmp_path):
     assert {"training_effective_rank.png", "training_anisotropy.png"} <= names
 
 
+def test_every_section_can_show_every_checkpoint(sweep):
+    """A checkpoint picker switches the per-layer sections between checkpoints; each view holds
+    that checkpoint's own results (the checkpoints have different weights)."""
+    from repscope.report.data import gather
+
+    cfg, run = sweep
+    data = gather(run.db_path)
+    assert [v.name for v in data.views] == [f"checkpoint-{s}" for s in STEPS]
+    assert [v.step for v in data.views] == list(STEPS)
+    for v in data.views:
+        assert sorted(s.label for s in v.series) == sorted(SINGLE)
+        assert [m.label for m in v.matrices] == list(PAIR)
+        assert v.n_results == len(SINGLE) * len(LAYERS) + 3  # + the 3 upper-triangle CKA pairs
+    first, last = (next(s for s in v.series if s.label == "effective_rank") for v in
+                   (data.views[0], data.views[-1]))
+    assert first.values != last.values
+    assert data.views[-1].series == data.series  # the last view is what a plain report shows
+    text = run.report_path.read_text()
+    assert text.count("<option value=") == len(STEPS)
+    assert "<option value='2' selected>checkpoint-20 (step 20)</option>" in text
+    views = re.findall(r"<div class='ckpt-view' data-ckpt='(\d)'( hidden)?>", text)
+    assert {(i, h) for i, h in views} == {("0", " hidden"), ("1", " hidden"), ("2", "")}
+    ids = set(re.findall(r'id="(ckpt\d-plot-[\w-]+)"', text))
+    for i in range(len(STEPS)):
+        assert f"ckpt{i}-plot-family-spectrum" in ids and f"ckpt{i}-plot-sim-0" in ids
+
+
+@pytest.mark.browser
+def test_the_checkpoint_picker_switches_views_in_a_browser(sweep):
+    from test_browser_report import _PROBE, ARGS, CHROMIUM, _browser
+
+    sync_api = _browser()
+    _, run = sweep
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(run.report_path.resolve().as_uri())
+            page.wait_for_function("document.body.dataset.plotsRendered !== undefined",
+                                   timeout=60_000)
+            visible = "() => Array.from(document.querySelectorAll('.ckpt-view'))" \
+                      ".filter(v => !v.hidden).map(v => v.dataset.ckpt)"
+            assert set(page.evaluate(visible)) == {"2"}
+            page.select_option("#rs-ckpt", "0")
+            assert set(page.evaluate(visible)) == {"0"}
+            shown = [pr for pr in page.evaluate(_PROBE) if pr["id"].startswith("ckpt0-")]
+        finally:
+            browser.close()
+    assert errors == []
+    assert shown and all(pr["svg"] >= 1 and pr["width"] > 200 for pr in shown), shown
+
+
 def test_one_checkpoint_gives_the_empty_state(training_run, tmp_path):
     _, ckpts, _ = training_run
     cfg = _cfg(training_run, tmp_path, checkpoints=str(ckpts / "checkpoint-10"),

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAMILIES", "Matrix", "ReportData", "Series", "TrainingSeries", "gather",
-           "preferred_spectrum"]
+__all__ = ["FAMILIES", "CheckpointView", "Matrix", "ReportData", "Series", "TrainingSeries",
+           "gather", "preferred_spectrum"]
 
 #: family -> panel title, in report order (pair measures: 'similarity').
 FAMILIES: dict[str, str] = {
@@ -77,6 +77,20 @@ class TrainingSeries:
 
 
 @dataclass(frozen=True)
+class CheckpointView:
+    """The per-layer content of one checkpoint of a sweep (what the report's checkpoint picker
+    switches between)."""
+
+    name: str
+    step: int | None
+    series: list[Series]
+    matrices: list[Matrix]
+    spectra: dict[str, dict[str, np.ndarray]]
+    local: dict[str, dict[str, np.ndarray]]
+    n_results: int
+
+
+@dataclass(frozen=True)
 class ReportData:
     """The content of a report; empty lists mean 'not run' and render as empty states."""
 
@@ -102,6 +116,8 @@ class ReportData:
     "The sweep's checkpoints (name, step, store, source_id); empty outside a sweep."
     training: list[TrainingSeries] = field(default_factory=list)
     "Scalar measures over checkpoints; only with more than one checkpoint."
+    views: list[CheckpointView] = field(default_factory=list)
+    "Every checkpoint's results in training order; only with more than one checkpoint."
 
 
 def _label(measure: str, variant: str | None) -> str:
@@ -163,6 +179,8 @@ def gather(db_path: str | Path, run_id: str | None = None) -> ReportData:
     other = int((~(mine | sweep)).sum())
     training = _training(df[sweep & (df["status"] == "ok") & (df["kind"] == "single")],
                          checkpoints, plan.get("layers") or []) if len(checkpoints) > 1 else []
+    views = _views(df[sweep & (df["status"] == "ok")], checkpoints,
+                   list(plan.get("layers") or _layer_order(df[sweep]))) if len(checkpoints) > 1 else []
     df = df[mine]
     layers = list(plan.get("layers") or _layer_order(df))
     ok = df[df["status"] == "ok"]
@@ -178,8 +196,20 @@ def gather(db_path: str | Path, run_id: str | None = None) -> ReportData:
         run={k: (str(run[k]) if run[k] is not None else None) for k in run.index
              if k not in ("plan", "provenance")},
         n_results=int(len(ok)), n_other_sources=other, registered=_registered(),
-        checkpoints=checkpoints, training=training,
+        checkpoints=checkpoints, training=training, views=views,
     )
+
+
+def _views(ok: Any, checkpoints: list[dict[str, Any]], layers: list[str]) -> list[CheckpointView]:
+    """One :class:`CheckpointView` per checkpoint, from its successful results."""
+    views = []
+    for c in checkpoints:
+        df = ok[ok["source_id"] == c.get("source_id")]
+        views.append(CheckpointView(
+            str(c.get("name")), None if c.get("step") is None else int(c["step"]),
+            _series(df[df["kind"] == "single"], layers), _matrices(df[df["kind"] == "pair"], layers),
+            _arrays(df, "eigenvalues"), _arrays(df, "local"), int(len(df))))
+    return views
 
 
 def _training(df: Any, checkpoints: list[dict[str, Any]], layers: list[str]

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from repscope.report.data import (
     gather,
     preferred_spectrum,
 )
+from repscope.report.features import FeaturePageInfo
 
 __all__ = ["render_report", "write_report"]
 
@@ -46,9 +48,12 @@ def write_report(db_path: str | Path, out: str | Path | None = None, *,
     """
     from repscope._io import atomic_write_text
 
+    from repscope.report.features import find_feature_pages
+
     data = gather(db_path, run_id)
     out = Path(out) if out is not None else Path(data.db_path).with_name("report.html")
-    atomic_write_text(out, render_report(data))
+    pages = find_feature_pages(out.parent)  # `repscope sae inspect` pages under the report's dir
+    atomic_write_text(out, render_report(data, feature_pages=pages))
     return out
 
 
@@ -240,11 +245,14 @@ def _layer_color(i: int, n: int) -> str:
 class _Page:
     """Accumulates sections and figures; renders the final document."""
 
-    def __init__(self) -> None:
-        self.figures: list[dict[str, Any]] = []
+    def __init__(self, prefix: str = "", figures: list[dict[str, Any]] | None = None) -> None:
+        self.prefix = prefix
+        "Prepended to plot ids (one sub-page per checkpoint shares the figure list)."
+        self.figures: list[dict[str, Any]] = [] if figures is None else figures
         self.sections: list[tuple[str, str, str]] = []  # (id, title, html)
 
     def plot(self, fig: dict[str, Any], plot_id: str) -> str:
+        plot_id = self.prefix + plot_id
         self.figures.append({"id": plot_id, **fig})
         n = len(fig["data"])
         return (f'<div class="rs-plot" id="{plot_id}" data-traces="{n}" '
@@ -310,7 +318,8 @@ def _training_section(page: _Page, data: ReportData) -> None:
     else:
         names = ", ".join(html.escape(str(c.get("name"))) for c in data.checkpoints)
         note = (f"<p class='note'>{len(data.checkpoints)} checkpoints ({names}); one line per "
-                "layer. The other sections show the last checkpoint.</p>")
+                "layer. The checkpoint picker in the bar at the top chooses which checkpoint the "
+                "other sections show (the last one at first).</p>")
         by_family: dict[str, list[TrainingSeries]] = {}
         for ts in data.training:
             by_family.setdefault(ts.family, []).append(ts)
@@ -446,6 +455,72 @@ def _provenance_section(page: _Page, data: ReportData) -> None:
     page.section("provenance", "Provenance", body)
 
 
+def _features_section(page: _Page, pages: Sequence[FeaturePageInfo]) -> None:
+    """Links to the sparse-feature pages (``repscope sae inspect``) under the report's directory."""
+    if not pages:
+        return
+    head = ("<tr><th>feature page</th><th>layer</th><th>architecture</th><th>d_in</th>"
+            "<th>d_sae</th><th>FVU</th><th>L0</th><th>SAE</th></tr>")
+    body = []
+    for p in pages:
+        s = p.summary
+        text = [html.escape("" if s.get(k) is None else str(s.get(k)))
+                for k in ("layer", "architecture", "d_in", "d_sae")]
+        cells = [*text, *(_fmt(_number(s.get(k))) for k in ("fvu", "l0_mean")),
+                 html.escape(str(s.get("sae") or ""))]
+        tds = "".join(f"<td>{c}</td>" for c in cells)
+        body.append(f"<tr><td class='name'><a class='feature-page' href='{html.escape(p.href)}'>"
+                    f"{html.escape(p.title)}</a></td>{tds}</tr>")
+    page.section("features", "Sparse features",
+                 "<p class='note'>Sparse-autoencoder feature pages (<code>repscope sae inspect</code>) "
+                 "found next to this report: top-activating inputs per latent. FVU and L0 on the "
+                 "rows the page inspected.</p>"
+                 f"<div class='scroll'><table class='grid'>{head}{''.join(body)}</table></div>")
+
+
+def _number(v: Any) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _per_checkpoint(page: _Page, data: ReportData,
+                    section: Callable[[_Page, ReportData], None]) -> None:
+    """``section`` as is, or in a sweep once per checkpoint, each in a ``ckpt-view`` block of
+    which the picker shows one (the last checkpoint at first)."""
+    if not data.views:
+        section(page, data)
+        return
+    titles: dict[str, str] = {}
+    bodies: dict[str, list[str]] = {}
+    last = len(data.views) - 1
+    for i, view in enumerate(data.views):
+        sub = _Page(prefix=f"ckpt{i}-", figures=page.figures)
+        section(sub, replace(data, series=view.series, matrices=view.matrices,
+                             spectra=view.spectra, local=view.local, n_results=view.n_results))
+        for sid, title, body in sub.sections:
+            titles[sid] = title
+            hidden = "" if i == last else " hidden"
+            bodies.setdefault(sid, []).append(
+                f"<div class='ckpt-view' data-ckpt='{i}'{hidden}>"
+                f"<p class='note ckpt-label'>Checkpoint <b>{html.escape(view.name)}</b>"
+                f"{'' if view.step is None else f' (step {view.step})'}</p>{body}</div>")
+    for sid, title in titles.items():
+        page.section(sid, title, "".join(bodies[sid]))
+
+
+def _checkpoint_picker(data: ReportData) -> str:
+    if not data.views:
+        return ""
+    options = "".join(
+        f"<option value='{i}'{' selected' if i == len(data.views) - 1 else ''}>"
+        f"{html.escape(v.name)}{'' if v.step is None else f' (step {v.step})'}</option>"
+        for i, v in enumerate(data.views))
+    return (f"<label class='picker'>Checkpoint <select id='rs-ckpt' "
+            f"aria-label='Checkpoint shown'>{options}</select></label>")
+
+
 def _header(data: ReportData) -> str:
     src = data.plan.get("source", {})
     rows = data.plan.get("rows", {})
@@ -464,23 +539,24 @@ def _header(data: ReportData) -> str:
             f"<div class='cards'>{card_html}</div></header>")
 
 
-def render_report(data: ReportData) -> str:
-    """The complete HTML document for ``data`` (plotly.js inlined)."""
+def render_report(data: ReportData, *, feature_pages: Sequence[FeaturePageInfo] = ()) -> str:
+    """The complete HTML document for ``data`` (plotly.js inlined); ``feature_pages`` adds a
+    "Sparse features" section linking to them."""
     from plotly.offline import get_plotlyjs
     from plotly.utils import PlotlyJSONEncoder
 
     from repscope._version import __version__
 
     page = _Page()
-    _scalar_sections(page, data)
+    _per_checkpoint(page, data, _scalar_sections)
     _training_section(page, data)
-    _similarity_section(page, data)
-    _spectra_section(page, data)
-    _local_section(page, data)
-    _table_section(page, data)
+    for section in (_similarity_section, _spectra_section, _local_section, _table_section):
+        _per_checkpoint(page, data, section)
+    _features_section(page, feature_pages)
     _status_section(page, data)
     _provenance_section(page, data)
     nav = "".join(f"<a href='#{sid}'>{html.escape(title)}</a>" for sid, title, _ in page.sections)
+    nav += _checkpoint_picker(data)
     sections = "".join(f"<section id='{sid}'><h2>{html.escape(title)}</h2>{body}</section>"
                        for sid, title, body in page.sections)
     figs = json.dumps(page.figures, cls=PlotlyJSONEncoder).replace("</", "<\\/")
@@ -505,6 +581,8 @@ header { background:linear-gradient(120deg,#16325c,#1f5fa8); color:#fff; padding
 nav { position:sticky; top:0; z-index:10; background:#fff; border-bottom:1px solid var(--line);
       padding:10px 40px; display:flex; gap:22px; flex-wrap:wrap; }
 nav a { color:var(--accent); text-decoration:none; font-weight:600; font-size:13px; }
+nav .picker { margin-left:auto; font-size:13px; color:var(--muted); }
+nav select { font:inherit; margin-left:6px; }
 main { max-width:1280px; margin:0 auto; padding:10px 40px 60px; }
 section { background:#fff; border:1px solid var(--line); border-radius:12px; padding:18px 24px;
           margin:22px 0; box-shadow:0 1px 2px rgba(16,24,40,.04); }
@@ -551,6 +629,17 @@ _TEMPLATE = """<!DOCTYPE html>
   const config = {{responsive: true, displaylogo: false}};
   Promise.all(figures.map(f => Plotly.newPlot(f.id, f.data, f.layout, config)))
     .then(() => {{ document.body.dataset.plotsRendered = String(figures.length); }});
+  const picker = document.getElementById('rs-ckpt');
+  if (picker) {{
+    picker.addEventListener('change', () => {{
+      document.querySelectorAll('.ckpt-view').forEach(v => {{
+        v.hidden = v.dataset.ckpt !== picker.value;
+      }});
+      document.querySelectorAll('.ckpt-view:not([hidden]) .rs-plot')
+        .forEach(el => Plotly.Plots.resize(el));
+      document.body.dataset.checkpoint = picker.value;
+    }});
+  }}
 }})();
 </script>
 </body></html>
