@@ -39,7 +39,7 @@ LOW = [
     lambda: M.sphere(1200, 2, ambient=6, seed=1),
     lambda: M.helix_1d(1200, seed=1),
     lambda: M.curve(1200, 13, seed=1),
-    lambda: M.swiss_roll(1200, seed=1),
+    lambda: M.swiss_roll(1200, variant="classic", seed=1),
     lambda: M.moebius(1200, seed=1),
     lambda: M.gaussian_subspace(1200, 3, 50, seed=1),
     lambda: M.nonlinear(1200, 4, 8, seed=1),
@@ -54,7 +54,8 @@ def test_low_id_recovered_within_tolerance(make):
     for name, tol in LOW_TOL.items():
         est = _run(name, X, nb)
         assert isinstance(est, IDEstimate) and est.measure == name
-        # on curves (d = 1) curvature adds angular spread: ESS reads up to 1.3 (docs/dimension.md)
+        # ESS is first-order sensitive to curvature (docs/dimension.md, "ESS on curves"): on these
+        # 1-D curves at n = 1200, k = 20 it reads 1 + O(k/n) (<= 1.3); tests/test_manifolds_ess.py
         slack = 0.3 if name == "ess" and d == 1 else tol * d
         assert abs(est.value - d) <= slack, (name, est.value, d)
 
