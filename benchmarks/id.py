@@ -5,7 +5,10 @@ case of issue 3. Each tool runs in its own subprocess (so peak RSS is its own), 
 points, and the driver prints and writes a Markdown table.
 
 * repscope: one exact neighbour table (k = 32) + TwoNN + MLE (k = 20) + GRIDE (with its
-  multiscale curve) + local MLE from that table.
+  multiscale curve) + local MLE from that table, with the default search strategy ("auto":
+  certified low-rank pruning when the spectrum says it pays, here the data has rank 10).
+* repscope_brute: the same panel with ``knn(..., strategy="brute")`` (full 768-dimensional
+  products), in its own process of the same run.
 * matmul: a float32 product of the same size, X @ X.T computed in the same row blocks as the
   neighbour search (the hardware limit for exact search); timed in its own process (peak RSS)
   and also inside the repscope process right before and after the search (same load), which
@@ -18,6 +21,7 @@ Competitors are NOT repscope dependencies: install them in a separate venv
 
     python benchmarks/id.py --quick            # n = 5000
     python benchmarks/id.py --n 20000 50000    # the issue's sizes
+    python benchmarks/id.py --n 20000 --tools repscope repscope_brute   # repscope only
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def _peak_mb() -> float:
 # ------------------------------------------------------------------------------ workers
 
 
-def work_repscope(X: np.ndarray) -> dict:
+def work_repscope(X: np.ndarray, strategy: str = "auto") -> dict:
     import warnings
 
     from repscope.measures.dimension import gride, local_mle, mle, twonn
@@ -59,7 +63,7 @@ def work_repscope(X: np.ndarray) -> dict:
     warnings.simplefilter("ignore")
     mm_before = _blocked_matmul(X)
     t0, c0 = time.perf_counter(), time.process_time()
-    nb = knn(X, 32)
+    nb = knn(X, 32, strategy=strategy)
     t_knn, c_knn = time.perf_counter() - t0, time.process_time() - c0
     est = {
         "twonn": twonn(X, neighbors=nb).value,
@@ -76,7 +80,13 @@ def work_repscope(X: np.ndarray) -> dict:
     return {"seconds": seconds, "panel_cpu_seconds": cpu_seconds, "knn_seconds": t_knn,
             "knn_cpu_seconds": c_knn,
             "mm_seconds": (mm_before[0] + mm_after[0]) / 2,
-            "mm_cpu_seconds": (mm_before[1] + mm_after[1]) / 2, "estimates": est}
+            "mm_cpu_seconds": (mm_before[1] + mm_after[1]) / 2, "estimates": est,
+            "search": {"strategy": nb.strategy, "rank": nb.rank,
+                       "fallback_fraction": nb.fallback_fraction}}
+
+
+def work_repscope_brute(X: np.ndarray) -> dict:
+    return work_repscope(X, strategy="brute")
 
 
 def _blocked_matmul(X: np.ndarray) -> tuple[float, float]:
@@ -123,8 +133,9 @@ def work_dadapy(X: np.ndarray) -> dict:
     return {"seconds": time.perf_counter() - t0, "estimates": est}
 
 
-WORKERS = {"repscope": work_repscope, "matmul": work_matmul, "skdim": work_skdim,
-           "dadapy": work_dadapy}
+WORKERS = {"repscope": work_repscope, "repscope_brute": work_repscope_brute,
+           "matmul": work_matmul, "skdim": work_skdim, "dadapy": work_dadapy}
+PANELS = ("repscope", "repscope_brute")
 
 
 # ------------------------------------------------------------------------------ driver
@@ -139,42 +150,54 @@ def _run_worker(tool: str, n: int) -> dict:
 
 
 def _table(results: dict) -> str:
-    lines = ["| n | tool | wall s | CPU s | kNN wall s | peak RSS MB | estimates |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| n | tool | wall s | CPU s | kNN wall s | kNN CPU s | search | peak RSS MB | estimates |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for n, per in results.items():
         for tool, r in per.items():
             if "error" in r:
-                lines.append(f"| {n} | {tool} | error: {r['error']} | | | | |")
+                lines.append(f"| {n} | {tool} | error: {r['error']} | | | | | | |")
                 continue
             est = ", ".join(f"{k}={v:.3f}" for k, v in r["estimates"].items())
-            knn_s = f"{r['knn_seconds']:.1f}" if "knn_seconds" in r else ""
-            lines.append(f"| {n} | {tool} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {knn_s} "
-                         f"| {r['peak_mb']:.0f} | {est} |")
+            knn_s = f"{r['knn_seconds']:.2f} | {r['knn_cpu_seconds']:.2f}" if "knn_seconds" in r else " | "
+            sr = r.get("search")
+            search = (f"{sr['strategy']} r={sr['rank']} fallback={sr['fallback_fraction']:.3f}"
+                      if sr else "")
+            lines.append(f"| {n} | {tool} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {knn_s} "
+                         f"| {search} | {r['peak_mb']:.0f} | {est} |")
     return "\n".join(lines)
 
 
 def _ratios(results: dict) -> str:
     out = []
     for n, per in results.items():
-        rs = per.get("repscope", {})
-        if "seconds" not in rs:
-            continue
-        line = [f"n={n}:"]
-        if "mm_seconds" in rs:
-            line.append(f"kNN / matmul in the same process = {rs['knn_seconds'] / rs['mm_seconds']:.2f} "
-                        f"(wall), {rs['knn_cpu_seconds'] / rs['mm_cpu_seconds']:.2f} (CPU)")
-        if "seconds" in per.get("matmul", {}):
-            mm = per["matmul"]
-            line.append(f"kNN / matmul = {rs['knn_seconds'] / mm['seconds']:.2f} (wall), "
-                        f"{rs['knn_cpu_seconds'] / mm['cpu_seconds']:.2f} (CPU)")
-        for tool in ("skdim", "dadapy"):
-            if "seconds" in per.get(tool, {}):
-                line.append(f"{tool} / repscope panel = {per[tool]['seconds'] / rs['seconds']:.1f}x")
-                for key, v in per[tool]["estimates"].items():
-                    mine = rs["estimates"].get(key)
-                    if mine is not None:
-                        line.append(f"{key} diff vs {tool} = {100 * (mine - v) / v:+.2f}%")
-        out.append("; ".join(line))
+        for panel in PANELS:
+            rs = per.get(panel, {})
+            if "seconds" not in rs:
+                continue
+            line = [f"n={n} {panel}:"]
+            if "mm_seconds" in rs:
+                line.append(f"kNN / matmul in the same process = "
+                            f"{rs['knn_seconds'] / rs['mm_seconds']:.2f} (wall), "
+                            f"{rs['knn_cpu_seconds'] / rs['mm_cpu_seconds']:.2f} (CPU)")
+            if "seconds" in per.get("matmul", {}):
+                mm = per["matmul"]
+                line.append(f"kNN / matmul = {rs['knn_seconds'] / mm['seconds']:.2f} (wall), "
+                            f"{rs['knn_cpu_seconds'] / mm['cpu_seconds']:.2f} (CPU)")
+            for tool in ("skdim", "dadapy"):
+                if "seconds" in per.get(tool, {}):
+                    line.append(f"{tool} / panel = {per[tool]['seconds'] / rs['seconds']:.1f}x (wall), "
+                                f"{per[tool]['cpu_seconds'] / rs['cpu_seconds']:.1f}x (CPU)")
+                    for key, v in per[tool]["estimates"].items():
+                        mine = rs["estimates"].get(key)
+                        if mine is not None:
+                            line.append(f"{key} diff vs {tool} = {100 * (mine - v) / v:+.2f}%")
+            out.append("; ".join(line))
+        a, b = per.get("repscope", {}), per.get("repscope_brute", {})
+        if "seconds" in a and "seconds" in b:
+            out.append(f"n={n}: brute / auto = {b['knn_seconds'] / a['knn_seconds']:.2f}x kNN wall, "
+                       f"{b['knn_cpu_seconds'] / a['knn_cpu_seconds']:.2f}x kNN CPU, "
+                       f"{b['seconds'] / a['seconds']:.2f}x panel wall; same estimates: "
+                       f"{a['estimates'] == b['estimates']}")
     return "\n".join(out)
 
 

@@ -1,21 +1,29 @@
 """TopK SAE training throughput: repscope vs SAELens and sparsify on the same arrays, in one run.
 
-    /work/venvs/E/bin/python benchmarks/sae.py            # d_in = 384 and 768, 16x, k = 32
-    /work/venvs/E/bin/python benchmarks/sae.py --quick    # smoke run (small shapes, few steps)
+    OMP_NUM_THREADS=2 /work/venvs/E/bin/python benchmarks/sae.py   # d_in = 384, 768; 16x; k = 32
+    /work/venvs/E/bin/python benchmarks/sae.py --libraries repscope,sparsify --dims 768
+    /work/venvs/E/bin/python benchmarks/sae.py --quick             # smoke run (small shapes)
 
 The venv needs repscope (``pip install -e .``) and ``benchmarks/requirements-sae.txt``; torch
-must be installed first and pinned (``pip install torch==2.13.0``). Both trainers get the same
+must be installed first and pinned (``pip install torch==2.13.0``). All trainers get the same
 float32 arrays, batch size, d_sae, k and step count; rows come from a synthetic sparse
-dictionary so the runs do real work. Reported: steady-state tokens/s (steps after the first two),
-and the fraction of the machine's measured float32 matmul throughput reached, counting the work
-of a dense TopK step as ``10 * batch * d_in * d_sae`` flops (encoder forward 2, encoder weight
-gradient 2, decoder forward 2, decoder backward 4, in units of ``batch * d_in * d_sae``).
+dictionary so the runs do real work. Each step, in every library: read a random batch, TopK
+encode, decode, reconstruction loss plus the AuxK term over dead latents (dead = no firing in
+the last 50 batches, so none in a 30-step run: AuxK is computed by nobody here), backward,
+decoder-gradient tangent projection, Adam, decoder renormalisation, dead-latent counters.
+The libraries alternate (A B C A B C ...) and each keeps its best of ``--repeats`` runs.
+Reported: tokens/s of the median step after the first two (robust to a moment of contention;
+the mean is printed too), and the fraction of the machine's measured float32 matmul
+throughput reached, counting the work of a dense TopK step as ``10 * batch * d_in * d_sae``
+flops (encoder forward 2, encoder weight gradient 2, decoder forward 2, decoder backward 4, in
+units of ``batch * d_in * d_sae``); the load average at start and end is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -103,51 +111,73 @@ def run_sparsify(X: np.ndarray, d_sae: int, k: int, batch: int, steps: int) -> l
     return stamps
 
 
-def steady_tokens_per_s(stamps: list[float], batch: int) -> float:
-    t = np.asarray(stamps)
-    return batch * (len(t) - 3) / (t[-1] - t[2]) if len(t) > 3 else float("nan")
+def steady_tokens_per_s(stamps: list[float], batch: int, warmup: int = 2) -> tuple[float, float]:
+    """(median-step, mean) tokens/s over the steps after the first ``warmup``: the median step
+    time is robust to another process taking the cores for a moment; the mean is the older
+    figure (total rows / total time)."""
+    dt = np.diff(np.asarray(stamps))[warmup:]
+    if len(dt) < 1:
+        return float("nan"), float("nan")
+    return batch / float(np.median(dt)), batch / float(dt.mean())
+
+
+RUNNERS = {"repscope": run_repscope, "sae-lens": run_saelens, "sparsify": run_sparsify}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes, few steps")
-    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="steps per run (default 30; quick 6)")
     ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=2,
+    ap.add_argument("--repeats", type=int, default=3,
                     help="alternate the libraries this many times and keep each one's best run")
+    ap.add_argument("--libraries", default=",".join(RUNNERS),
+                    help="comma-separated subset of " + ", ".join(RUNNERS))
+    ap.add_argument("--dims", default=None, help="comma-separated d_in values (default 384,768)")
     ap.add_argument("--json", default=None, help="write results to this file")
     args = ap.parse_args()
-    dims = [64] if args.quick else [384, 768]
-    steps = args.steps or (6 if args.quick else 10)
+    dims = [int(d) for d in args.dims.split(",")] if args.dims else ([64] if args.quick else [384, 768])
+    steps = args.steps or (6 if args.quick else 30)
     batch = args.batch or (256 if args.quick else 1024)
     k, expansion = (8, 4) if args.quick else (32, 16)
+    names = [n.strip() for n in args.libraries.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(RUNNERS))
+    if unknown:
+        ap.error(f"unknown libraries {unknown}; choose from {sorted(RUNNERS)}")
     torch.manual_seed(0)
+    load_start = os.getloadavg()
     peak = matmul_gflops(2048, 2048, 2048)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; float32 GEMM 2048^3: {peak:.1f} GFLOP/s")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch "
+          f"{torch.__version__}, threads {torch.get_num_threads()}; float32 GEMM 2048^3: {peak:.1f} "
+          f"GFLOP/s; load average {load_start[0]:.2f}")
     rows = []
     for d in dims:
         d_sae = expansion * d
         X = synthetic(max(batch * (steps + 2), 8192), d)
         shape_peak = matmul_gflops(batch, d, d_sae)
         flops = 10 * batch * d * d_sae
-        best: dict[str, float] = {}
-        for _ in range(args.repeats):  # A B A B: contention hits both alike
-            for name, fn in (("repscope", run_repscope), ("sae-lens", run_saelens),
-                             ("sparsify", run_sparsify)):
+        best: dict[str, tuple[float, float]] = {}
+        for _ in range(args.repeats):  # A B C A B C: contention hits all alike
+            for name in names:
                 try:
-                    tps = steady_tokens_per_s(fn(X, d_sae, k, batch, steps), batch)
+                    tps = steady_tokens_per_s(RUNNERS[name](X, d_sae, k, batch, steps), batch)
                 except ImportError as exc:
                     print(f"{name}: not installed ({exc})")
                     continue
-                best[name] = max(best.get(name, 0.0), tps)
-        for name, tps in best.items():
+                best[name] = max(best.get(name, (0.0, 0.0)), tps)
+        for name, (tps, mean_tps) in best.items():
             frac = tps / batch * flops / 1e9 / peak
             rows.append({"library": name, "d_in": d, "d_sae": d_sae, "k": k, "batch": batch,
-                         "steps": steps, "repeats": args.repeats, "tokens_per_s": tps, "fraction_of_gemm_peak": frac,
-                         "gemm_peak_gflops": peak, "gemm_shape_gflops": shape_peak})
-            print(f"{name:9s} d_in={d:4d} d_sae={d_sae:6d} k={k}: {tps:9.0f} tokens/s, "
-                  f"{100 * frac:5.1f}% of GEMM peak")
+                         "steps": steps, "repeats": args.repeats, "tokens_per_s": tps,
+                         "tokens_per_s_mean": mean_tps, "fraction_of_gemm_peak": frac,
+                         "gemm_peak_gflops": peak, "gemm_shape_gflops": shape_peak,
+                         "threads": torch.get_num_threads()})
+            print(f"{name:9s} d_in={d:4d} d_sae={d_sae:6d} k={k}: {tps:9.0f} tokens/s (median step; "
+                  f"mean {mean_tps:.0f}), {100 * frac:5.1f}% of GEMM peak")
+    load_end = os.getloadavg()
+    print(f"load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f} (1 min)")
+    for row in rows:
+        row["load_average"] = [load_start[0], load_end[0]]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

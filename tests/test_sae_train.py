@@ -131,3 +131,35 @@ def test_train_from_activation_store(tmp_path):
         assert torch.equal(tensor, from_store.state_dict()[name]), name
     with pytest.raises(ValueError, match="Layer 'nope' is not in the store"):
         train_sae(store, cfg, layer="nope")
+
+
+def test_decoder_tangent_projection_and_storage_order_adam():
+    from repscope.dictionaries.sae import build_sae
+    from repscope.dictionaries.train import _adam, _sync_grads, remove_parallel_grad
+
+    torch.manual_seed(0)
+    W = torch.nn.Parameter(torch.randn(2500, 7, dtype=torch.float64))  # > one projection block
+    W.grad = torch.randn(2500, 7, dtype=torch.float64)
+    unit = W.detach() / W.detach().norm(dim=1, keepdim=True)
+    expected = W.grad - (W.grad * unit).sum(1, keepdim=True) * unit
+    remove_parallel_grad(W)
+    assert torch.allclose(W.grad, expected, atol=1e-12)
+    assert (W.grad * W.detach()).sum(1).abs().max() < 1e-10
+    # the optimiser updates W_enc through its contiguous (d_sae, d_in) storage: no copies,
+    # and the same update as plain Adam over the parameters
+    sae = build_sae("topk", 6, 20, k=2)
+    ref = build_sae("topk", 6, 20, k=2)
+    opt, tensors = _adam(sae, 1e-2)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2, betas=(0.9, 0.999), eps=6.25e-10)
+    assert all(t.is_contiguous() for t in tensors)
+    assert tensors[[n for n, _ in sae.named_parameters()].index("W_enc")].data_ptr() == sae.W_enc.data_ptr()
+    x = torch.randn(16, 6)
+    for _ in range(3):
+        for model, o in ((sae, opt), (ref, ref_opt)):
+            model.zero_grad(set_to_none=True)
+            model.training_loss(x).loss.backward()
+            if o is opt:
+                _sync_grads(sae, tensors)
+            o.step()
+    for (name, p), q in zip(sae.named_parameters(), ref.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name

@@ -23,6 +23,33 @@ distance ratios degenerate (``r1 = 0``). The ``duplicates`` policy decides what 
 Exact duplicates are found by hashing rows (any group size). Near duplicates are merged through
 neighbour edges shorter than the threshold (single linkage), so a near-duplicate cluster larger
 than ``k + 1`` rows can be merged only partially; exact duplicates never are.
+
+Low-rank pruning (``strategy="lowrank"``, chosen by ``"auto"`` when it pays)
+---------------------------------------------------------------------------
+When the rows (centred) lie close to an ``r``-dimensional subspace with ``r`` well below ``d``,
+most of the full-dimensional arithmetic is wasted. Split each centred row ``c_i = x_i - mu``
+into its coordinates ``p_i = V_r^T c_i`` in an orthonormal basis ``V_r`` (d, r) of the top
+principal directions and its residual ``e_i = c_i - V_r p_i`` (computed explicitly in float64),
+of norm ``rho_i``. Since ``e_i`` is orthogonal to the subspace,
+
+    ||x_i - x_j||^2 = ||p_i - p_j||^2 + rho_i^2 + rho_j^2 - 2 e_i.e_j,   |e_i.e_j| <= rho_i rho_j,
+
+so with ``M_ij = ||p_i - p_j||^2 + rho_i^2 + rho_j^2`` (an ``r``-dimensional product, blockwise as
+in the brute search) every squared distance lies in ``[M_ij - 2 rho_i rho_j, M_ij + 2 rho_i rho_j]``.
+For each row the ``k + extra`` smallest ``M`` are the candidates. The row is **certified** when
+the ``k``-th smallest upper bound among its candidates is below a lower bound valid for every
+non-candidate (the largest candidate ``M`` minus ``2 rho_i max_j rho_j``): no non-candidate can
+then be among the ``k`` nearest. All bounds carry rigorous rounding margins (the float32
+expanded product, the float64 projection, the relative error of the re-ranking distances), so a
+certified row gets exactly the table of the brute search: the same candidates re-ranked by the
+same direct float64 distances with the same tie rule. Rows that fail (typically those whose
+residual is not small against the gap between their ``k``-th and further neighbours) are searched
+again by the brute path. ``"auto"`` estimates the spectrum from a seeded subsample of 256 rows,
+takes the smallest ``r`` leaving at most a ``1e-4`` fraction of the variance, uses pruning only
+when ``d >= 2 r + 64`` and ``r <= 128`` (what 256 rows can vouch for), and switches to the brute
+search if more than half of a first probe block of 512 rows fails the certificate. Cosine
+distances are Euclidean distances of the unit rows, which are pruned the same way. This is standard bound-based pruning (a distance bounded by that
+of a projection plus what the projection leaves out), specialised to an exact, certified table.
 """
 
 from __future__ import annotations
@@ -51,8 +78,17 @@ log = logging.getLogger(__name__)
 METRICS = ("euclidean", "cosine")
 POLICIES = ("drop", "weight", "raise", "keep")
 BACKENDS = ("exact", "faiss", "pynndescent")
+STRATEGIES = ("auto", "brute", "lowrank")
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 _EXTRA_CANDIDATES = 4  # float32 candidates beyond k, re-ranked with exact distances
+# Low-rank pruning (module docstring). The thresholds only decide speed, never correctness.
+_LOWRANK_EXTRA = 8  # candidates beyond k in the projected search
+_LOWRANK_TAIL = 1e-4  # variance fraction the r principal directions may leave out
+_LOWRANK_SAMPLE = 256  # rows of the seeded subsample whose spectrum chooses r (auto: r <= 128)
+_LOWRANK_MIN_SAVING = 64  # auto prunes only when d >= 2 r + this (selection costs ~ that much)
+_PROBE_ROWS = 512  # auto: rows of the first (probe) block
+_PROBE_MAX_FAIL = 0.5  # auto: switch to brute when more of the probe rows fail the certificate
+_NUMPY_ON_CPU = True  # numpy fast paths for CPU tensors (off: the accelerator code runs on CPU)
 
 
 @dataclass(frozen=True)
@@ -109,6 +145,12 @@ class Neighbors:
     "The duplicates policy and what it found."
     n_features: int = 0
     "Columns of the X the table was computed on (checked when the table is reused)."
+    strategy: str = "brute"
+    "Exact search that ran: 'brute' or 'lowrank' (certified pruning); 'approximate' otherwise."
+    rank: int = 0
+    "Dimension ``r`` of the principal subspace the 'lowrank' search ranked in (0 for brute)."
+    fallback_fraction: float = 0.0
+    "Fraction of rows the 'lowrank' search handed to the brute search (failed certificate)."
 
     @property
     def n(self) -> int:
@@ -145,6 +187,7 @@ def knn(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    strategy: str = "auto",
 ) -> Neighbors:
     """The ``k`` nearest neighbours of every row of ``X`` (shape ``(n, d)``), self excluded.
 
@@ -158,7 +201,12 @@ def knn(
     device : torch device for the search; defaults to the device of a tensor input, else CPU.
     memory_budget : bytes allowed for one block of the ranking matrix.
     dtype : dtype of the candidate search (float32 default; float64 for a bit-exact ranking).
-    seed : seeds the approximate backends.
+    seed : seeds the approximate backends and the subsample of the ``"auto"`` spectrum.
+    strategy : exact backend only. ``"brute"`` ranks with full ``d``-dimensional products;
+        ``"lowrank"`` ranks in the top principal subspace with certified bounds and re-searches
+        the rows it cannot certify by brute force (module docstring); ``"auto"`` (default) uses
+        ``"lowrank"`` when the spectrum says it pays. All three return the same table; the one
+        that ran is ``Neighbors.strategy`` (with ``rank`` and ``fallback_fraction``).
     """
     fn = "knn"
     X = check_array(X, fn, min_samples=2)
@@ -167,6 +215,7 @@ def knn(
     check_choice(metric, "metric", fn, METRICS)
     check_choice(duplicates, "duplicates", fn, POLICIES)
     check_choice(backend, "backend", fn, BACKENDS)
+    check_choice(strategy, "strategy", fn, STRATEGIES)
     tol = check_float(tol, "tol", fn, low=0.0)
     memory_budget = check_int(memory_budget, "memory_budget", fn, low=2**16)
     if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
@@ -176,6 +225,8 @@ def knn(
     device = torch.device(device)
 
     P = _prepare(X, metric, device, dtype)
+    if backend == "exact" and strategy != "brute":
+        P = _with_lowrank(P, strategy, dtype, seed)
     threshold = tol * P.rms_radius
     kept, inverse, mult = _exact_groups(as_numpy(X))
     n_groups = kept.shape[0]
@@ -184,12 +235,12 @@ def knn(
     if duplicates == "keep":
         kept, inverse, mult = np.arange(n), np.arange(n), np.ones(n, dtype=np.int64)
     search = _searcher(backend, metric, device, dtype, memory_budget, seed)
-    idx, dist = _search_checked(search, P, kept, k, n, duplicates)
+    idx, dist, info = _search_checked(search, P, kept, k, n, duplicates)
     if duplicates != "keep" and threshold > 0:
         merged = _merge_near(idx, dist, threshold, kept, inverse, mult)
         if merged is not None:
             kept, inverse, mult = merged
-            idx, dist = _search_checked(search, P, kept, k, n, duplicates)
+            idx, dist, info = _search_checked(search, P, kept, k, n, duplicates)
         n_groups = kept.shape[0]
     elif threshold > 0:
         n_groups = min(n_groups, n - _count_near(dist, threshold))
@@ -200,7 +251,7 @@ def knn(
                              mult.astype(np.int64), inverse.astype(np.int64))
     if fraction > 0:
         log.info("knn: %.3g of %d rows are duplicates (policy %r)", fraction, n, duplicates)
-    return Neighbors(idx, dist, metric, k, backend == "exact", backend, report, d)
+    return Neighbors(idx, dist, metric, k, backend == "exact", backend, report, d, *info)
 
 
 def _raise_duplicates(fraction: float, n: int, tol: float, threshold: float) -> None:
@@ -255,22 +306,57 @@ def count_pairs_within(
 @dataclass(frozen=True)
 class _Prepared:
     search: torch.Tensor
-    "(n, d) in the search dtype: centred rows (euclidean) or unit rows (cosine)."
+    "(n, d) in the search dtype: centred rows (euclidean) or centred unit rows (cosine)."
     ref: torch.Tensor
     "(n, d) rows whose float64 differences give exact distances: X itself, or unit rows."
     rms_radius: float
     "sqrt(mean squared distance to the centroid) of the rows the metric sees."
+    center: torch.Tensor
+    "(d,) float64 centroid of ``ref``."
+    lowrank: _LowRank | None = None
+    "The projected rows of the low-rank search, when it is used."
 
     def subset(self, rows: np.ndarray) -> _Prepared:
         if rows.shape[0] == self.search.shape[0]:
             return self
         r = torch.as_tensor(rows, device=self.search.device)
-        return _Prepared(self.search[r], self.ref[r], self.rms_radius)
+        low = None if self.lowrank is None else self.lowrank.subset(r)
+        return _Prepared(self.search[r], self.ref[r], self.rms_radius, self.center, low)
+
+
+@dataclass(frozen=True)
+class _LowRank:
+    """Rows split into principal coordinates and residual norms (module docstring)."""
+
+    proj: torch.Tensor
+    "(n, r) coordinates ``p_i`` rounded to the search dtype."
+    bias: torch.Tensor
+    "(n,) ``t_i`` rounded to the search dtype: the row term of the ranking ``t_j - 2 p_i.p_j``."
+    t: np.ndarray
+    "(n,) float64 ``t_i = |p_i|^2 + rho_i^2`` (= ``|c_i|^2``), on the host."
+    rho: np.ndarray
+    "(n,) float64 residual norms ``rho_i``, on the host."
+    gamma: float
+    "Relative margin of the ranking: ``|M_hat - M| <= gamma (t_i + t_j)``."
+    slack: float
+    "Absolute margin for every float64 rounding (centring, projection, residual)."
+    auto: bool = False
+    "Chosen by strategy='auto': hand everything to the brute search if the probe block fails."
+
+    @property
+    def rank(self) -> int:
+        return int(self.proj.shape[1])
+
+    def subset(self, r: torch.Tensor) -> _LowRank:
+        rn = r.cpu().numpy()
+        return _LowRank(self.proj[r], self.bias[r], self.t[rn], self.rho[rn], self.gamma,
+                        self.slack, self.auto)
 
 
 def _prepare(X: ArrayLike, metric: str, device: torch.device, dtype: torch.dtype) -> _Prepared:
-    """Search copy (centred for Euclidean: exact translation invariance and less cancellation;
-    unit rows for cosine) and the reference rows for exact distances; chunked float64 work."""
+    """Search copy (centred rows, or centred unit rows for cosine: exact translation invariance
+    and less cancellation in the expanded form) and the reference rows for exact distances;
+    chunked float64 work."""
     Xo = as_torch(X, device=device)  # (n, d), not copied when possible
     n, d = Xo.shape
     chunk = max(1, 2**20 // d)  # float64 chunks of 8 MB: reused heap memory, not fresh maps
@@ -300,8 +386,8 @@ def _prepare(X: ArrayLike, metric: str, device: torch.device, dtype: torch.dtype
     search = torch.empty((n, d), dtype=dtype, device=device)
     for lo in range(0, n, chunk):
         rows = ref[lo:lo + chunk].to(torch.float64)
-        search[lo:lo + chunk] = rows if metric == "cosine" else rows - mean
-    return _Prepared(search, ref, rms)
+        search[lo:lo + chunk] = rows - mean
+    return _Prepared(search, ref, rms, mean)
 
 
 def _prepare_numpy(ref: torch.Tensor, metric: str, dtype: torch.dtype) -> _Prepared:
@@ -313,13 +399,11 @@ def _prepare_numpy(ref: torch.Tensor, metric: str, dtype: torch.dtype) -> _Prepa
     sq = float(np.einsum("ij,ij->", A, A, dtype=np.float64))
     rms = float(np.sqrt(max(sq / n - float(mean @ mean), 0.0)))
     out = np.empty(A.shape, dtype=np.float32 if dtype == torch.float32 else np.float64)
-    if metric == "cosine":
-        out[...] = A
-    elif np.float64 in (A.dtype, out.dtype):
+    if np.float64 in (A.dtype, out.dtype):  # unit rows (cosine) are float64
         np.subtract(A, mean, out=out, casting="same_kind")  # centred in float64, then rounded
     else:
         np.subtract(A, mean.astype(A.dtype), out=out)  # exact near the centre: a translation
-    return _Prepared(torch.from_numpy(out), ref, rms)
+    return _Prepared(torch.from_numpy(out), ref, rms, torch.from_numpy(mean))
 
 
 def _exact_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -404,29 +488,53 @@ def _blocks(n_query: int, n_ref: int, budget: int, itemsize: int):
 def _searcher(backend, metric, device, dtype, budget, seed):
     if backend == "exact":
         return lambda P, k: _exact_search(P, k, metric, budget)
+    approx = ("approximate", 0, 0.0)
     if backend == "faiss":
-        return lambda P, k: _refine(P, _faiss_candidates(P.search, k), k, metric)
-    return lambda P, k: _refine(P, _pynndescent_candidates(P.search, k, seed), k, metric)
+        return lambda P, k: (*_refine(P, _faiss_candidates(P.search, k), k, metric), approx)
+    return lambda P, k: (*_refine(P, _pynndescent_candidates(P.search, k, seed), k, metric), approx)
 
 
 def _exact_search(P: _Prepared, k: int, metric: str, budget: int):
-    """Blockwise exact search: candidates in the search dtype, then re-ranking by direct distances."""
+    """(indices, distances, (strategy, rank, fallback fraction)) of the exact search."""
+    n = P.search.shape[0]
+    out_idx = np.empty((n, k), dtype=np.int64)
+    out_dist = np.empty((n, k), dtype=np.float64)
+    if P.lowrank is None:
+        _brute_search(P, np.arange(n), k, metric, budget, out_idx, out_dist)
+        return out_idx, out_dist, ("brute", 0, 0.0)
+    failed = _lowrank_search(P, k, metric, budget, out_idx, out_dist)
+    if failed.size:
+        _brute_search(P, failed, k, metric, budget, out_idx, out_dist)
+    return out_idx, out_dist, ("lowrank", P.lowrank.rank, failed.size / n)
+
+
+def _brute_search(P: _Prepared, rows: np.ndarray, k: int, metric: str, budget: int,
+                  out_idx: np.ndarray, out_dist: np.ndarray) -> None:
+    """Blockwise exact search of the query ``rows`` (sorted int64) against all rows of ``P``:
+    candidates in the search dtype, then re-ranking by direct distances, written in place."""
     Xs = P.search  # (n, d)
     n = Xs.shape[0]
     sq = (Xs * Xs).sum(1)  # (n,)
     c = min(n - 1, k + (0 if Xs.dtype == torch.float64 else _EXTRA_CANDIDATES))
-    out_idx = np.empty((n, k), dtype=np.int64)
-    out_dist = np.empty((n, k), dtype=np.float64)
-    blocks = list(_blocks(n, n, budget, Xs.element_size()))
+    blocks = list(_blocks(rows.size, n, budget, Xs.element_size()))
     # One block buffer reused by every block: a fresh (b, n) tensor per block is a large
     # allocation the OS maps and zero-fills anew each time (~15 % of the product's time on CPU).
     buf = torch.empty((blocks[0][1] - blocks[0][0], n), dtype=Xs.dtype, device=Xs.device)
     for lo, hi in blocks:
-        R = torch.addmm(sq[None, :], Xs[lo:hi], Xs.T, alpha=-2.0, out=buf[: hi - lo])  # (b, n)
-        R.diagonal(lo).fill_(float("inf"))  # R[i, lo + i]: the query itself
+        q = rows[lo:hi]
+        if _contiguous(q):
+            R = torch.addmm(sq[None, :], Xs[q[0]:q[-1] + 1], Xs.T, alpha=-2.0, out=buf[: hi - lo])
+            R.diagonal(int(q[0])).fill_(float("inf"))  # R[i, q0 + i]: the query itself
+        else:
+            qt = torch.as_tensor(q, device=Xs.device)
+            R = torch.addmm(sq[None, :], Xs[qt], Xs.T, alpha=-2.0, out=buf[: hi - lo])  # (b, n)
+            R[torch.arange(hi - lo, device=Xs.device), qt] = float("inf")
         cand = _smallest(R, c)  # (b, c)
-        out_idx[lo:hi], out_dist[lo:hi] = _rerank(P.ref, lo, hi, cand, k, metric)
-    return out_idx, out_dist
+        out_idx[q], out_dist[q] = _rerank(P.ref, q, cand, k, metric)
+
+
+def _contiguous(q: np.ndarray) -> bool:
+    return q.size > 0 and int(q[-1]) - int(q[0]) == q.size - 1
 
 
 def _smallest(R: torch.Tensor, c: int, group: int = 8) -> torch.Tensor:
@@ -454,12 +562,212 @@ def _smallest(R: torch.Tensor, c: int, group: int = 8) -> torch.Tensor:
     return torch.gather(cols, 1, sel)
 
 
-def _rerank(ref, lo, hi, cand, k, metric):
-    """Distances of the candidates from direct coordinate differences (no cancellation:
-    relative error ~ eps of X's dtype), sorted by (distance, index); the first ``k`` kept."""
-    if ref.device.type == "cpu":
-        return _rerank_cpu(ref, lo, hi, cand.numpy(), k, metric)
-    d2 = _candidate_sqdist(ref, lo, hi, cand)  # (b, c) float64
+# ------------------------------------------------------------------------- low-rank pruning
+
+
+def _with_lowrank(P: _Prepared, strategy: str, dtype: torch.dtype, seed: int) -> _Prepared:
+    """``P`` with its projected rows when the low-rank search is used, else ``P`` unchanged."""
+    d = P.ref.shape[1]
+    if strategy == "auto" and d < 2 + _LOWRANK_MIN_SAVING:
+        return P  # too few columns to save anything
+    V = _sample_basis(P, seed, strategy == "auto")  # (d, r) or None
+    if V is None:
+        return P
+    return replace(P, lowrank=_project(P, V, dtype, strategy == "auto"))
+
+
+def _sample_basis(P: _Prepared, seed: int, auto: bool) -> np.ndarray | None:
+    """(d, r) float64 orthonormal basis of the top principal directions of a seeded subsample
+    of the centred rows: the smallest ``r`` leaving out at most ``_LOWRANK_TAIL`` of its
+    variance. With ``auto``, None when pruning would not pay (``d < 2 r + 64``), or when the
+    subsample cannot tell (``m`` rows show at most ``m - 1`` directions; trusted for ``r <= m/2``).
+
+    The spectrum comes from the smaller Gram matrix (``C C^T`` (m, m) or ``C^T C`` (d, d)),
+    on the CPU in float64; the basis is orthonormalised by Householder QR (any orthonormal
+    basis keeps the search exact; a better one certifies more rows).
+    """
+    n, d = P.ref.shape
+    m = min(n, _LOWRANK_SAMPLE)
+    rows = np.sort(np.random.default_rng(seed).choice(n, m, replace=False)) if m < n else np.arange(n)
+    if P.ref.device.type == "cpu":
+        S = P.ref.numpy()[rows]  # (m, d)
+    else:
+        S = P.ref[torch.as_tensor(rows, device=P.ref.device)].cpu().numpy()
+    C = np.subtract(S, P.center.cpu().numpy())  # (m, d) float64, host
+    # small dense algebra in numpy (no change to torch's global thread settings)
+    G = C @ C.T if m < d else C.T @ C
+    lam = np.clip(np.linalg.eigvalsh(G)[::-1], 0.0, None)  # descending
+    tail = np.append(np.cumsum(lam[::-1])[::-1], 0.0)  # tail[j]: left out by the first j
+    r = max(1, int(np.argmax(tail <= _LOWRANK_TAIL * tail[0])))
+    if auto and (d < 2 * r + _LOWRANK_MIN_SAVING or 2 * r > m):
+        log.debug("knn: rank %d of %d columns (subsample of %d rows), brute search", r, d, m)
+        return None
+    W = np.linalg.eigh(G)[1][:, ::-1][:, :r]  # top r eigenvectors
+    V = C.T @ W if m < d else W  # (d, r) principal directions (scaled if m < d)
+    return np.linalg.qr(V)[0]
+
+
+def _unit_roundoff(dtype: torch.dtype, device: torch.device) -> float:
+    """Unit roundoff of products in ``dtype`` on ``device``: float32 products are assumed to
+    round like TF32 or bfloat16 when any torch setting (legacy or per-backend) allows it."""
+    if dtype == torch.float64:
+        return 2.0**-53
+    roundoff = {"highest": 2.0**-24, "ieee": 2.0**-24, "none": 2.0**-24, "high": 2.0**-11,
+                "tf32": 2.0**-11}
+    modes = []
+    try:
+        modes.append(torch.get_float32_matmul_precision())
+    except RuntimeError:  # legacy and new settings mixed: assume the least precise
+        modes.append("bf16")
+    backends = [torch.backends, torch.backends.cuda.matmul if device.type == "cuda"
+                else getattr(torch.backends.mkldnn, "matmul", None)]
+    modes += [str(getattr(b, "fp32_precision", "none")) for b in backends if b is not None]
+    if device.type == "cuda":
+        try:
+            modes.append("tf32" if torch.backends.cuda.matmul.allow_tf32 else "none")
+        except RuntimeError:
+            modes.append("bf16")
+    return max(roundoff.get(m, 2.0**-8) for m in modes)
+
+
+def _project(P: _Prepared, V: np.ndarray, dtype: torch.dtype, auto: bool) -> _LowRank:
+    """Coordinates ``p_i = V^T c_i`` and residual norms ``rho_i = |c_i - V p_i|`` of the
+    centred rows ``c_i = ref_i - mu``, all in float64 (the residual explicitly, not as
+    ``|c|^2 - |p|^2``, which cancels), and the rounding margins of the projected ranking.
+    numpy on the CPU (faster float64 elementwise work), torch on accelerators."""
+    n, d = P.ref.shape
+    r = V.shape[1]
+    dev = P.ref.device
+    sdtype = torch.float64 if dtype == torch.float64 else torch.float32
+    cpu = dev.type == "cpu" and _NUMPY_ON_CPU
+    ref = P.ref.numpy() if cpu else P.ref
+    mu = P.center.numpy() if cpu else P.center
+    Vx = V if cpu else torch.as_tensor(V, device=dev)
+    proj = torch.empty((n, r), dtype=sdtype, device=dev)
+    t = np.empty(n)
+    rho = np.empty(n)
+    norm_max = 0.0
+    chunk = max(1, 2**20 // d)  # float64 chunks of 8 MB
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        if cpu:
+            norm_max = max(norm_max, float(np.einsum("ij,ij->i", ref[lo:hi], ref[lo:hi],
+                                                     dtype=np.float64).max()) ** 0.5)
+            C = np.subtract(ref[lo:hi], mu)  # (c, d) float64
+            p = C @ Vx  # (c, r)
+            E = np.matmul(p, Vx.T)
+            np.subtract(C, E, out=E)  # (c, d) residual, explicit
+            rho2, p2 = np.einsum("ij,ij->i", E, E), np.einsum("ij,ij->i", p, p)
+        else:
+            rows = ref[lo:hi].to(torch.float64)  # (c, d)
+            norm_max = max(norm_max, float((rows * rows).sum(1).max()) ** 0.5)
+            C = rows - mu
+            p = C @ Vx  # (c, r)
+            E = torch.addmm(C, p, Vx.T, alpha=-1.0)  # (c, d) residual, explicit
+            rho2, p2 = (E * E).sum(1).cpu().numpy(), (p * p).sum(1).cpu().numpy()
+        rho[lo:hi] = np.sqrt(rho2)
+        t[lo:hi] = p2 + rho2
+        proj[lo:hi] = torch.as_tensor(p, device=dev)
+    u = _unit_roundoff(sdtype, dev)
+    u64 = 2.0**-53
+    # Ranking error: rounding p and t to the search dtype, and the (r + 1)-term dot product of
+    # addmm (|error| <= gamma_{r+1} |x|.|y|, any summation order), all <= (2r + 8) u (t_i + t_j);
+    # doubled for safety. The float64 work (centring, projection, residual, the non-orthogonality
+    # of V) is bounded by a few (d (sqrt(r) + 2) u64) (max |ref| + |mu|)^2; taken 64 times.
+    gamma = 2.0 * (2 * r + 8) * u
+    B = norm_max + float(np.linalg.norm(P.center.cpu().numpy()))
+    slack = 64.0 * d * (np.sqrt(r) + 2.0) * u64 * B * B
+    bias = torch.as_tensor(t, device=dev).to(sdtype)
+    return _LowRank(proj, bias, t, rho, gamma, slack, auto)
+
+
+def _lowrank_search(P: _Prepared, k: int, metric: str, budget: int,
+                    out_idx: np.ndarray, out_dist: np.ndarray) -> np.ndarray:
+    """Projected blockwise search with a per-row certificate (module docstring); certified rows
+    are re-ranked and written in place. Returns the sorted rows left to the brute search."""
+    L = P.lowrank
+    Ps = L.proj  # (n, r)
+    n = Ps.shape[0]
+    c = min(n - 1, k + _LOWRANK_EXTRA)
+    b = next(_blocks(n, n, budget, Ps.element_size()))[1]
+    probe = min(b, _PROBE_ROWS)
+    starts = [0, *range(probe, n, b)]
+    buf = torch.empty((b, n), dtype=Ps.dtype, device=Ps.device)
+    rho_max = float(L.rho.max())
+    rel = _rerank_error(P.ref)
+    failed = []
+    for i, lo in enumerate(starts):
+        hi = min(n, probe if i == 0 else lo + b)
+        R = torch.addmm(L.bias[None, :], Ps[lo:hi], Ps.T, alpha=-2.0, out=buf[: hi - lo])  # (b, n)
+        R.diagonal(lo).fill_(float("inf"))
+        cand = _smallest(R, c)  # (b, c)
+        vals = torch.gather(R, 1, cand)
+        ok, keep = _certify(L, lo, hi, cand.cpu().numpy(), vals.cpu().numpy(), k, rho_max, rel)
+        rows = lo + np.flatnonzero(ok)
+        if rows.size:
+            keep = torch.as_tensor(keep, device=Ps.device)
+            out_idx[rows], out_dist[rows] = _rerank(P.ref, rows, keep, k, metric)
+        failed.append(lo + np.flatnonzero(~ok))
+        if i == 0 and L.auto and hi < n and failed[0].size > _PROBE_MAX_FAIL * (hi - lo):
+            log.debug("knn: %d of %d probe rows failed the certificate, brute search",
+                      failed[0].size, hi - lo)
+            failed.append(np.arange(hi, n))
+            break
+    return np.concatenate(failed).astype(np.int64)
+
+
+def _certify(L: _LowRank, lo: int, hi: int, cand: np.ndarray, vals: np.ndarray, k: int,
+             rho_max: float, rel: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows ``lo:hi`` are certified, and the candidates of those rows that can still be
+    among their ``k`` nearest, ordered by lower bound: ``(ok (b,) bool, cand (b_ok, w) int64)``.
+
+    ``vals`` (b, c) are the computed ranking values ``t_j - 2 p_i.p_j`` of the candidates, so
+    ``M_hat = t_i + vals`` estimates ``M_ij`` within ``gamma (t_i + t_j)`` (see :func:`_project`).
+    Squared distances satisfy ``M - 2 rho_i rho_j - margin <= D <= M + 2 rho_i rho_j + margin``.
+    A non-candidate has ``M_hat >= max(candidate M_hat)`` and ``t_j <= 2 t_i + 2 D``, hence
+    ``D (1 + 2 gamma) >= max M_hat - 3 gamma t_i - 2 rho_i rho_max - slack``. The re-ranking
+    computes ``D`` with relative error ``eps`` (plus ``tiny`` for underflow), so the row is exact
+    when that lower bound, lowered by it, exceeds the ``k``-th smallest candidate upper bound,
+    raised by it. Small (b, c) arrays: numpy on the host for every device.
+    """
+    eps, tiny = rel
+    gamma = L.gamma
+    ti, ri = L.t[lo:hi, None], L.rho[lo:hi, None]  # (b, 1)
+    M = ti + vals.astype(np.float64)  # (b, c)
+    spread = 2.0 * ri * L.rho[cand] + gamma * (ti + L.t[cand]) + L.slack
+    upper_k = np.partition(M + spread, k - 1, axis=1)[:, k - 1]  # (b,)
+    ceiling = upper_k * (1 + eps) + tiny  # >= the computed distance of k candidates
+    if cand.shape[1] >= L.t.shape[0] - 1:  # every other row is a candidate
+        ok = np.ones(hi - lo, dtype=bool)
+    else:
+        floor = M.max(1) - 3.0 * gamma * ti[:, 0] - 2.0 * ri[:, 0] * rho_max - L.slack
+        ok = (floor / (1 + 2.0 * gamma)) * (1 - eps) - tiny > ceiling
+    lower = ((M - spread) * (1 - eps) - tiny)[ok]  # (b_ok, c) <= computed distances
+    order = np.argsort(lower, axis=1)
+    need = lower <= ceiling[ok, None]  # may be among the k nearest
+    width = max(k, int(need.sum(1).max())) if need.shape[0] else k
+    return ok, np.take_along_axis(cand[ok], order[:, :width], 1)
+
+
+def _rerank_error(ref: torch.Tensor) -> tuple[float, float]:
+    """(relative, absolute) error bound of the re-ranking's squared distances: the difference
+    and square in ``ref``'s dtype, the float64 sum over ``d`` terms, doubled for safety; the
+    absolute part covers squares that underflow."""
+    d = ref.shape[1]
+    u = 2.0**-24 if ref.dtype == torch.float32 else 2.0**-53
+    return 2.0 * (3.0 * u + (d + 4) * 2.0**-53), 4.0 * d * float(torch.finfo(ref.dtype).tiny)
+
+
+# ------------------------------------------------------------------------- re-ranking
+
+
+def _rerank(ref, rows, cand, k, metric):
+    """Distances of the candidates of the query ``rows`` (sorted int64) from direct coordinate
+    differences (no cancellation: relative error ~ eps of X's dtype), sorted by (distance,
+    index); the first ``k`` kept."""
+    if ref.device.type == "cpu" and _NUMPY_ON_CPU:
+        return _rerank_cpu(ref, rows, cand.numpy(), k, metric)
+    d2 = _candidate_sqdist(ref, rows, cand)  # (b, c) float64
     key = torch.argsort(cand, dim=1)  # ties in distance are broken by index, on every backend
     cand, d2 = torch.gather(cand, 1, key), torch.gather(d2, 1, key)
     order = torch.argsort(d2, dim=1, stable=True)[:, :k]
@@ -468,7 +776,7 @@ def _rerank(ref, lo, hi, cand, k, metric):
     return idx.cpu().numpy(), dist.cpu().numpy()
 
 
-def _rerank_cpu(ref: torch.Tensor, lo: int, hi: int, cand: np.ndarray, k: int, metric: str):
+def _rerank_cpu(ref: torch.Tensor, rows: np.ndarray, cand: np.ndarray, k: int, metric: str):
     """:func:`_rerank` on the CPU, in numpy (which releases the GIL): the rows are split
     between ``torch.get_num_threads()`` threads when there is enough work to share."""
     b, c = cand.shape
@@ -477,7 +785,7 @@ def _rerank_cpu(ref: torch.Tensor, lo: int, hi: int, cand: np.ndarray, k: int, m
 
     def run(s: int, e: int) -> None:
         C = np.sort(cand[s:e], axis=1)  # (m, c) by index, so that equal distances keep it
-        d2 = _sqdist_numpy(ref.numpy(), lo + s, lo + e, C)  # (m, c) float64
+        d2 = _sqdist_numpy(ref.numpy(), rows[s:e], C)  # (m, c) float64
         order = np.argsort(d2, axis=1, kind="stable")[:, :k]  # (m, k)
         idx[s:e] = np.take_along_axis(C, order, 1)
         d2 = np.take_along_axis(d2, order, 1)
@@ -495,36 +803,39 @@ def _rerank_cpu(ref: torch.Tensor, lo: int, hi: int, cand: np.ndarray, k: int, m
     return idx, dist
 
 
-def _sqdist_numpy(R: np.ndarray, lo: int, hi: int, C: np.ndarray) -> np.ndarray:
-    """(b, c) float64 squared distances between rows ``lo:hi`` of ``R`` and rows ``C`` (b, c):
-    candidate rows gathered in chunks of a few MB (one reused buffer), subtracted, squared and
-    summed in float64 (pairwise summation)."""
-    c, d = C.shape[1], R.shape[1]
+def _sqdist_numpy(R: np.ndarray, rows: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """(b, c) float64 squared distances between the rows ``rows`` (b,) of ``R`` and rows ``C``
+    (b, c): candidate rows gathered in chunks of a few MB (one reused buffer), subtracted,
+    squared and summed in float64 (pairwise summation)."""
+    b, c, d = C.shape[0], C.shape[1], R.shape[1]
     step = max(1, 2**20 // (c * d))  # query rows per chunk
     out = np.empty(C.shape, dtype=np.float64)  # (b, c)
-    buf = np.empty((min(step, hi - lo), c, d), dtype=R.dtype)
-    for s in range(0, hi - lo, step):
-        e = min(s + step, hi - lo)
+    buf = np.empty((min(step, b), c, d), dtype=R.dtype)
+    contiguous = _contiguous(rows)
+    for s in range(0, b, step):
+        e = min(s + step, b)
+        q = R[rows[0] + s:rows[0] + e] if contiguous else R[rows[s:e]]  # (s, d)
         diff = np.take(R, C[s:e], axis=0, out=buf[: e - s])  # (s, c, d)
-        diff -= R[lo + s:lo + e, None, :]
+        diff -= q[:, None, :]
         np.square(diff, out=diff)
         out[s:e] = diff.sum(-1, dtype=np.float64)
     return out
 
 
-def _candidate_sqdist(ref: torch.Tensor, lo: int, hi: int, cand: torch.Tensor) -> torch.Tensor:
-    """(b, c) float64 squared distances between rows ``lo:hi`` of ``ref`` and their candidates.
+def _candidate_sqdist(ref: torch.Tensor, rows: np.ndarray, cand: torch.Tensor) -> torch.Tensor:
+    """(b, c) float64 squared distances between the rows ``rows`` of ``ref`` and their candidates.
 
     Torch version of :func:`_sqdist_numpy` for accelerators: candidate rows gathered in chunks
     of a few MB, subtracted, squared and summed in float64.
     """
-    c, d = cand.shape[1], ref.shape[1]
+    b, c, d = cand.shape[0], cand.shape[1], ref.shape[1]
     step = max(1, 2**20 // (c * d))  # query rows per chunk
+    rows_t = torch.as_tensor(rows, device=ref.device)
     d2 = torch.empty(cand.shape, dtype=torch.float64, device=cand.device)  # (b, c)
-    for s in range(0, hi - lo, step):
-        e = min(s + step, hi - lo)
+    for s in range(0, b, step):
+        e = min(s + step, b)
         diff = ref.index_select(0, cand[s:e].reshape(-1)).view(e - s, c, d)  # (s, c, d)
-        diff -= ref[lo + s:lo + e, None, :]
+        diff -= ref[rows_t[s:e], None, :]
         d2[s:e] = diff.square_().sum(-1, dtype=torch.float64)
     return d2
 
@@ -545,7 +856,7 @@ def _refine(P: _Prepared, cand: np.ndarray, k: int, metric: str):
         cand[i, : row.size] = row
         cand[i, row.size:] = row[-1]  # repeats sort after the distinct copy and are cut below
     c = torch.as_tensor(cand, device=P.search.device)  # (n, c)
-    idx, dist = _rerank(P.ref, 0, n, c, c.shape[1], metric)
+    idx, dist = _rerank(P.ref, np.arange(n), c, c.shape[1], metric)
     for i in range(n):
         keep = np.ones(idx.shape[1], dtype=bool)
         keep[1:] = idx[i, 1:] != idx[i, :-1]

@@ -308,13 +308,14 @@ def _run_stream(ex: Any, task: Task, cfg: AnalyzeConfig) -> list[dict[str, Any]]
         return _failed_rows(task, f"{type(exc).__name__}: {exc}")
     map_seconds = time.perf_counter() - t0
     rows = []
-    for it in task.items:
+    def compute(it: Item) -> Any:
         if pairs:
             key = pair_state_key(it.measure, it.layer, it.layer_b, init_params(it.measure, it.params))
-            compute = (lambda it=it, key=key: states[key].compute(dict(it.params)))
-        else:
-            compute = (lambda it=it: compute_from_states(it.measure, states, it.params))
-        row = _timed(it, compute, task.rows.n)
+            return states[key].compute(dict(it.params))
+        return compute_from_states(it.measure, states, it.params)
+
+    for it in task.items:
+        row = _timed(it, lambda it=it: compute(it), task.rows.n)
         row["seconds"] += map_seconds / len(task.items)
         row.setdefault("extra", {})["map_shards"] = len(task.shards)
         rows.append(row)

@@ -91,8 +91,12 @@ def train(store_path: Path, layer: str, out_dir: Path, config_file: str | None, 
 @click.option("--top", "n_top", default=10, show_default=True, help="Top activations per latent.")
 @click.option("--max-rows", default=200000, show_default=True,
               help="Inspect at most this many rows (the first ones).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
+              help="A `repscope analyze` output directory (or its report.html): write the page "
+                   "there [default: DIR/features/SAE-LAYER.html] and regenerate report.html with a "
+                   "link to it. Automatic when --out lies inside such a directory.")
 def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path | None,
-            n_features: int, n_top: int, max_rows: int) -> None:
+            n_features: int, n_top: int, max_rows: int, report_path: Path | None) -> None:
     """Write a self-contained HTML page with each latent's top-activating tokens."""
     import numpy as np
     from rich.console import Console
@@ -121,8 +125,59 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
     info = {"SAE": str(sae_dir), "architecture": cfg["architecture"], "d_in x d_sae":
             f"{cfg['d_in']} x {cfg['d_sae']}", "store": str(store_path), "layer": layer,
             "rows inspected": f"{len(rows):,}"}
-    out = feature_page(out_file or sae_dir / "features.html", stats, meta=meta, evaluation=ev,
-                       n_features=n_features, n_top=n_top, info=info,
+    summary = {"layer": layer, "architecture": cfg["architecture"], "d_in": cfg["d_in"],
+               "d_sae": cfg["d_sae"], "sae": str(sae_dir), "store": str(store_path),
+               "rows_inspected": len(rows)}
+    report_dir = _report_dir(report_path, out_file)
+    if out_file is None:
+        out_file = (sae_dir / "features.html" if report_dir is None else
+                    report_dir / "features" / _page_name(sae_dir, layer))
+    out = feature_page(out_file, stats, meta=meta, evaluation=ev, n_features=n_features,
+                       n_top=n_top, info=info, summary=summary,
+                       report=None if report_dir is None else report_dir / "report.html",
                        title=f"{cfg['architecture']} SAE features of {layer}")
     _print_eval(ev, f"SAE on {layer}, {len(rows):,} rows")
     Console().print(f"Feature page: {out}")
+    if report_dir is not None:
+        from repscope.report.features import MAX_DEPTH
+        from repscope.report.html import write_report
+
+        inside = Path(out).resolve().parent.parts[len(report_dir.resolve().parts):]
+        if not Path(out).resolve().is_relative_to(report_dir.resolve()) or len(inside) > MAX_DEPTH:
+            Console().print(f"[yellow]The page is not within {MAX_DEPTH} levels of {report_dir}: "
+                            "the report will not list it.[/]")
+        try:
+            Console().print(f"Report:       {write_report(report_dir / RESULTS_DB)}")
+        except ValueError as exc:
+            raise click.ClickException(f"The feature page was written, but the report was not "
+                                       f"regenerated: {exc}") from exc
+
+
+RESULTS_DB = "results.duckdb"
+
+
+def _report_dir(report_path: Path | None, out_file: Path | None) -> Path | None:
+    """The analyze output directory the page belongs to: ``--report`` (a directory holding
+    results.duckdb, or a file in it), else the nearest parent of ``--out`` (as deep as the
+    report looks for pages) that holds results.duckdb, else None."""
+    if report_path is not None:
+        folder = report_path if report_path.is_dir() else report_path.parent
+        if not (folder / RESULTS_DB).is_file():
+            raise click.ClickException(
+                f"--report {str(report_path)!r}: expected a `repscope analyze` output directory "
+                f"with {RESULTS_DB} inside it.")
+        return folder
+    if out_file is not None:
+        from repscope.report.features import MAX_DEPTH
+
+        for folder in list(out_file.resolve().parents)[:MAX_DEPTH + 1]:
+            if (folder / RESULTS_DB).is_file():
+                return folder
+    return None
+
+
+def _page_name(sae_dir: Path, layer: str) -> str:
+    import re
+
+    stem = f"{sae_dir.resolve().name}-{layer}"
+    return re.sub(r"[^\w.-]+", "_", stem) + ".html"

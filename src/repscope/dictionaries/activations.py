@@ -7,14 +7,18 @@ codes of the same shape with most entries exactly zero. The SAE classes in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "GatherPreacts",
+    "SparsePreacts",
     "topk_decode",
+    "topk_select",
     "afa_k",
     "batch_topk",
+    "batch_topk_threshold",
     "jumprelu",
     "matching_pursuit",
     "topk",
@@ -29,34 +33,83 @@ def topk(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(values))  # (n, d_sae)
 
 
-class GatherPreacts(torch.autograd.Function):
-    """Selected encoder pre-activations ``pre[i, idx[i]]`` (n, k), with a sparse backward.
+#: elements of one block of encoder pre-activations in :func:`topk_select` (16 MiB of float32):
+#: no (n, d_sae) tensor is allocated per step; on CPU an allocation above glibc's mmap threshold
+#: (at most 32 MiB) is fresh memory every time and costs a page fault per 4 KiB.
+_BLOCK_ELEMENTS = 2**22
 
-    ``pre = (xn - b_dec) W_enc + b_enc`` is computed once without autograd; only the ``k``
-    selected entries per row receive a gradient, so the weight gradient is an index-add of
-    ``n k`` rows (``n k d`` multiply-adds) instead of the dense ``(xn - b_dec)^T G``
-    (``n d d_sae``). ``d b_dec = -W_enc d b_enc`` because ``b_dec`` enters every row."""
+
+def topk_select(
+    xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int,
+    dead: torch.Tensor | None = None, k_aux: int = 0, block_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Top-``k`` encoder pre-activations ``pre = xc W_enc + b_enc`` per row, without autograd
+    and without materialising ``pre`` (n, d_sae): row blocks of ``block_rows`` go through one
+    reused buffer (on CPU; one block on other devices).
+
+    Returns ``(values, indices)`` (n, k) of the ``k`` largest entries of each row of ``pre``
+    (pre-activations, before the ReLU) and, when ``dead`` (d_sae,) bool is given with
+    ``k_aux > 0``, the same for the ``min(k_aux, n_dead)`` largest among the dead columns
+    (the AuxK selection of Gao et al. 2024), else ``(None, None)``. Each block is computed as
+    ``mm`` then ``+ b_enc``, the same operations as :meth:`SparseAutoencoder.pre_acts`.
+    """
+    n, m = xc.shape[0], W_enc.shape[1]
+    if block_rows is None:
+        block_rows = max(1, _BLOCK_ELEMENTS // m) if xc.device.type == "cpu" else n
+    n_blocks = max(1, -(-n // max(1, block_rows)))
+    block_rows = -(-n // n_blocks)  # balanced blocks
+    k_dead = 0
+    if dead is not None and k_aux > 0:
+        k_dead = min(k_aux, int(dead.sum()))
+    values = xc.new_empty(n, k)
+    indices = torch.empty(n, k, dtype=torch.int64, device=xc.device)
+    aux_values = xc.new_empty(n, k_dead) if k_dead else None
+    aux_indices = torch.empty(n, k_dead, dtype=torch.int64, device=xc.device) if k_dead else None
+    live = ~dead[None, :] if k_dead else None  # (1, d_sae)
+    buf = xc.new_empty(block_rows, m)
+    with torch.no_grad():
+        for s in range(0, n, block_rows):
+            e = min(n, s + block_rows)
+            pre = torch.mm(xc[s:e], W_enc, out=buf[: e - s]).add_(b_enc)  # (rows, d_sae)
+            torch.topk(pre, k, dim=-1, sorted=False, out=(values[s:e], indices[s:e]))
+            if k_dead:
+                pre.masked_fill_(live, -torch.inf)
+                torch.topk(pre, k_dead, dim=-1, sorted=False, out=(aux_values[s:e], aux_indices[s:e]))
+    return values, indices, aux_values, aux_indices
+
+
+class SparsePreacts(torch.autograd.Function):
+    """Selected encoder pre-activations ``pre[i, idx[i, j]]`` (n, k) with a sparse backward.
+
+    ``values`` are the pre-activations at ``idx`` computed without autograd
+    (:func:`topk_select`), ``xc = x - b_dec`` the centred input (detached). Only the selected
+    entries receive a gradient ``G`` (n, k), so the weight gradient is the sparse product
+    ``W_enc.grad[:, r] = sum_{(i, j): idx_ij = r} G_ij xc_i`` (``n k d`` multiply-adds instead
+    of the dense ``xc^T G``, ``n d d_sae``), ``b_enc.grad = sum G`` per latent and
+    ``b_dec.grad = -W_enc b_enc.grad`` (``b_dec`` enters every row with a minus sign)."""
 
     @staticmethod
-    def forward(ctx, pre, idx, xn, b_dec, W_enc, b_enc):  # type: ignore[no-untyped-def, override]
-        ctx.save_for_backward(idx, xn, b_dec, W_enc)
-        return pre.gather(1, idx)
+    def forward(ctx, values, idx, xc, b_dec, W_enc, b_enc):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(idx, xc, W_enc)
+        ctx.mark_non_differentiable(idx)
+        return values.clone()
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[no-untyped-def, override]
-        idx, xn, b_dec, W_enc = ctx.saved_tensors
-        flat = idx.flatten()  # (n k,)
-        grad_b_enc = g.new_zeros(W_enc.shape[1]).index_add_(0, flat, g.flatten())
-        grad_W_enc = _scatter_rows(idx, g, xn - b_dec, W_enc.shape[1])  # (d_sae, d)
-        return None, None, None, -(W_enc @ grad_b_enc), grad_W_enc.T.contiguous(), grad_b_enc
+        idx, xc, W_enc = ctx.saved_tensors
+        grad_b_enc = g.new_zeros(W_enc.shape[1]).index_add_(0, idx.flatten(), g.flatten())
+        grad_W_enc = _scatter_rows(idx, g, xc, W_enc.T).T  # (d, d_sae), W_enc's layout
+        return None, None, None, -(W_enc @ grad_b_enc), grad_W_enc, grad_b_enc
 
 
-def _scatter_rows(idx: torch.Tensor, g: torch.Tensor, x: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """``M[idx[i, j]] += g[i, j] x[i]`` for a ``(n_rows, d)`` zero matrix: the transposed sparse
-    product ``G^T x``. Computed as the weight gradient of an ``embedding_bag`` sum, the kernel
-    torch optimises for this, without materialising the ``(n, k, d)`` outer products."""
+def _scatter_rows(idx: torch.Tensor, g: torch.Tensor, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``M[idx[i, j]] += g[i, j] x[i]`` for a zero matrix ``M`` shaped like ``like``
+    (n_rows, d): the transposed sparse product ``G^T x``. Computed as the weight gradient of an
+    ``embedding_bag`` sum, the kernel torch optimises for this, without materialising the
+    ``(n, k, d)`` outer products. The gradient does not depend on the table's values, so the
+    table is ``like`` itself (detached; no (n_rows, d) zero matrix is allocated)."""
     with torch.enable_grad():
-        M = torch.zeros(n_rows, x.shape[1], dtype=x.dtype, device=x.device, requires_grad=True)
+        M = like.detach().requires_grad_()
         out = F.embedding_bag(idx, M, per_sample_weights=g.detach(), mode="sum")  # (n, d)
         (grad,) = torch.autograd.grad(out, M, grad_outputs=x)
     return grad
@@ -77,6 +130,24 @@ def batch_topk(pre: torch.Tensor, k: int) -> torch.Tensor:
     flat = torch.relu(pre).flatten()  # (n * d_sae,)
     values, idx = torch.topk(flat, k * pre.shape[0], sorted=False)
     return torch.zeros_like(flat).scatter_(0, idx, values).view_as(pre)  # (n, d_sae)
+
+
+def batch_topk_threshold(pre_batches: Iterable[torch.Tensor], k: int) -> float:
+    """Inference threshold of a BatchTopK SAE (Bussmann et al. 2024, sec. 3): the average over
+    batches of the smallest positive code that BatchTopK keeps,
+    ``theta = mean_X min{z_ij(X) : z_ij(X) > 0}``, ``z(X) = batch_topk(pre(X), k)``.
+
+    Each batch's minimum is the ``(n k)``-th largest positive pre-activation, an empirical
+    ``1 - k / d_sae`` quantile, so JumpReLU with ``theta`` keeps ``k`` latents per row on
+    average. Batches with no positive code are skipped; 0.0 if none has one. Use the
+    training batch size: the kept minimum depends on ``n``."""
+    mins = []
+    for pre in pre_batches:
+        z = batch_topk(pre, k)  # (n, d_sae)
+        positive = z[z > 0]
+        if positive.numel():
+            mins.append(float(positive.min()))
+    return sum(mins) / len(mins) if mins else 0.0
 
 
 def jumprelu(pre: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:

@@ -2,12 +2,16 @@
 one card per latent with its top-activating tokens in context and activation quantile samples.
 
 plotly.js is inlined (``plotly.offline.get_plotlyjs()``), so the page opens with no network.
+Next to ``NAME.html`` a sidecar ``NAME.json`` (:mod:`repscope.report.features`) records the
+layer, architecture, sizes, FVU and L0, so the analysis report (``report.html``) lists and links
+every feature page found under its directory; with ``report=`` the page links back to it.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import numpy as np
 
 from repscope._io import atomic_write_text
 from repscope.dictionaries.inspect import FeatureStats, quantile_samples, token_context
+from repscope.report.features import FEATURE_PAGE_KIND, sidecar_path
 
 __all__ = ["feature_page"]
 
@@ -23,7 +28,7 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table.summary td{padding:2px 12px}.card{border:1px solid #ccc;border-radius:6px;padding:8px 14px;margin:14px 0}
 .ctx{font-family:ui-monospace,monospace;font-size:13px;margin:2px 0;white-space:pre-wrap}
 .tok{padding:0 1px;border-radius:3px}.hit{outline:2px solid #c33}.val{color:#666;display:inline-block;width:5em}
-h3{margin:4px 0}.muted{color:#777}
+h3{margin:4px 0}.muted{color:#777}.back{font-size:14px}
 """
 
 
@@ -74,10 +79,16 @@ def feature_page(
     window: int = 8,
     title: str = "SAE features",
     info: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None,
+    report: str | Path | None = None,
 ) -> Path:
-    """Write the page to ``path``. ``meta``: the store's row metadata (doc_id, position,
-    token) for token contexts; ``features``: latents to show (default: the ``n_features``
-    most frequent live ones); ``evaluation``: an :class:`~repscope.dictionaries.evaluate.SAEEvaluation`."""
+    """Write the page to ``path`` and its sidecar ``path.with_suffix('.json')``. ``meta``: the
+    store's row metadata (doc_id, position, token) for token contexts; ``features``: latents to
+    show (default: the ``n_features`` most frequent live ones); ``evaluation``: an
+    :class:`~repscope.dictionaries.evaluate.SAEEvaluation`; ``info``: rows of the summary table;
+    ``summary``: JSON-able facts for the report's "Sparse features" list (layer, architecture,
+    d_in, d_sae, sae ...; FVU and L0 are added from ``evaluation``); ``report``: the analysis
+    ``report.html`` to link back to (relative link)."""
     from plotly.offline import get_plotlyjs
 
     if features is None:
@@ -96,13 +107,22 @@ def feature_page(
                        "xaxis": {"title": {"text": "log10 firing frequency"}},
                        "yaxis": {"title": {"text": "latents"}}, "height": 320}}
     cards = "\n".join(_card(int(j), stats, meta, n_top, window) for j in features)
+    path = Path(path)
+    back = ""
+    if report is not None:
+        href = Path(os.path.relpath(Path(report).resolve(), path.parent.resolve())).as_posix()
+        back = f'<p class="back"><a id="report-link" href="{html.escape(href)}">&larr; repscope report</a></p>'
     doc = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_CSS}</style><script type="text/javascript">{get_plotlyjs()}</script></head><body>
-<h1>{html.escape(title)}</h1><table class="summary">{"".join(rows)}</table>
+{back}<h1>{html.escape(title)}</h1><table class="summary">{"".join(rows)}</table>
 <div id="density"></div>
 <script>Plotly.newPlot("density", {json.dumps(hist["data"])}, {json.dumps(hist["layout"])});</script>
 <h2>Latents</h2>{cards}
 </body></html>"""
-    path = Path(path)
     atomic_write_text(path, doc)
+    side = {"kind": FEATURE_PAGE_KIND, "title": title, "page": path.name, **(summary or {})}
+    if evaluation is not None:
+        side.update(fvu=float(evaluation.value), l0_mean=float(evaluation.l0_mean),
+                    eval_rows=int(evaluation.n_samples))
+    atomic_write_text(sidecar_path(path), json.dumps(side, indent=2, sort_keys=True, default=str))
     return path

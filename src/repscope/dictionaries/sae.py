@@ -17,6 +17,7 @@ Losses (``training_loss``) are computed on the normalised scale with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,10 +47,37 @@ class TrainStep:
 
     loss: torch.Tensor
     "Total loss to minimise (scalar)."
-    codes: torch.Tensor
-    "Sparse codes used for the reconstruction, (n, d_sae)."
+    codes: torch.Tensor | None
+    "Sparse codes used for the reconstruction, (n, d_sae); None when only ``values``/``indices``."
     parts: dict[str, torch.Tensor]
     "Named loss terms (mse, l1, auxk, afa), detached scalars."
+    values: torch.Tensor | None = None
+    "Fixed-k codes as (values, indices): the code values (n, k), detached (TopK)."
+    indices: torch.Tensor | None = None
+    "Latent index of each entry of ``values`` (n, k), distinct within a row."
+    d_sae: int | None = None
+    "Number of latents (for :meth:`dense_codes` of a (values, indices) step)."
+
+    def dense_codes(self) -> torch.Tensor:
+        """The codes as an (n, d_sae) tensor (built from ``values``/``indices`` if needed)."""
+        if self.codes is not None:
+            return self.codes
+        assert self.values is not None and self.indices is not None and self.d_sae is not None
+        z = self.values.new_zeros(self.values.shape[0], self.d_sae)  # (n, d_sae)
+        return z.scatter_(-1, self.indices, self.values)
+
+    def fired(self) -> torch.Tensor:
+        """Indices of the latents with a positive code in some row (1-D, may repeat)."""
+        if self.codes is None:
+            assert self.values is not None and self.indices is not None
+            return self.indices[self.values > 0]
+        return (self.codes > 0).any(0).nonzero().squeeze(1)
+
+    def l0(self) -> torch.Tensor:
+        """Mean number of positive codes per row (scalar)."""
+        z = self.values if self.codes is None else self.codes
+        assert z is not None
+        return (z > 0).sum(1).float().mean()
 
 
 class SparseAutoencoder(nn.Module):
@@ -135,6 +163,10 @@ class SparseAutoencoder(nn.Module):
     def after_step(self, z: torch.Tensor) -> None:
         """Hook run by the trainer after each optimiser step (e.g. threshold estimates)."""
 
+    def after_training(self, batches: Iterable[torch.Tensor]) -> None:
+        """Hook run by the trainer once after the last step with the final weights; ``batches``
+        yields raw training batches (n, d_in) lazily (nothing is read unless consumed)."""
+
 
 def auxk_loss(
     xn: torch.Tensor, pre: torch.Tensor, recon: torch.Tensor, W_dec: torch.Tensor,
@@ -192,40 +224,47 @@ class TopKSAE(SparseAutoencoder):
         return act.topk(pre, self.k)
 
     def training_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> TrainStep:
-        """The generic loss (mse + AuxK), computed with sparse backward passes: pre-activations
-        once without autograd, gradients only through the selected latents
-        (:class:`~repscope.dictionaries.activations.GatherPreacts`, ``topk_decode``)."""
+        """The generic loss (mse + AuxK), computed sparsely end to end: the top-k (and the AuxK
+        selection among dead latents) block by block without autograd
+        (:func:`~repscope.dictionaries.activations.topk_select`), gradients only through the
+        selected latents (:class:`~repscope.dictionaries.activations.SparsePreacts`,
+        :func:`~repscope.dictionaries.activations.topk_decode`); codes stay (values, indices)."""
         xn = self.normalize(x)
-        with torch.no_grad():
-            pre = self.pre_acts(xn)  # (n, d_sae)
-        idx = torch.topk(pre, self.k, dim=-1, sorted=False).indices  # (n, k)
-        values = torch.relu(act.GatherPreacts.apply(pre, idx, xn, self.b_dec, self.W_enc, self.b_enc))
+        xc = (xn - self.b_dec).detach()  # (n, d_in)
+        use_aux = dead is not None and self.auxk_alpha > 0 and bool(dead.any())
+        pre_top, idx, pre_aux, idx_aux = act.topk_select(
+            xc, self.W_enc, self.b_enc, self.k, dead if use_aux else None, self.k_aux)
+        if pre_aux is not None:  # one sparse encoder backward for both selections
+            both = act.SparsePreacts.apply(torch.cat([pre_top, pre_aux], 1), torch.cat([idx, idx_aux], 1),
+                                           xc, self.b_dec, self.W_enc, self.b_enc)
+            values, aux = torch.relu(both).split([self.k, idx_aux.shape[1]], 1)
+        else:
+            values = torch.relu(act.SparsePreacts.apply(pre_top, idx, xc, self.b_dec, self.W_enc, self.b_enc))
         recon = act.topk_decode(values, idx, self.W_dec) + self.b_dec  # (n, d_in)
         parts = {"mse": (recon - xn).pow(2).sum(-1).mean() / self.d_in}
-        parts["auxk"] = self._sparse_auxk(xn, pre, recon, dead)
-        z = torch.zeros_like(pre).scatter_(-1, idx, values.detach())  # for statistics
-        return TrainStep(parts["mse"] + parts["auxk"], z, {k: v.detach() for k, v in parts.items()})
-
-    def _sparse_auxk(self, xn: torch.Tensor, pre: torch.Tensor, recon: torch.Tensor,
-                     dead: torch.Tensor | None) -> torch.Tensor:
-        """:func:`auxk_loss` with autograd through the dead latents' columns only."""
-        if dead is None or not bool(dead.any()) or self.auxk_alpha == 0:
-            return pre.new_zeros(())
-        cols = dead.nonzero().squeeze(1)  # (n_dead,)
-        pre_dead = (xn - self.b_dec) @ self.W_enc[:, cols] + self.b_enc[cols]  # (n, n_dead)
-        z_aux = act.topk(pre_dead, min(self.k_aux, len(cols)))
-        e = (xn - recon).detach()
-        e_hat = z_aux @ self.W_dec[cols]  # (n, d_in)
-        return self.auxk_alpha * (e_hat - e).pow(2).sum() / e.pow(2).sum().clamp_min(1e-12)
+        if pre_aux is not None:
+            e = (xn - recon).detach()  # (n, d_in)
+            e_hat = act.topk_decode(aux, idx_aux, self.W_dec)  # (n, d_in)
+            parts["auxk"] = self.auxk_alpha * (e_hat - e).pow(2).sum() / e.pow(2).sum().clamp_min(1e-12)
+        else:
+            parts["auxk"] = xn.new_zeros(())
+        return TrainStep(parts["mse"] + parts["auxk"], None, {k: v.detach() for k, v in parts.items()},
+                         values.detach(), idx, self.d_sae)
 
     def extra_losses(self, xn, pre, z, recon, dead):  # type: ignore[no-untyped-def]
         return {"auxk": auxk_loss(xn, pre, recon, self.W_dec, dead, self.k_aux, self.auxk_alpha)}
 
 
 class BatchTopKSAE(TopKSAE):
-    """BatchTopK (Bussmann et al. 2024): top ``k * n`` over the batch while training; at
-    inference a JumpReLU with one global threshold ``theta``, the exponential moving average
-    (decay ``threshold_decay``) of the smallest positive code kept in each training batch."""
+    """BatchTopK (Bussmann et al. 2024, arXiv 2412.06410): top ``k * n`` over the batch while
+    training; at inference a JumpReLU with one global threshold ``theta``.
+
+    ``theta`` is the paper's estimator (sec. 3), the average over batches of the smallest
+    positive code kept by BatchTopK (:func:`~repscope.dictionaries.activations.batch_topk_threshold`),
+    computed by the trainer with the *final* weights on the last training batches
+    (:meth:`after_training`). During training an exponential moving average (decay
+    ``threshold_decay``) of the same per-batch minimum serves as a running estimate, so
+    intermediate checkpoints have a usable threshold."""
 
     architecture = "batchtopk"
 
@@ -255,6 +294,25 @@ class BatchTopKSAE(TopKSAE):
         old = float(self.threshold)
         new = low if old < 0 else self.threshold_decay * old + (1 - self.threshold_decay) * low
         self.threshold.fill_(new)
+
+    @torch.no_grad()
+    def after_training(self, batches: Iterable[torch.Tensor]) -> None:
+        """Set ``theta`` to the paper's estimator on ``batches`` with the current weights."""
+        pres = (self.pre_acts(self.normalize(x)) for x in batches)
+        theta = act.batch_topk_threshold(pres, self.k)
+        if theta > 0:
+            self.threshold.fill_(theta)
+
+    @torch.no_grad()
+    def calibrate_threshold(self, x: torch.Tensor, batch_size: int) -> float:
+        """Re-estimate ``theta`` on raw activations ``x`` (n, d_in) cut into batches of
+        ``batch_size`` (use the training batch size); returns the new ``theta``."""
+        check_int(batch_size, "batch_size", "BatchTopKSAE.calibrate_threshold", low=1)
+        chunks = list(x.split(batch_size))
+        if len(chunks) > 1 and len(chunks[-1]) < batch_size:
+            chunks.pop()  # a partial batch keeps the same fraction but is noisier
+        self.after_training(chunks)
+        return float(self.threshold)
 
 
 class TopAFASAE(SparseAutoencoder):

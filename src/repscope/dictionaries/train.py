@@ -42,6 +42,9 @@ __all__ = ["TrainConfig", "TrainResult", "train_sae"]
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
+#: last training batches re-read with the final weights by ``SparseAutoencoder.after_training``
+#: (BatchTopK's inference threshold, Bussmann et al. 2024)
+FINAL_BATCHES = 100
 #: config keys that may change between a run and its resume (they do not affect the weights)
 _RESUMABLE_CHANGES = ("device", "log_every", "checkpoint_every")
 
@@ -114,18 +117,55 @@ def lr_at(step: int, n_steps: int, lr: float, warmup: int, decay_fraction: float
     return lr * scale
 
 
+#: decoder rows per block of :func:`remove_parallel_grad` (temporaries stay in cache)
+_PROJECT_BLOCK_ROWS = 1024
+
+
 @torch.no_grad()
 def remove_parallel_grad(W_dec: torch.nn.Parameter) -> None:
-    """Project each decoder row's gradient onto the row's tangent space (before the step)."""
-    if W_dec.grad is not None:
-        unit = W_dec / W_dec.norm(dim=1, keepdim=True)
-        W_dec.grad -= (W_dec.grad * unit).sum(1, keepdim=True) * unit
+    """Project each decoder row's gradient onto the row's tangent space (before the step):
+    ``g_j -= (g_j . w_j) w_j / ||w_j||^2``, in place, row block by row block (no temporary of
+    the decoder's size)."""
+    g = W_dec.grad
+    if g is None:
+        return
+    for s in range(0, W_dec.shape[0], _PROJECT_BLOCK_ROWS):
+        w, gb = W_dec[s:s + _PROJECT_BLOCK_ROWS], g[s:s + _PROJECT_BLOCK_ROWS]  # (rows, d_in)
+        coef = (gb * w).sum(1, keepdim=True).div_((w * w).sum(1, keepdim=True))  # (rows, 1)
+        gb.addcmul_(coef, w, value=-1)
 
 
 @torch.no_grad()
 def unit_norm_decoder(W_dec: torch.nn.Parameter) -> None:
     """Renormalise decoder rows to unit norm (after the step)."""
-    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_dec /= torch.linalg.vector_norm(W_dec, dim=1, keepdim=True)
+
+
+def _storage_order(p: torch.Tensor) -> torch.Tensor:
+    """``p`` as laid out in memory: the transpose of a column-major matrix (``W_enc`` (d_in,
+    d_sae) is stored as its contiguous transpose, like the decoder), else ``p`` itself. The
+    transpose is a detached view: same storage and version counter."""
+    if p.ndim == 2 and not p.is_contiguous() and p.T.is_contiguous():
+        return p.detach().T
+    return p
+
+
+def _adam(sae: SparseAutoencoder, lr: float) -> tuple[torch.optim.Adam, list[torch.Tensor]]:
+    """Adam (Gao et al.'s betas and eps) over the parameters in storage order (see
+    :func:`_storage_order`), so the fused single-kernel update (CPU and CUDA) runs on contiguous
+    memory with no per-step copies or temporaries. Returns the optimiser and the tensors it
+    updates (pass them to :func:`_sync_grads` before each step)."""
+    tensors = [_storage_order(p) for p in sae.parameters()]
+    fused = all(t.device.type in ("cpu", "cuda") for t in tensors)
+    opt = torch.optim.Adam(tensors, lr=lr, betas=(0.9, 0.999), eps=6.25e-10, fused=fused or None)
+    return opt, tensors
+
+
+def _sync_grads(sae: SparseAutoencoder, tensors: list[torch.Tensor]) -> None:
+    """Hand each parameter's gradient to the tensor the optimiser updates (a view, no copy)."""
+    for p, t in zip(sae.parameters(), tensors):
+        if t is not p:
+            t.grad = None if p.grad is None else _storage_order(p.grad)
 
 
 @torch.no_grad()
@@ -167,7 +207,7 @@ def train_sae(
     n_steps = cfg.steps if cfg.steps is not None else plan.batches_per_epoch
     check_int(n_steps, "steps", "train_sae", low=1)
     lr = cfg.lr if cfg.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=6.25e-10)
+    opt, opt_tensors = _adam(sae, lr)
     since_fired = torch.zeros(d_sae, dtype=torch.int64, device=cfg.device)
     history: list[dict[str, float]] = []
     extra = {"hook_name": layer, "source": source.name, "train": config_to_dict(cfg)}
@@ -194,22 +234,23 @@ def train_sae(
         x = torch.from_numpy(source.read(rows)).to(cfg.device)  # (batch, d_in)
         dead = since_fired > cfg.dead_window_tokens
         res = sae.training_loss(x, dead)
-        opt.zero_grad(set_to_none=True)
+        sae.zero_grad(set_to_none=True)
         res.loss.backward()
         remove_parallel_grad(sae.W_dec)
+        _sync_grads(sae, opt_tensors)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, n_steps, lr, cfg.warmup_steps, cfg.decay_fraction)
         opt.step()
         unit_norm_decoder(sae.W_dec)
-        sae.after_step(res.codes)
+        if type(sae).after_step is not SparseAutoencoder.after_step:
+            sae.after_step(res.dense_codes())
         with torch.no_grad():
-            fired = (res.codes > 0).any(0)  # (d_sae,)
             since_fired += len(rows)
-            since_fired[fired] = 0
+            since_fired.index_fill_(0, res.fired(), 0)
         metrics = {"step": step, "lr": opt.param_groups[0]["lr"], "loss": float(res.loss.detach())}
         if step % cfg.log_every == 0 or step == n_steps - 1:
             metrics.update({k: float(v) for k, v in res.parts.items()})
-            metrics["l0"] = float((res.codes > 0).sum(1).float().mean())
+            metrics["l0"] = float(res.l0())
             metrics["dead_fraction"] = float(dead.float().mean())
             history.append(metrics)
             log.debug("step %d %s", step, metrics)
@@ -223,6 +264,8 @@ def train_sae(
             callback(step, metrics)
     if bar is not None:
         bar[0].stop()
+    final = plan.iter_rows(max(0, n_steps - FINAL_BATCHES), n_steps)  # lazy: read if consumed
+    sae.after_training(torch.from_numpy(source.read(rows)).to(cfg.device) for _, rows in final)
     checkpoint(n_steps)
     return TrainResult(sae.eval(), history, n_steps, out)
 
@@ -240,6 +283,10 @@ def _load_state(out: Path, sae: SparseAutoencoder, opt: torch.optim.Optimizer, c
         )
     sae.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
+    for t in opt.param_groups[0]["params"]:  # moments saved in W_enc's (d_in, d_sae) shape
+        for key, value in opt.state.get(t, {}).items():
+            if torch.is_tensor(value) and value.ndim == 2 and value.shape != t.shape:
+                opt.state[t][key] = value.T.contiguous()
     torch.set_rng_state(state["rng"])
     return int(state["step"]), state["since_fired"], list(state["history"])
 

@@ -175,7 +175,12 @@ def _all_pairs_linear(arrays: dict[str, Any], names: tuple[str, ...], device: to
     (:func:`~repscope.measures._sim_common.block_products`), so the L (L + 1) / 2 needed
     ``d x d`` blocks come from L large products.
     """
-    from repscope.measures._sim_common import block_products, centred_into, make_estimate, zero_variance
+    from repscope.measures._sim_common import (
+        block_products,
+        centred_into,
+        make_estimate,
+        zero_variance,
+    )
 
     precision = params.get("precision", "float64")
     dims = [arrays[name].shape[1] for name in names]

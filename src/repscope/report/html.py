@@ -31,7 +31,7 @@ from repscope.report.data import (
     gather,
     preferred_spectrum,
 )
-from repscope.report.features import FeaturePageInfo
+from repscope.report.features import FeaturePageInfo, find_feature_pages
 
 __all__ = ["render_report", "write_report"]
 
@@ -47,8 +47,6 @@ def write_report(db_path: str | Path, out: str | Path | None = None, *,
     ``out`` defaults to ``report.html`` next to the database. Returns the written path.
     """
     from repscope._io import atomic_write_text
-
-    from repscope.report.features import find_feature_pages
 
     data = gather(db_path, run_id)
     out = Path(out) if out is not None else Path(data.db_path).with_name("report.html")
