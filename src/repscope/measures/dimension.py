@@ -165,7 +165,9 @@ def _common(t: _Table, metric: str, device: Any) -> dict[str, Any]:
 
 def _dup_diag(t: _Table) -> dict[str, Any]:
     rep = t.nb.duplicates
-    return {"duplicate_fraction": float(rep.fraction), "n_input": rep.n_input}
+    return {"duplicate_fraction": float(rep.fraction), "n_input": rep.n_input,
+            "neighbor_strategy": t.nb.strategy, "neighbor_rank": int(t.nb.rank),
+            "neighbor_fallback_fraction": float(t.nb.fallback_fraction)}
 
 
 def _expand(local: np.ndarray, t: _Table) -> np.ndarray:
