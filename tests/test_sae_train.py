@@ -161,5 +161,5 @@ def test_decoder_tangent_projection_and_storage_order_adam():
             if o is opt:
                 _sync_grads(sae, tensors)
             o.step()
-    for (name, p), q in zip(sae.named_parameters(), ref.parameters()):
+    for (name, p), q in zip(sae.named_parameters(), ref.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6), name

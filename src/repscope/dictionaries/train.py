@@ -163,7 +163,7 @@ def _adam(sae: SparseAutoencoder, lr: float) -> tuple[torch.optim.Adam, list[tor
 
 def _sync_grads(sae: SparseAutoencoder, tensors: list[torch.Tensor]) -> None:
     """Hand each parameter's gradient to the tensor the optimiser updates (a view, no copy)."""
-    for p, t in zip(sae.parameters(), tensors):
+    for p, t in zip(sae.parameters(), tensors, strict=True):
         if t is not p:
             t.grad = None if p.grad is None else _storage_order(p.grad)
 
@@ -234,6 +234,7 @@ def train_sae(
         x = torch.from_numpy(source.read(rows)).to(cfg.device)  # (batch, d_in)
         dead = since_fired > cfg.dead_window_tokens
         res = sae.training_loss(x, dead)
+        opt.zero_grad(set_to_none=True)  # the storage-order views' gradients
         sae.zero_grad(set_to_none=True)
         res.loss.backward()
         remove_parallel_grad(sae.W_dec)
