@@ -97,8 +97,13 @@ def twonn_linear_fit(log_mu: np.ndarray, w: np.ndarray, discard_fraction: float)
     dropped before the least-squares fit. Returns ``(d, x, y)`` with the fitted points.
     """
     order = np.argsort(log_mu, kind="stable")
-    x = log_mu[order]  # (N,)
-    F = np.cumsum(w[order]) / w.sum()  # (N,)
+    return twonn_linear_fit_sorted(log_mu[order], w[order], discard_fraction)
+
+
+def twonn_linear_fit_sorted(x: np.ndarray, w: np.ndarray, discard_fraction: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """:func:`twonn_linear_fit` on ratios ``x = log mu`` already sorted (weights ``w`` in the
+    same order): lets a bootstrap sort once and build each resample's sorted order in O(N)."""
+    F = np.cumsum(w) / w.sum()  # (N,)
     keep = int(math.floor(x.size * (1.0 - discard_fraction)))
     keep = max(1, min(keep, x.size - 1))
     x, y = x[:keep], -np.log1p(-F[:keep])

@@ -42,6 +42,7 @@ from repscope.measures._id_core import (
     mle_inverse_local,
     participation_ratio_from_eigenvalues,
     twonn_linear_fit,
+    twonn_linear_fit_sorted,
     variance_threshold_rank,
 )
 from repscope.neighbors import POLICIES, Neighbors, knn
@@ -331,8 +332,17 @@ def twonn(X: ArrayLike, *, fit: str = "linear", discard_fraction: float = 0.1,
         d, x, y = twonn_linear_fit(log_mu, w, discard_fraction)
         step = max(1, x.size // 200)
         diag.update(fit_log_mu=x[::step], fit_neg_log_survival=y[::step])
-        se, ci = _boot(lambda i: twonn_linear_fit(log_mu[i], w[i], discard_fraction)[0],
-                       log_mu.size, n_boot, seed, ci_level)
+        order = np.argsort(log_mu, kind="stable")  # sort once: a resample's sorted order is
+        rank = np.empty_like(order)  # the sorted ratios repeated by their resample counts
+        rank[order] = np.arange(order.size)
+        xs, ws = log_mu[order], w[order]
+
+        def fit(i: np.ndarray) -> float:
+            counts = np.bincount(rank[i], minlength=order.size)  # (m,)
+            return twonn_linear_fit_sorted(np.repeat(xs, counts), np.repeat(ws, counts),
+                                           discard_fraction)[0]
+
+        se, ci = _boot(fit, log_mu.size, n_boot, seed, ci_level)
         params["uncertainty"] = "bootstrap" if n_boot else "none"
     return IDEstimate(fn, float(d), int(ok.sum()), se, ci, params, diag,
                       scale=float(np.median(L[:, 1])), rank=2)
