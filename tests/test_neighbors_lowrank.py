@@ -5,22 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.distance import cdist
 
 import repscope.neighbors as neighbors
 from repscope.neighbors import knn
-
-
-def _naive(X: np.ndarray, k: int, metric: str = "euclidean"):
-    X = np.asarray(X, dtype=np.float64)
-    if metric == "cosine":
-        U = X / np.linalg.norm(X, axis=1, keepdims=True)
-        D = 1.0 - U @ U.T
-    else:
-        D = cdist(X, X)
-    np.fill_diagonal(D, np.inf)
-    idx = np.argsort(D, axis=1, kind="stable")[:, :k]
-    return idx, np.take_along_axis(D, idx, axis=1)
+from test_neighbors import _naive
 
 
 def _low_rank(n: int, d: int, r: int, seed: int, noise: float = 0.0) -> np.ndarray:
