@@ -156,6 +156,29 @@ def test_every_section_can_show_every_checkpoint(sweep):
         assert f"ckpt{i}-plot-family-spectrum" in ids and f"ckpt{i}-plot-sim-0" in ids
 
 
+def test_static_figures_of_a_chosen_checkpoint(sweep, tmp_path):
+    from click.testing import CliRunner
+
+    from repscope.cli import app
+    from repscope.report.figures import write_figures
+
+    _, run = sweep
+    first = write_figures(run.db_path, tmp_path / "c0", formats=("svg",), checkpoint="checkpoint-0")
+    last = write_figures(run.db_path, tmp_path / "c2", formats=("svg",))
+    assert sorted(p.name for p in first) == sorted(p.name for p in last)
+    assert "family_spectrum.svg" in {p.name for p in first}
+    assert (tmp_path / "c0" / "family_spectrum.svg").read_bytes() != \
+        (tmp_path / "c2" / "family_spectrum.svg").read_bytes()  # other weights, other values
+    with pytest.raises(ValueError, match=r"Unknown checkpoint 'checkpoint-5' for these results: "
+                                         r"its checkpoints are \['checkpoint-0', 'checkpoint-10', "
+                                         r"'checkpoint-20'\]"):
+        write_figures(run.db_path, tmp_path / "bad", formats=("svg",), checkpoint="checkpoint-5")
+    res = CliRunner().invoke(app, ["plot", str(run.db_path), "--out-dir", str(tmp_path / "cli"),
+                                    "--format", "svg", "--checkpoint", "checkpoint-10"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "cli" / "family_spectrum.svg").exists()
+
+
 @pytest.mark.browser
 def test_the_checkpoint_picker_switches_views_in_a_browser(sweep):
     from test_browser_report import _PROBE, ARGS, CHROMIUM, _browser

@@ -184,7 +184,11 @@ def report(results: Path, out: Path | None, run_id: str | None) -> None:
 @click.option("--format", "formats", multiple=True, type=click.Choice(["png", "pdf", "svg"]),
               default=("png", "pdf"), show_default=True, help="File formats (repeatable).")
 @click.option("--run-id", default=None, help="Plot this run (default: the latest).")
-def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: str | None) -> None:
+@click.option("--checkpoint", default=None,
+              help="In a checkpoint sweep, the checkpoint the per-layer figures show "
+                   "(default: the last).")
+def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: str | None,
+         checkpoint: str | None) -> None:
     """Write static figures (matplotlib) for papers from a results directory or .duckdb file."""
     from repscope.analysis.db import ResultsDB
     from repscope.report.figures import write_figures
@@ -192,7 +196,8 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: 
     db = ResultsDB.at(results)
     out_dir = out_dir or db.path.parent / "figures"
     try:
-        paths = write_figures(db.path, out_dir, formats=formats, run_id=run_id)
+        paths = write_figures(db.path, out_dir, formats=formats, run_id=run_id,
+                              checkpoint=checkpoint)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     _console().print(f"{len(paths)} figure files in [bold]{out_dir}[/]")

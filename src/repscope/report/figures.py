@@ -9,6 +9,7 @@ measure against the training step (one line per layer); it returns the written p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -142,16 +143,17 @@ def _training(plt: Any, ts: Any) -> Any:
 
 def write_figures(db_path: str | Path, out_dir: str | Path, *,
                   formats: Sequence[str] = ("png", "pdf"), run_id: str | None = None,
-                  ) -> list[Path]:
+                  checkpoint: str | None = None) -> list[Path]:
     """Write static figures for the results at ``db_path`` into ``out_dir``; return the paths.
 
-    Nothing is written for plots without data (e.g. no pair measure was run).
+    Nothing is written for plots without data (e.g. no pair measure was run). In a checkpoint
+    sweep the per-layer figures show the last checkpoint, or the one named ``checkpoint``.
     """
     bad = sorted(set(formats) - set(FORMATS))
     if bad or not formats:
         raise ValueError(f"Figure formats must be a non-empty subset of {list(FORMATS)}; "
                          f"got {list(formats)}.")
-    data = gather(db_path, run_id)
+    data = _at_checkpoint(gather(db_path, run_id), checkpoint)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
@@ -170,3 +172,16 @@ def write_figures(db_path: str | Path, out_dir: str | Path, *,
     for ts in data.training:
         paths += _save(plt, _training(plt, ts), out_dir, f"training_{_slug(ts.label)}", formats)
     return paths
+
+
+def _at_checkpoint(data: ReportData, checkpoint: str | None) -> ReportData:
+    """``data`` with its per-layer content taken from the sweep checkpoint named ``checkpoint``."""
+    if checkpoint is None:
+        return data
+    names = [v.name for v in data.views] or [str(c.get("name")) for c in data.checkpoints]
+    view = next((v for v in data.views if v.name == checkpoint), None)
+    if view is None:
+        known = f"its checkpoints are {names}" if names else "it is not a checkpoint sweep"
+        raise ValueError(f"Unknown checkpoint {checkpoint!r} for these results: {known}.")
+    return replace(data, series=view.series, matrices=view.matrices, spectra=view.spectra,
+                   local=view.local, n_results=view.n_results)
