@@ -57,10 +57,10 @@ def _peak_mb() -> float:
 def work_repscope(X: np.ndarray, strategy: str = "auto") -> dict:
     import warnings
 
+    import scipy.special  # noqa: F401  imports stay outside the timed region, as for dadapy and skdim
+
     from repscope.measures.dimension import gride, local_mle, mle, twonn
     from repscope.neighbors import knn
-
-    import scipy.special  # noqa: F401  imports stay outside the timed region, as for dadapy and skdim
 
     warnings.simplefilter("ignore")
     mm_before = _blocked_matmul(X)
