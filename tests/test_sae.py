@@ -248,19 +248,27 @@ def test_topk_sparse_decoder_gradients_match_dense():
     dead = torch.zeros(40, dtype=torch.bool)
     dead[::3] = True
     step = sae.training_loss(x, dead)
+    z = _assert_grads_match_dense(sae, step, x, dead)
+    assert torch.equal(step.dense_codes(), z.detach())
+
+
+def _assert_grads_match_dense(sae, step, x, dead):
+    """The sparse step's loss and gradients equal those of the dense TopK reference (1e-12);
+    returns the dense codes."""
     step.loss.backward()
     fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
     sae.zero_grad()
     xn = sae.normalize(x)
     pre = sae.pre_acts(xn)
-    z = act.topk(pre, 4)
+    z = act.topk(pre, sae.k)
     recon = z @ sae.W_dec + sae.b_dec
-    loss = (recon - xn).pow(2).sum(-1).mean() / 10 + sum(sae.extra_losses(xn, pre, z, recon, dead).values())
+    loss = (recon - xn).pow(2).sum(-1).mean() / sae.d_in + sum(
+        sae.extra_losses(xn, pre, z, recon, dead).values())
     loss.backward()
     assert torch.allclose(step.loss, loss)
     for name, p in sae.named_parameters():
         assert torch.allclose(fast[name], p.grad, atol=1e-12), name
-    assert torch.equal(step.dense_codes(), z.detach())
+    return z
 
 
 @pytest.mark.parametrize("block_rows", [None, 5, 32])
@@ -307,12 +315,4 @@ def test_topk_sparse_step_statistics_match_dense_codes(with_dead):
     assert torch.equal(step.dense_codes(), z.detach())
     assert set(step.fired().tolist()) == set((z > 0).any(0).nonzero().squeeze(1).tolist())
     assert float(step.l0()) == float((z > 0).sum(1).double().mean())
-    step.loss.backward()
-    fast = {n: p.grad.clone() for n, p in sae.named_parameters()}
-    sae.zero_grad()
-    recon = z @ sae.W_dec + sae.b_dec
-    loss = (recon - xn).pow(2).sum(-1).mean() / 10 + sum(sae.extra_losses(xn, pre, z, recon, dead).values())
-    loss.backward()
-    assert torch.allclose(step.loss, loss)
-    for name, p in sae.named_parameters():
-        assert torch.allclose(fast[name], p.grad, atol=1e-12), name
+    _assert_grads_match_dense(sae, step, x, dead)
