@@ -52,13 +52,10 @@ def to64(X: ArrayLike, device: torch.device) -> torch.Tensor:
 
 
 def centred(X: ArrayLike, device: torch.device) -> torch.Tensor:
-    """(n, d) float64 copy of ``X`` with column means removed (one pass, input untouched)."""
-    T = as_torch(X, device=device)  # (n, d), a view when possible
-    mean = T.mean(dim=0, keepdim=True, dtype=torch.float64)  # (1, d)
-    T64 = T.to(torch.float64)
-    if T64.data_ptr() == T.data_ptr():  # no copy was made: allocate the result
-        return T64 - mean
-    return T64.sub_(mean)
+    """(n, d) float64 copy of ``X`` with column means removed (input untouched)."""
+    Z = torch.empty(X.shape, dtype=torch.float64, device=device)  # (n, d)
+    centred_into(Z, X, 0, X.shape[1])
+    return Z
 
 
 PRECISIONS = ("float64", "mixed")
