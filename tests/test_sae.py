@@ -53,6 +53,20 @@ def test_afa_k_matches_norm():
     assert torch.equal(z, torch.tensor([[3.0, 0.0, 4.0, 0.0, 0.0]]))
 
 
+def test_afa_tolerance_prefers_the_sparsest_prefix():
+    # prefix norms 4, 5, 5.004, 5.005: the closest to 5.005 is the whole code (k = 4); with a 1%
+    # band (0.05) the shortest prefix inside it is k = 2; a zero tolerance is the paper's rule.
+    acts = torch.tensor([[3.0, 0.0, 4.0, 0.1, 0.2]], dtype=torch.float64)
+    target = torch.tensor([np.sqrt(25.05)], dtype=torch.float64)
+    ones = torch.ones(5, dtype=torch.float64)
+    assert int(act.afa_k(acts, target, ones)[0]) == 4
+    assert int(act.afa_k(acts, target, ones, tol=0.0)[0]) == 4
+    assert int(act.afa_k(acts, target, ones, tol=0.01)[0]) == 2
+    assert int(act.afa_k(acts, target, ones, tol=3e-4)[0]) == 3  # |5.004 - 5.005| < 3e-4 * 5.005
+    with pytest.raises(ValueError, match="afa_tol"):
+        build_sae("topafa", 4, 8, afa_tol=-0.1)
+
+
 def test_batchtopk_threshold_used_at_inference():
     sae = build_sae("batchtopk", 4, 12, k=2)
     sae.after_step(torch.tensor([[0.0, 0.7, 0.3], [0.4, 0.0, 0.0]]))
@@ -142,19 +156,21 @@ def test_bad_inputs(tmp_path):
         load_sae(tmp_path / "missing")
 
 
-# Recovery of a known dictionary. TopK / BatchTopK / ReLU+L1 / MP: 32 features in 16
-# dimensions (superposition), 3 active per row, 64 latents. top-AFA picks its own sparsity and
-# assumes quasi-orthogonal features: here on a complete dictionary (32 features in 32
-# dimensions, 32 latents); the 2x overcomplete case has its own test below (64 dimensions, where
-# 128 random features are quasi-orthogonal). With 32 features in 16 dimensions (|cos| up to
-# ~0.7) the norm target ||x|| is too far from ||z|| and top-AFA does not recover the features
-# (docs/dictionaries.md, Limitations).
+# Recovery of a known dictionary at the true sparsity (3 active per row). TopK / BatchTopK /
+# ReLU+L1 / MP: 32 features in 16 dimensions (superposition), 64 latents. ReLU+L1 needs the
+# longer run: its L1 penalty trades shrinkage against spurious small activations (data/init
+# seeds 0-2: mean max-cosine 0.974-0.985, L0 3.33-3.34). top-AFA picks its own
+# sparsity and assumes quasi-orthogonal features: here on a complete dictionary (32 features in
+# 32 dimensions, 32 latents), with afa_tol = 0.02 (the paper's rule, afa_tol = 0, settles near
+# 3x the true L0: see the overcomplete tests below and docs/dictionaries.md). With 32 features in
+# 16 dimensions (|cos| up to ~0.7) the norm target ||x|| is too far from ||z|| and top-AFA does
+# not recover the features (docs/dictionaries.md, Limitations).
 RECOVERY = {  # arch: (hyper-parameters, d, n_features, d_sae)
     "topk": ({"k": 3}, 16, 32, 64),
     "batchtopk": ({"k": 3}, 16, 32, 64),
     "mp": ({"k": 3}, 16, 32, 64),
-    "relu": ({"l1_coeff": 0.1}, 16, 32, 64),
-    "topafa": ({"afa_coeff": 1 / 128}, 32, 32, 32),  # 0.938; 0.901 at the default 1/32
+    "relu": ({"l1_coeff": 0.2, "steps": 3000}, 16, 32, 64),  # L0 9.4 at 0.1 x 400 steps
+    "topafa": ({"afa_tol": 0.02}, 32, 32, 32),
 }
 
 
@@ -170,30 +186,25 @@ def one_thread():
 def test_recovers_known_sparse_dictionary(arch, one_thread):
     hyper, d, n_features, d_sae = RECOVERY[arch]
     X, D = sparse_dictionary_data(4096, d, n_features, 3)
-    cfg = TrainConfig(architecture=arch, d_sae=d_sae, batch_size=256, steps=400, lr=1e-2,
-                      warmup_steps=50, dead_window_tokens=10_000, **hyper)
+    cfg = TrainConfig(architecture=arch, d_sae=d_sae, batch_size=256, lr=1e-2, warmup_steps=50,
+                      dead_window_tokens=10_000, **{"steps": 400, **hyper})
     result = train_sae(X, cfg)
     score = mean_max_cosine(D, result.sae.W_dec.detach())
+    with torch.no_grad():
+        l0 = (result.sae.encode(torch.from_numpy(X)) > 0).sum(1).double().mean().item()
+    print(f"{arch}: mean max-cosine {score:.3f}, L0 {l0:.2f}")
     assert score > 0.9, f"{arch}: mean max-cosine {score:.3f}"
-    if arch in ("topk", "mp"):
-        assert result.history[-1]["l0"] <= 3
+    assert 2.5 <= l0 <= 3.5, f"{arch}: L0 {l0:.2f}, true sparsity 3"
 
 
-def test_topafa_recovers_overcomplete_dictionary(one_thread):
-    """2x overcomplete (128 quasi-orthogonal features in 64 dimensions, 3 active per row):
-    top-AFA, which is never told the sparsity, finds the true directions and the true supports.
-    Its L0 counts, besides the true atoms, a few latents with tiny activations that fill the
-    norm gap left by the encoder's shrinkage (~5% of the code energy), so L0 lies above 3.
-    Seeds 0-3 measured: mean max-cosine 0.978-0.987, true-atom hit rate 0.95-0.96, energy on
-    the true support 0.92-0.95, L0 9.6-12.7, ||z|| / ||s x - b_dec|| 0.977-0.988."""
-    s = 3
-    X, D, Z = sparse_dictionary_data(4096, 64, 128, s, return_codes=True)
+def _train_overcomplete_topafa(afa_tol: float):
+    """128 quasi-orthogonal features in 64 dimensions, 3 active per row, 128 latents."""
+    X, D, Z = sparse_dictionary_data(4096, 64, 128, 3, return_codes=True)
     cfg = TrainConfig(architecture="topafa", d_sae=128, batch_size=128, steps=1000, lr=3e-2,
-                      warmup_steps=50, dead_window_tokens=10_000, afa_coeff=1 / 16)
+                      warmup_steps=50, dead_window_tokens=10_000, afa_coeff=1 / 16, afa_tol=afa_tol)
     result = train_sae(X, cfg)
     sae = result.sae
     W = sae.W_dec.detach().numpy()  # (d_sae, d)
-    assert mean_max_cosine(D, W) > 0.95
     with torch.no_grad():
         x = torch.from_numpy(X)
         z = sae.encode(x).numpy()  # (n, d_sae)
@@ -201,13 +212,42 @@ def test_topafa_recovers_overcomplete_dictionary(one_thread):
     match = np.abs(D @ W.T).argmax(1)  # learned latent of each true feature
     true_on = np.zeros(z.shape, dtype=bool)
     true_on[:, match] = Z > 0
-    assert ((z > 0) & true_on).sum() / true_on.sum() > 0.9  # true atoms are active
-    assert ((z * true_on) ** 2).sum() / (z**2).sum() > 0.9  # and carry the code energy
-    l0 = (z > 0).sum(1).mean()
-    assert s <= l0 <= 5 * s, l0  # 9.6 to 12.7 over data/init seeds 0-3
-    assert result.history[-1]["l0"] < result.history[0]["l0"] / 3  # from dense init to sparse
-    ratio = np.linalg.norm(z, axis=1) / target  # norm matching, the AFA guarantee
-    assert abs(ratio.mean() - 1) < 0.05
+    return {
+        "max_cos": mean_max_cosine(D, W),
+        "hit": ((z > 0) & true_on).sum() / true_on.sum(),  # true atoms that are active
+        "energy": ((z * true_on) ** 2).sum() / (z**2).sum(),  # code energy on the true support
+        "l0": (z > 0).sum(1),
+        "norm_ratio": np.linalg.norm(z, axis=1) / target,  # norm matching, the AFA guarantee
+        "history": result.history,
+    }
+
+
+def test_topafa_tolerance_recovers_overcomplete_dictionary_at_true_sparsity(one_thread):
+    """2x overcomplete (128 quasi-orthogonal features in 64 dimensions, 3 active per row):
+    top-AFA with afa_tol = 0.02, never told the sparsity, finds the true directions at the true
+    sparsity. Seeds 0-3 measured: mean max-cosine 0.980-0.991, L0 2.81-3.04 (median 3), energy
+    on the true support 0.972-0.990, true-atom hit rate 0.846-0.865: the selection rule's own
+    accuracy at the true dictionary (0.864-0.868, test below), as the norm ||x|| differs from the
+    true code's by 5.6% on average."""
+    r = _train_overcomplete_topafa(0.02)
+    assert r["max_cos"] > 0.95
+    assert 2.5 <= r["l0"].mean() <= 3.5 and np.median(r["l0"]) == 3, r["l0"].mean()
+    assert r["energy"] > 0.95 and r["hit"] > 0.8
+    assert abs(r["norm_ratio"].mean() - 1) < 0.05
+
+
+def test_topafa_paper_rule_recovers_directions_above_true_sparsity(one_thread):
+    """The paper's rule (afa_tol = 0) on the same problem finds the true directions and supports,
+    but its L0 counts, besides the true atoms, a few latents with tiny activations that fill the
+    norm gap left by the encoder's shrinkage (~5% of the code energy), so L0 lies above 3.
+    Seeds 0-3 measured: mean max-cosine 0.978-0.987, true-atom hit rate 0.95-0.96, energy on
+    the true support 0.92-0.95, L0 9.6-12.7, ||z|| / ||s x - b_dec|| 0.977-0.988."""
+    r = _train_overcomplete_topafa(0.0)
+    assert r["max_cos"] > 0.95
+    assert r["hit"] > 0.9 and r["energy"] > 0.9
+    assert 3 <= r["l0"].mean() <= 15, r["l0"].mean()
+    assert r["history"][-1]["l0"] < r["history"][0]["l0"] / 3  # from dense init to sparse
+    assert abs(r["norm_ratio"].mean() - 1) < 0.05
 
 
 def test_topafa_rule_at_true_dictionary_gives_true_sparsity():

@@ -151,6 +151,10 @@ class Neighbors:
     "Dimension ``r`` of the principal subspace the 'lowrank' search ranked in (0 for brute)."
     fallback_fraction: float = 0.0
     "Fraction of rows the 'lowrank' search handed to the brute search (failed certificate)."
+    float64_fraction: float = 0.0
+    "Fraction of rows whose brute-search candidates failed their certificate (float64 recheck)."
+    direct_fraction: float = 0.0
+    "Fraction of rows that failed the float64 certificate too (direct differences to all rows)."
 
     @property
     def n(self) -> int:
@@ -325,6 +329,20 @@ class _Prepared:
 
 
 @dataclass(frozen=True)
+class _Bounds:
+    """What :func:`_certify` needs to bound the squared distances behind a ranking matrix."""
+
+    t: np.ndarray
+    "(n,) float64 squared norms of the centred rows."
+    rho: np.ndarray
+    "(n,) float64 norms of the parts the ranking leaves out (zero for the brute search)."
+    gamma: float
+    "Relative margin of the ranking: ``|M_hat - M| <= gamma (t_i + t_j)``."
+    slack: float
+    "Absolute margin (float64 roundings, underflow)."
+
+
+@dataclass(frozen=True)
 class _LowRank:
     """Rows split into principal coordinates and residual norms (module docstring)."""
 
@@ -346,6 +364,10 @@ class _LowRank:
     @property
     def rank(self) -> int:
         return int(self.proj.shape[1])
+
+    @property
+    def bounds(self) -> _Bounds:
+        return _Bounds(self.t, self.rho, self.gamma, self.slack)
 
     def subset(self, r: torch.Tensor) -> _LowRank:
         rn = r.cpu().numpy()
@@ -495,31 +517,38 @@ def _searcher(backend, metric, device, dtype, budget, seed):
 
 
 def _exact_search(P: _Prepared, k: int, metric: str, budget: int):
-    """(indices, distances, (strategy, rank, fallback fraction)) of the exact search."""
+    """(indices, distances, (strategy, rank, fallback, float64 and direct fractions))."""
     n = P.search.shape[0]
     out_idx = np.empty((n, k), dtype=np.int64)
     out_dist = np.empty((n, k), dtype=np.float64)
     if P.lowrank is None:
-        _brute_search(P, np.arange(n), k, metric, budget, out_idx, out_dist)
-        return out_idx, out_dist, ("brute", 0, 0.0)
+        n64, n_direct = _brute_search(P, np.arange(n), k, metric, budget, out_idx, out_dist)
+        return out_idx, out_dist, ("brute", 0, 0.0, n64 / n, n_direct / n)
     failed = _lowrank_search(P, k, metric, budget, out_idx, out_dist)
+    n64 = n_direct = 0
     if failed.size:
-        _brute_search(P, failed, k, metric, budget, out_idx, out_dist)
-    return out_idx, out_dist, ("lowrank", P.lowrank.rank, failed.size / n)
+        n64, n_direct = _brute_search(P, failed, k, metric, budget, out_idx, out_dist)
+    return out_idx, out_dist, ("lowrank", P.lowrank.rank, failed.size / n, n64 / n, n_direct / n)
 
 
 def _brute_search(P: _Prepared, rows: np.ndarray, k: int, metric: str, budget: int,
-                  out_idx: np.ndarray, out_dist: np.ndarray) -> None:
-    """Blockwise exact search of the query ``rows`` (sorted int64) against all rows of ``P``:
-    candidates in the search dtype, then re-ranking by direct distances, written in place."""
+                  out_idx: np.ndarray, out_dist: np.ndarray) -> tuple[int, int]:
+    """Blockwise exact search of the query ``rows`` (sorted int64) against all rows of ``P``,
+    written in place: candidates from products in the search dtype, certified row by row
+    (:func:`_certify` with zero residuals, module docstring), re-ranked by direct distances.
+    Rows that fail go to :func:`_float64_search`, then to :func:`_direct_search`.
+    Returns how many rows each of those two fallbacks searched."""
     Xs = P.search  # (n, d)
     n = Xs.shape[0]
     sq = (Xs * Xs).sum(1)  # (n,)
-    c = min(n - 1, k + (0 if Xs.dtype == torch.float64 else _EXTRA_CANDIDATES))
+    c = min(n - 1, k + _EXTRA_CANDIDATES)
+    bounds = _expansion_bounds(_squared_norms(Xs), Xs.shape[1], Xs.dtype, Xs.device)
+    rel = _rerank_error(P.ref)
     blocks = list(_blocks(rows.size, n, budget, Xs.element_size()))
     # One block buffer reused by every block: a fresh (b, n) tensor per block is a large
     # allocation the OS maps and zero-fills anew each time (~15 % of the product's time on CPU).
     buf = torch.empty((blocks[0][1] - blocks[0][0], n), dtype=Xs.dtype, device=Xs.device)
+    failed = []
     for lo, hi in blocks:
         q = rows[lo:hi]
         if _contiguous(q):
@@ -529,8 +558,142 @@ def _brute_search(P: _Prepared, rows: np.ndarray, k: int, metric: str, budget: i
             qt = torch.as_tensor(q, device=Xs.device)
             R = torch.addmm(sq[None, :], Xs[qt], Xs.T, alpha=-2.0, out=buf[: hi - lo])  # (b, n)
             R[torch.arange(hi - lo, device=Xs.device), qt] = float("inf")
-        cand = _smallest(R, c)  # (b, c)
-        out_idx[q], out_dist[q] = _rerank(P.ref, q, cand, k, metric)
+        failed.append(_certified_rerank(P, R, q, c, k, metric, bounds, rel, out_idx, out_dist))
+    failed = np.concatenate(failed)
+    if not failed.size:
+        return 0, 0
+    n64 = 0
+    if Xs.dtype != torch.float64:  # a float64 search has nothing more precise to offer
+        n64 = failed.size
+        failed = _float64_search(P, failed, k, metric, budget, out_idx, out_dist)
+    if failed.size:
+        _direct_search(P, failed, k, metric, budget, out_idx, out_dist)
+    log.debug("knn: %d rows re-searched in float64, %d by direct differences", n64, failed.size)
+    return n64, int(failed.size)
+
+
+def _certified_rerank(P: _Prepared, R: torch.Tensor, q: np.ndarray, c: int, k: int, metric: str,
+                      bounds: _Bounds, rel: tuple[float, float], out_idx: np.ndarray,
+                      out_dist: np.ndarray) -> np.ndarray:
+    """Select the ``c`` smallest ranking values of each row of ``R`` (b, n) (queries ``q``),
+    re-rank the rows whose candidates are certified and write them; return the other rows."""
+    cand = _smallest(R, c)  # (b, c)
+    vals = torch.gather(R, 1, cand)
+    ok, keep = _certify(bounds, q, cand.cpu().numpy(), vals.cpu().numpy(), k, 0.0, rel)
+    good = q[ok]
+    if good.size:
+        keep = torch.as_tensor(keep, device=R.device)
+        out_idx[good], out_dist[good] = _rerank(P.ref, good, keep, k, metric)
+    return q[~ok]
+
+
+def _squared_norms(S: torch.Tensor) -> np.ndarray:
+    """(n,) float64 squared norms of the rows of ``S`` (n, d), in chunks of 8 MB."""
+    n, d = S.shape
+    t = np.empty(n)
+    chunk = max(1, 2**20 // d)
+    host = S.device.type == "cpu" and _NUMPY_ON_CPU and S.dtype in (torch.float32, torch.float64)
+    for lo in range(0, n, chunk):
+        if host:
+            rows = S[lo:lo + chunk].numpy()  # (c, d)
+            t[lo:lo + chunk] = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+        else:
+            rows = S[lo:lo + chunk].to(torch.float64)  # (c, d)
+            t[lo:lo + chunk] = (rows * rows).sum(1).cpu().numpy()
+    return t
+
+
+def _expansion_bounds(t: np.ndarray, d: int, dtype: torch.dtype, device: torch.device) -> _Bounds:
+    """Rounding bounds of the brute ranking ``|s_j|^2 - 2 s_i.s_j`` computed in ``dtype`` from
+    the centred rows ``s`` rounded to ``dtype`` (``t_i = |s_i|^2`` in float64), for
+    :func:`_certify` with zero residuals: ``|M_hat - D| <= gamma (t_i + t_j) + slack``.
+
+    With ``u`` the unit roundoff of the products (:func:`_unit_roundoff`, and of the dtype)
+    plus that of float64 (the centring), the d-term squared norm, the (d + 1)-term ``addmm``
+    (``|error| <= gamma_d |s_i| |s_j|`` in any summation order), the rounding of the centred
+    rows (relative ``u`` per entry, so ``|D_s - D| <= 4 u (t_i + t_j)``) and of ``t`` add up to
+    at most ``(2 d + 16) u (t_i + t_j)``; doubled for safety. ``slack`` covers products that
+    underflow (flushed to zero or not).
+    """
+    u = max(_unit_roundoff(dtype, device), float(torch.finfo(dtype).eps) / 2) + 2.0**-53
+    gamma = 2.0 * (2 * d + 16) * u
+    slack = 8.0 * (d + 4) * float(torch.finfo(dtype).tiny)
+    return _Bounds(t, np.zeros(t.shape[0]), gamma, slack)
+
+
+def _float64_search(P: _Prepared, rows: np.ndarray, k: int, metric: str, budget: int,
+                    out_idx: np.ndarray, out_dist: np.ndarray) -> np.ndarray:
+    """First fallback of the brute search: the same certified search with float64 products of
+    the rows centred in float64 (centring removes a common offset, float64 the rest of the
+    rounding), column chunks converted on the fly (no float64 copy of X). Returns the rows that
+    still fail (those whose neighbour gaps are below float64 rounding against their norms)."""
+    ref, dev = P.ref, P.ref.device
+    n, d = ref.shape
+    mu = P.center.to(dev)  # (d,) float64
+    chunk = max(1, 2**20 // d)  # float64 chunks of 8 MB
+
+    def centred(lo: int, hi: int) -> torch.Tensor:
+        return ref[lo:hi].to(torch.float64) - mu  # (c, d)
+
+    t = torch.empty(n, dtype=torch.float64, device=dev)
+    for lo in range(0, n, chunk):
+        C = centred(lo, lo + chunk)
+        t[lo:lo + chunk] = (C * C).sum(1)
+    bounds = _expansion_bounds(t.cpu().numpy(), d, torch.float64, dev)
+    rel = _rerank_error(ref)
+    c = min(n - 1, k + _EXTRA_CANDIDATES)
+    b = max(1, min(rows.size, budget // (16 * max(n, d))))  # (b, n) block and (b, d) queries
+    buf = torch.empty((b, n), dtype=torch.float64, device=dev)
+    failed = []
+    for lo in range(0, rows.size, b):
+        q = rows[lo:lo + b]
+        hi = lo + q.size
+        qt = torch.as_tensor(q, device=dev)
+        Q = ref[qt].to(torch.float64) - mu  # (b, d)
+        R = buf[: hi - lo]  # (b, n)
+        for j in range(0, n, chunk):
+            R[:, j:j + chunk] = torch.addmm(t[None, j:j + chunk], Q, centred(j, j + chunk).T,
+                                            alpha=-2.0)
+        R[torch.arange(hi - lo, device=dev), qt] = float("inf")
+        failed.append(_certified_rerank(P, R, q, c, k, metric, bounds, rel, out_idx, out_dist))
+    return np.concatenate(failed)
+
+
+def _direct_search(P: _Prepared, rows: np.ndarray, k: int, metric: str, budget: int,
+                   out_idx: np.ndarray, out_dist: np.ndarray) -> None:
+    """Last fallback: squared distances of each query row to every row from direct float64
+    differences (relative error ``eps``, :func:`_rerank_error`), in blocks of at most
+    ``budget``. Every row whose value lies within the error bounds of the ``k``-th smallest
+    could be among the ``k`` nearest; those candidates are re-ranked as in every other path
+    (so ties keep the (distance, index) order), in pieces when there are very many."""
+    ref, dev = P.ref, P.ref.device
+    n, d = ref.shape
+    eps, tiny = _rerank_error(ref)
+    g = max(1, min(rows.size, budget // (16 * n), 2**14 // d))  # query rows per block
+    step = max(1, 2**20 // (g * d))  # columns per (g, step, d) difference chunk
+    piece = max(k + 1, 2**20 // d)  # candidates per re-ranking call
+    for lo in range(0, rows.size, g):
+        q = rows[lo:lo + g]
+        qt = torch.as_tensor(q, device=dev)
+        Q = ref[qt]  # (g, d)
+        V = torch.empty((q.size, n), dtype=torch.float64, device=dev)
+        for j in range(0, n, step):
+            diff = ref[None, j:j + step] - Q[:, None]  # (g, s, d), rounded like the re-ranking
+            V[:, j:j + step] = diff.square_().sum(-1, dtype=torch.float64)
+        V[torch.arange(q.size, device=dev), qt] = float("inf")
+        V = V.cpu().numpy()
+        kth = np.partition(V, k - 1, axis=1)[:, k - 1]  # (g,)
+        ceiling = (kth + tiny) / (1 - eps) * (1 + eps) + tiny  # >= k re-ranked distances
+        cut = (ceiling + tiny) * (1 + eps) / (1 - eps) + tiny  # rows above it re-rank higher
+        for i, row in enumerate(q):
+            cand = np.flatnonzero(V[i] <= cut[i])
+            while cand.size > piece:  # keep each piece's k best: their union holds the k best
+                tops = [_rerank(ref, row[None], torch.as_tensor(cand[None, s:s + piece],
+                                device=dev), min(k, cand[s:s + piece].size), metric)[0][0]
+                        for s in range(0, cand.size, piece)]
+                cand = np.concatenate(tops)
+            idx, dist = _rerank(ref, row[None], torch.as_tensor(cand[None], device=dev), k, metric)
+            out_idx[row], out_dist[row] = idx[0], dist[0]
 
 
 def _contiguous(q: np.ndarray) -> bool:
@@ -702,7 +865,8 @@ def _lowrank_search(P: _Prepared, k: int, metric: str, budget: int,
         R.diagonal(lo).fill_(float("inf"))
         cand = _smallest(R, c)  # (b, c)
         vals = torch.gather(R, 1, cand)
-        ok, keep = _certify(L, lo, hi, cand.cpu().numpy(), vals.cpu().numpy(), k, rho_max, rel)
+        ok, keep = _certify(L.bounds, slice(lo, hi), cand.cpu().numpy(), vals.cpu().numpy(), k,
+                            rho_max, rel)
         rows = lo + np.flatnonzero(ok)
         if rows.size:
             keep = torch.as_tensor(keep, device=Ps.device)
@@ -716,9 +880,9 @@ def _lowrank_search(P: _Prepared, k: int, metric: str, budget: int,
     return np.concatenate(failed).astype(np.int64)
 
 
-def _certify(L: _LowRank, lo: int, hi: int, cand: np.ndarray, vals: np.ndarray, k: int,
+def _certify(L: _Bounds, q: slice | np.ndarray, cand: np.ndarray, vals: np.ndarray, k: int,
              rho_max: float, rel: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows ``lo:hi`` are certified, and the candidates of those rows that can still be
+    """Which query rows ``q`` (a slice or indices) are certified, and the candidates of those rows that can still be
     among their ``k`` nearest, ordered by lower bound: ``(ok (b,) bool, cand (b_ok, w) int64)``.
 
     ``vals`` (b, c) are the computed ranking values ``t_j - 2 p_i.p_j`` of the candidates, so
@@ -732,13 +896,13 @@ def _certify(L: _LowRank, lo: int, hi: int, cand: np.ndarray, vals: np.ndarray, 
     """
     eps, tiny = rel
     gamma = L.gamma
-    ti, ri = L.t[lo:hi, None], L.rho[lo:hi, None]  # (b, 1)
+    ti, ri = L.t[q, None], L.rho[q, None]  # (b, 1)
     M = ti + vals.astype(np.float64)  # (b, c)
     spread = 2.0 * ri * L.rho[cand] + gamma * (ti + L.t[cand]) + L.slack
     upper_k = np.partition(M + spread, k - 1, axis=1)[:, k - 1]  # (b,)
     ceiling = upper_k * (1 + eps) + tiny  # >= the computed distance of k candidates
     if cand.shape[1] >= L.t.shape[0] - 1:  # every other row is a candidate
-        ok = np.ones(hi - lo, dtype=bool)
+        ok = np.ones(ti.shape[0], dtype=bool)
     else:
         floor = M.max(1) - 3.0 * gamma * ti[:, 0] - 2.0 * ri[:, 0] * rho_max - L.slack
         ok = (floor / (1 + 2.0 * gamma)) * (1 - eps) - tiny > ceiling

@@ -158,29 +158,39 @@ def jumprelu(pre: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor
     return pre * (pre > threshold)
 
 
-def afa_k(acts: torch.Tensor, target_norm: torch.Tensor, dec_norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def afa_k(acts: torch.Tensor, target_norm: torch.Tensor, dec_norms: torch.Tensor,
+          tol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row number of active latents of top-AFA (Lee et al. 2025, "Evaluating and Designing
     Sparse Autoencoders by Approximating Quasi-Orthogonality").
 
-    With contributions ``c_j = (a_j ||W_dec_j||)^2`` sorted in decreasing order, ``k_i`` is the
-    prefix length whose norm ``sqrt(sum_{j<=k} c_j)`` is closest to the approximate feature
-    activation ``||x_i - b_dec||`` (the dense vector's norm), which approximates the norm of the
-    true sparse code when the features are epsilon-quasi-orthogonal. Ties go to the shortest
-    prefix (``argmin`` returns the first minimum), so latents with zero activation never count.
+    With contributions ``c_j = (a_j ||W_dec_j||)^2`` sorted in decreasing order and prefix norms
+    ``p_k = sqrt(sum_{j<=k} c_j)``, the paper's rule (``tol = 0``) takes the prefix closest to the
+    approximate feature activation ``T_i = ||x_i - b_dec||`` (the dense vector's norm), which
+    approximates the norm of the true sparse code when the features are epsilon-quasi-orthogonal.
+    With ``tol > 0``, ``k_i`` is the *shortest* prefix whose distance to ``T_i`` is within
+    ``tol * T_i`` of the closest one: ``k_i = min{k : |p_k - T_i| <= min_k' |p_k' - T_i| + tol T_i}``.
+    AFA is itself approximate, so prefixes that differ from the closest by less than a small
+    fraction of ``T_i`` are equally consistent with it, and the sparsest of them is preferred;
+    this stops latents with tiny activations from being added to close a gap far below the AFA
+    error (docs/dictionaries.md, "top-AFA in practice"). Ties go to the shortest prefix, so
+    latents with zero activation never count.
     Returns ``(k, order)``: ``k`` of shape ``(n,)`` (>= 1) and the descending order
     ``(n, d_sae)``.
     """
     contrib = (acts * dec_norms) ** 2  # (n, d_sae)
     sorted_c, order = torch.sort(contrib, dim=-1, descending=True)
     prefix_norm = torch.cumsum(sorted_c, dim=-1).sqrt()  # (n, d_sae)
-    k = (prefix_norm - target_norm[:, None]).abs().argmin(dim=-1) + 1  # (n,)
+    gap = (prefix_norm - target_norm[:, None]).abs()  # (n, d_sae)
+    band = gap.amin(dim=-1, keepdim=True) + tol * target_norm[:, None]  # (n, 1)
+    k = (gap <= band).to(torch.uint8).argmax(dim=-1) + 1  # first prefix inside the band
     return k, order
 
 
-def topk_afa(acts: torch.Tensor, target_norm: torch.Tensor, dec_norms: torch.Tensor) -> torch.Tensor:
+def topk_afa(acts: torch.Tensor, target_norm: torch.Tensor, dec_norms: torch.Tensor,
+             tol: float = 0.0) -> torch.Tensor:
     """top-AFA activation: keep the ``k_i`` largest contributions of ``acts = ReLU(pre)`` per
     row, with ``k_i`` from :func:`afa_k` (no global sparsity hyper-parameter)."""
-    k, order = afa_k(acts, target_norm, dec_norms)
+    k, order = afa_k(acts, target_norm, dec_norms, tol)
     rank = torch.arange(acts.shape[1], device=acts.device)[None, :]  # (1, d_sae)
     keep_sorted = rank < k[:, None]  # (n, d_sae), in sorted order
     keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)

@@ -68,6 +68,8 @@ class TrainConfig:
     k: int = _f(32, "Active latents per row (topk, batchtopk: mean per row; mp: pursuit steps).")
     l1_coeff: float = _f(1e-3, "L1 coefficient (relu).")
     afa_coeff: float = _f(1 / 32, "Norm-matching loss coefficient (topafa; Lee et al. sweep 1/128 to 1/16).")
+    afa_tol: float = _f(0.0, "top-AFA: prefer the sparsest prefix within afa_tol * ||x|| of the closest "
+                             "(0: Lee et al.'s rule; 0.02 reaches the true sparsity, docs/dictionaries.md).")
     auxk_alpha: float = _f(1 / 32, "AuxK loss coefficient (topk, batchtopk, topafa).")
     k_aux: int | None = _f(None, "Latents in the AuxK reconstruction (default d_in // 2).")
     batch_size: int = _f(1024, "Rows per step.")
@@ -94,7 +96,8 @@ class TrainConfig:
             "relu": {"l1_coeff": self.l1_coeff},
             "topk": {"k": self.k, "k_aux": self.k_aux, "auxk_alpha": self.auxk_alpha},
             "mp": {"k": self.k},
-            "topafa": {"afa_coeff": self.afa_coeff, "k_aux": self.k_aux, "auxk_alpha": self.auxk_alpha},
+            "topafa": {"afa_coeff": self.afa_coeff, "afa_tol": self.afa_tol, "k_aux": self.k_aux,
+                       "auxk_alpha": self.auxk_alpha},
         }
         per_arch["batchtopk"] = per_arch["topk"]
         return {**per_arch[self.architecture], "seed": self.seed}
