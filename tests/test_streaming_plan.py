@@ -150,9 +150,10 @@ def test_streamable_pair_measures_stream_over_all_rows(store, tmp_path):
     cfg = _cfg(store, tmp_path / "s", stream_rows=100, **kw)
     plan = make_plan(cfg, store, store.path, *check_config(cfg))
     streams = [t for t in plan.tasks if t.kind == "stream"]
-    assert len(streams) == 2 and {t.kind for t in plan.tasks} == {"stream"}
-    assert all(t.shards == ((0, 100), (100, 200), (200, 240)) for t in streams)
-    assert "layer pairs, streamed, 3 shards" in streams[0].label
+    # both variants in ONE stream task (states shared per pair and precision)
+    assert len(streams) == 1 and {t.kind for t in plan.tasks} == {"stream"}
+    assert streams[0].shards == ((0, 100), (100, 200), (200, 240))
+    assert streams[0].label == "cka_linear (10 layer pairs, streamed, 3 shards)"
     # permutation p-values need the rows in memory: the matrix task stays
     perm = replace(cfg, permutations=5)
     assert {t.kind for t in make_plan(perm, store, store.path, *check_config(perm)).tasks} == {"matrix"}
@@ -174,3 +175,56 @@ def test_streamable_pair_measures_stream_over_all_rows(store, tmp_path):
     got = s[(s.measure == "cka_linear") & (s.layer == a) & (s.layer_b == c)]
     got = got[[json.loads(p)["precision"] == "float64" for p in got.params]].value.iloc[0]
     assert got == pytest.approx(cka_linear(store.read(a), store.read(c)).value, abs=1e-10)
+
+
+MOMENT_PAIRS = ("cka_linear", "procrustes_angular", "cca_mean", "svcca", "pwcca", "shape_alpha")
+
+
+def test_moment_pair_measures_share_one_stream_task_and_one_state_per_pair(store, tmp_path):
+    """Every moment-based pair measure over all rows: ONE stream task, one (d_a + d_b)^2
+    moments state per unordered layer pair (pwcca's (b, a) reads the (a, b) state swapped),
+    the same keys, values and diagnostics as the in-memory matrix path."""
+    from repscope.analysis.stream import PairStreamShard, init_params, map_pair_shard
+
+    kw = {"measures": MOMENT_PAIRS, "pairs": "all"}
+    cfg = _cfg(store, tmp_path / "s", stream_rows=100, **kw)
+    plan = make_plan(cfg, store, store.path, *check_config(cfg))
+    assert [t.kind for t in plan.tasks] == ["stream"]
+    (task,) = plan.tasks
+    assert task.label == f"{', '.join(MOMENT_PAIRS)} (16 layer pairs, streamed, 3 shards)"
+    items = tuple(dict.fromkeys((it.measure, it.layer, it.layer_b, init_params(it.measure, it.params))
+                                for it in task.items))
+    states = map_pair_shard(PairStreamShard(str(store.path), LAYERS, items, 0, 100))
+    assert len(states) == 10  # 4 x 5 / 2 unordered pairs with the diagonal, not 6 x 10 + 6
+    assert all(s.moments.n == 100 and s.moments.d == 16 for s in states.values())
+
+    streamed, batch = analyze(cfg), analyze(_cfg(store, tmp_path / "b", **kw))
+    assert streamed.n_failed == batch.n_failed == 0
+    s = decode_json_columns(load_results(streamed.db_path).set_index("key"))
+    b = decode_json_columns(load_results(batch.db_path).set_index("key"))
+    assert sorted(s.index) == sorted(b.index) and len(s) == 5 * 10 + 16
+    for key, row in s.iterrows():
+        ref = b.loc[key]
+        assert (row.measure, row.n, row.params) == (ref.measure, ref.n, ref.params)
+        # an angle near 0 is arccos of a cosine near 1: a rounding delta of the cosine moves
+        # it by sqrt(2 delta) ~ 1.5e-8 (the cosine itself agrees to 1e-10 below)
+        atol = 1e-7 if "cosine" in ref.diagnostics and ref.value < 1e-6 else 1e-12
+        np.testing.assert_allclose(row.value, ref.value, rtol=1e-10, atol=atol,
+                                   err_msg=f"{row.measure} {row.layer} {row.layer_b}")
+        assert row.diagnostics.keys() == ref.diagnostics.keys()
+        for name in ("correlations", "rank_x", "rank_y", "cosine", "hsic_xy"):
+            if name in ref.diagnostics:
+                np.testing.assert_allclose(row.diagnostics[name], ref.diagnostics[name],
+                                           rtol=1e-9, atol=1e-12, err_msg=name)
+        assert row.extra["map_shards"] == 3
+
+
+def test_process_executor_streams_pairs_bit_identically(store, tmp_path):
+    """Map tasks in 2 spawned workers merge in range order: bit-identical to the local run."""
+    kw = {"measures": ("cka_linear", "pwcca"), "pairs": "all", "stream_rows": 100}
+    local = analyze(_cfg(store, tmp_path / "local", **kw))
+    pool = analyze(_cfg(store, tmp_path / "pool", executor="process", workers=2, **kw))
+    a = load_results(local.db_path).set_index("key").sort_index()
+    b = load_results(pool.db_path).set_index("key").sort_index()
+    assert pool.n_failed == 0 and len(b) == 10 + 16
+    np.testing.assert_array_equal(a.value.to_numpy(), b.value.to_numpy())

@@ -173,9 +173,10 @@ class Task:
     ``kind='layer'``: every single measure on one layer, sharing one kNN table.
     ``kind='matrix'``: one pair measure on layer pairs, each layer prepared once
     (:func:`repscope.similarity_matrix.similarity_matrix`).
-    ``kind='stream'``: the streamable measures of one layer (or one streamable pair measure on
-    layer pairs) over all rows, run as one map task per row range in ``shards`` and an ordered
-    merge of their accumulators (:mod:`repscope.analysis.stream`).
+    ``kind='stream'``: the streamable measures of one layer (or every streamable pair measure
+    on its layer pairs, sharing one moments state per pair) over all rows, run as one map task
+    per row range in ``shards`` and an ordered merge of their accumulators
+    (:mod:`repscope.analysis.stream`).
     """
 
     key: str
@@ -200,8 +201,9 @@ class Task:
         if self.kind == "layer":
             return self.layers[0]
         if self.kind == "stream" and self.items and self.items[0].layer_b is not None:
-            return (f"{self.items[0].measure} ({len(self.items)} layer pairs, streamed, "
-                    f"{len(self.shards)} shards)")
+            names = ", ".join(dict.fromkeys(it.measure for it in self.items))
+            n_pairs = len({(it.layer, it.layer_b) for it in self.items})
+            return f"{names} ({n_pairs} layer pairs, streamed, {len(self.shards)} shards)"
         if self.kind == "stream":
             return f"{self.layers[0]} (streamed, {len(self.shards)} shards)"
         return f"{self.items[0].measure} ({len(self.items)} layer pairs)"
@@ -514,9 +516,10 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
     one checkpoint of a sweep: its name and step go into ``source`` and into every result key.
     When every row is selected and the store has more than ``cfg.stream_rows`` rows, the
     streamable single measures of each layer form a ``'stream'`` task (map over row ranges +
-    merge) instead of joining the layer task, which loads the layer's rows at once; so do the
-    layer pairs of a streamable pair measure (without permutations) instead of a ``'matrix'``
-    task, which loads every layer at once.
+    merge) instead of joining the layer task, which loads the layer's rows at once; the layer
+    pairs of every streamable pair measure (without permutations) form one more ``'stream'``
+    task instead of ``'matrix'`` tasks, which load every layer at once, so that measures on
+    the same pair share one pass and one moments state.
     """
     from repscope import registry
     from repscope.config import config_to_dict
@@ -546,19 +549,22 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
         if stream:
             tasks.append(dataclasses.replace(
                 _task(store_path, "stream", (layer,), rows, stream, None), shards=tuple(shards)))
+    pair_stream: list[Item] = []  # one stream task: the measures share each pair's moments
     for m in (m for m in measures if m.kind == "pair"):
         pairs = _layer_pairs(layers, cfg.pairs, registry.get(m.name).symmetric)
         perm = (cfg.permutations,) if cfg.permutations else ()  # p-values change the result
         items = tuple(Item(_key(base, a, b, m.name, m.params, *perm), m.name, m.variant,
                            m.params, a, b) for a, b in pairs)
         if items and len(shards) > 1 and not cfg.permutations and _streamable_pair(m.name):
-            tasks.append(dataclasses.replace(  # every row, map over ranges + merge per pair
-                _task(store_path, "stream", tuple(layers), rows, items, None),
-                shards=tuple(shards)))
+            pair_stream.extend(items)  # every row, map over ranges + merge per pair
         elif items:
             tasks.append(dataclasses.replace(
                 _task(store_path, "matrix", tuple(layers), rows, items, cfg.labels),
                 permutations=cfg.permutations, seed=cfg.seed))
+    if pair_stream:
+        tasks.append(dataclasses.replace(
+            _task(store_path, "stream", tuple(layers), rows, tuple(pair_stream), None),
+            shards=tuple(shards)))
     return Plan(config_to_dict(cfg), str(store_path), source, tuple(layers), rows,
                 tuple(measures), tuple(skipped), tuple(tasks))
 

@@ -285,8 +285,7 @@ def _run_stream(ex: Any, task: Task, cfg: AnalyzeConfig) -> list[dict[str, Any]]
     """One stream task: map its row ranges on ``ex``, merge, compute every item's estimate."""
     from repscope.analysis.stream import (
         compute_from_states,
-        init_params,
-        pair_state_key,
+        pair_estimate,
         stream_pair_states,
         stream_states,
     )
@@ -310,8 +309,7 @@ def _run_stream(ex: Any, task: Task, cfg: AnalyzeConfig) -> list[dict[str, Any]]
     rows = []
     def compute(it: Item) -> Any:
         if pairs:
-            key = pair_state_key(it.measure, it.layer, it.layer_b, init_params(it.measure, it.params))
-            return states[key].compute(dict(it.params))
+            return pair_estimate(states, it.measure, it.layer, it.layer_b, it.params)
         return compute_from_states(it.measure, states, it.params)
 
     for it in task.items:

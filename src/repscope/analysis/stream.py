@@ -19,6 +19,13 @@ driver runs it as
 Memory per worker is one batch plus the state (O(d^2) for Moments), whatever the number of rows,
 and the values equal the one-batch computation up to floating-point rounding (Chan, Golub and
 LeVeque 1979, the pairwise update of means and centred sums of squares).
+
+Pair measures (:class:`PairStreamShard`, :func:`map_pair_shard`, :func:`stream_pair_states`,
+:func:`pair_estimate`) read their layers in lockstep. The moment-based ones (linear CKA,
+Procrustes, shape_alpha, the CCA family) share one
+:class:`~repscope.measures._sim_moments.PairMomentsAccumulator` state per unordered layer
+pair and precision (:func:`pair_state_key`): ``(d_a + d_b)^2`` float64 numbers per pair,
+whatever the number of measures.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ __all__ = [
     "map_pair_shard",
     "map_shard",
     "merge_states",
+    "pair_estimate",
     "pair_state_key",
     "stream_pair_states",
     "stream_states",
@@ -133,9 +141,21 @@ class PairStreamShard:
     batch_rows: int = 65536
 
 
-def pair_state_key(measure: str, a: str, b: str, init: tuple[tuple[str, Any], ...]) -> str:
-    """The state of one pair measure on layers ``a``, ``b`` with accumulator parameters ``init``."""
-    return f"{measure}|{a}|{b}|{init!r}"
+def pair_state_key(measure: str, a: str, b: str, init: tuple[tuple[str, Any], ...],
+                   acc: Any) -> tuple[str, bool]:
+    """``(key, swapped)``: where the state of ``measure`` on layers ``(a, b)`` lives.
+
+    Accumulators with a ``state_key`` (:class:`~repscope.measures._sim_moments.
+    PairMomentsAccumulator`: every moment-based measure, ``cka_linear`` included) share one
+    state per unordered layer pair and ``state_key`` (e.g. the precision), kept for the pair in
+    sorted order; ``swapped`` is True when ``(a, b)`` reads it as ``(b, a)`` (the accumulator's
+    ``swapped()`` permutes the blocks exactly). Others get a state of their own.
+    """
+    shared = getattr(acc, "state_key", None)
+    if shared is None:
+        return f"{measure}|{a}|{b}|{init!r}", False
+    lo, hi = sorted((a, b))
+    return f"{lo}|{hi}|{shared}", (lo, hi) != (a, b)
 
 
 def init_params(name: str, params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -149,36 +169,68 @@ def init_params(name: str, params: Mapping[str, Any]) -> tuple[tuple[str, Any], 
     return tuple(sorted((k, v) for k, v in params.items() if k in accepted))
 
 
-def map_pair_shard(shard: PairStreamShard) -> dict[str, Any]:
-    """One accumulator per pair (``pair_state_key -> accumulator``) over the shard's rows; the
-    layers are read in lockstep, ``batch_rows`` rows at a time."""
+def _new_state(measure: str, a: str, b: str, init: tuple[tuple[str, Any], ...], dims: Mapping[str, int]
+               ) -> tuple[str, tuple[str, str], Any]:
+    """``(key, (first, second) layers it reads, empty accumulator)`` of one pair item."""
     from repscope import registry
+
+    factory = registry.get(measure).accumulator
+    key, swapped = pair_state_key(measure, a, b, init, factory(1, 1, **dict(init)))  # type: ignore[misc]
+    first, second = (b, a) if swapped else (a, b)
+    return key, (first, second), factory(dims[first], dims[second], **dict(init))  # type: ignore[misc]
+
+
+def map_pair_shard(shard: PairStreamShard) -> dict[str, Any]:
+    """One accumulator per state (``key -> accumulator``, see :func:`pair_state_key`) over the
+    shard's rows: moment-based measures on the same layer pair share one; the layers are read
+    in lockstep, ``batch_rows`` rows at a time."""
     from repscope.capture import ActivationStore
 
     store = ActivationStore.open(shard.store)
-    states = {pair_state_key(m, a, b, init): registry.get(m).accumulator(  # type: ignore[misc]
-        store.dim(a), store.dim(b), **dict(init)) for m, a, b, init in shard.pairs}
+    dims = {layer: store.dim(layer) for layer in shard.layers}
+    states: dict[str, Any] = {}
+    reads: dict[str, tuple[str, str]] = {}
+    for m, a, b, init in shard.pairs:
+        key, layers, acc = _new_state(m, a, b, init, dims)
+        if key not in states:
+            states[key], reads[key] = acc, layers
     rows = slice(shard.start, shard.stop)
     readers = [store.iter_batches(layer, batch_size=shard.batch_rows, rows=rows)
                for layer in shard.layers]
     for batch in zip(*readers, strict=True):
         X = dict(zip(shard.layers, batch, strict=True))  # layer -> (b, d_layer)
-        for m, a, b, init in shard.pairs:
-            key = pair_state_key(m, a, b, init)
-            states[key] = states[key].update(X[a], X[b])
+        for key, (first, second) in reads.items():
+            states[key] = states[key].update(X[first], X[second])
     return states
+
+
+def pair_estimate(states: Mapping[str, Any], measure: str, a: str, b: str,
+                  params: Mapping[str, Any]) -> Any:
+    """The :class:`~repscope.results.Estimate` of ``measure`` on layers ``(a, b)`` from the
+    merged ``states`` of :func:`stream_pair_states` (a shared state is adopted, and swapped
+    when it was kept as ``(b, a)``)."""
+    from repscope import registry
+
+    init = init_params(measure, params)
+    factory = registry.get(measure).accumulator
+    empty = factory(1, 1, **dict(init))  # type: ignore[misc]
+    key, swapped = pair_state_key(measure, a, b, init, empty)
+    state = states[key]
+    if not hasattr(empty, "state_key"):
+        return state.compute(dict(params))
+    return empty.adopt(state.swapped() if swapped else state).compute(dict(params))
 
 
 def stream_pair_states(executor: Any, store: str, items: list[tuple[str, str, str, Mapping[str, Any]]],
                        ranges: list[tuple[int, int]], *, retries: int = 1,
                        batch_rows: int = 65536, timeout: float | None = None) -> dict[str, Any]:
     """Map :func:`map_pair_shard` over ``ranges`` for every ``(measure, a, b, params)`` of
-    ``items`` and merge in range order; look states up with :func:`pair_state_key`."""
+    ``items`` and merge in range order; compute each item with :func:`pair_estimate`."""
     from repscope.analysis.executors import map_reduce
 
     pairs = tuple(dict.fromkeys((m, a, b, init_params(m, params)) for m, a, b, params in items))
     layers = tuple(dict.fromkeys(layer for _, a, b, _ in pairs for layer in (a, b)))
     shards = [PairStreamShard(str(store), layers, pairs, lo, hi, batch_rows) for lo, hi in ranges]
-    log.debug("streaming %d pair states of %s over %d ranges", len(pairs), store, len(shards))
+    log.debug("streaming %d pair items of %s over %d ranges", len(pairs), store, len(shards))
     return map_reduce(executor, map_pair_shard, merge_states, shards, retries=retries,
                       timeout=timeout)

@@ -2,9 +2,16 @@
 
 The canonical correlations ``rho_1 >= rho_2 >= ...`` of X and Y are the singular values of
 ``Qx^T Qy``, where ``Qx`` (n, r_x) is an orthonormal basis of the column space of the centred
-X. Here ``Qx = Xc V diag(lam)^(-1/2)`` from the eigendecomposition ``Xc^T Xc = V diag(lam) V^T``
-(d x d, O(n d^2)); directions with ``lam <= 1e-12 lam_max`` (constant or collinear columns)
-are dropped. The basis is computed once per representation (see ``similarity_matrix``).
+X. With ``Qx = Xc Wx`` for a whitening map ``Wx`` (d_x, r_x) built from ``Sxx = Xc^T Xc``
+alone (:func:`whitening`), ``Qx^T Qy = Wx^T Sxy Wy``: every measure here is a function of the
+pair moments ``(n, Sxx, Syy, Sxy)``, so the batch functions, the streaming accumulators
+(:mod:`repscope.measures._sim_moments`) and the prepared matrix path share one computation.
+Directions with ``lam <= 1e-12 lam_max`` (constant or collinear columns) are dropped.
+
+Numerics: forming ``Sxx`` squares the condition number of Xc. Equilibrating (unit-diagonal
+``R = D^-1 Sxx D^-1``) removes what feature scales contribute; what remains is the conditioning
+of the correlation matrix, and a direction with eigenvalue ``lam`` of R carries a relative
+error of order ``eps / lam`` (so ``cond(R) <= 1e6`` gives canonical correlations to ~1e-10).
 """
 
 from __future__ import annotations
@@ -20,46 +27,93 @@ from repscope.measures._sim_common import (
     centred,
     check_pair,
     make_estimate,
-    resolve_device,
     zero_variance,
 )
+from repscope.measures._sim_moments import PairSums, pair_accumulator, pair_sums
 from repscope.registry import register
 from repscope.results import Estimate
 
-__all__ = ["CCAState", "cca_mean", "pwcca", "svcca"]
+__all__ = ["CCAState", "Whitening", "cca_mean", "pwcca", "svcca", "whitening"]
 
 _RTOL = 1e-12
 
 
 @dataclass(frozen=True)
-class CCAState:
-    """Per-representation whitening, prepared once."""
+class Whitening:
+    """A whitening map of one representation, computed from its ``Sxx = Xc^T Xc`` alone."""
 
-    Xc: torch.Tensor
-    "(n, d) float64 centred rows."
-    Q: torch.Tensor
-    "(n, r) orthonormal basis of the retained subspace of the centred data."
+    W: torch.Tensor
+    "(d, r) with ``W^T Sxx W = I_r``: ``Xc W`` is an orthonormal basis of the retained subspace."
     lam: torch.Tensor
-    "(r,) retained eigenvalues of ``Xc^T Xc``, descending."
+    "(r,) retained eigenvalues, descending (of the equilibrated Sxx, or of Sxx for SVCCA)."
     n_zero_variance: int
-    "Constant columns found in X."
+    "Constant columns (dropped)."
 
 
-def prepare_cca(X: ArrayLike, device: torch.device, fn: str, name: str, *,
-                variance_kept: float | None = None) -> CCAState:
-    """Centre, eigendecompose and whiten one representation (optionally keep top PCs)."""
-    Xc = centred(X, device)  # (n, d)
-    G = Xc.T @ Xc  # (d, d)
-    nz = zero_variance(Xc, fn, name, warn=True, col_sq=torch.diagonal(G))
-    lam, V = torch.linalg.eigh(G)  # ascending
+def whitening(sxx: torch.Tensor, *, variance_kept: float | None = None) -> Whitening:
+    """Whitening map from the centred cross-product ``sxx`` (d, d), float64.
+
+    Zero-variance columns (centred norm <= 1e-12 times the largest, the rule of
+    :func:`~repscope.measures._sim_common.zero_variance`) are dropped. Without
+    ``variance_kept`` (CCA), the rest is first equilibrated, ``R = D^-1 Sxx D^-1`` with
+    ``D = diag(Sxx)^(1/2)``: CCA is invariant to per-feature scale, and this removes the
+    ill-conditioning that feature scales alone cause (features spread over 1e-3..1e3 give
+    ``cond(Sxx) ~ 1e12`` but a well-conditioned ``R``); ``W = D^-1 V lam^(-1/2)`` over the
+    eigenpairs of R with ``lam > 1e-12 lam_max`` (collinear directions are dropped). With
+    ``variance_kept`` (SVCCA) the principal components of Sxx itself are used (SVCCA's SVD
+    step is scale dependent) and only the leading ones explaining ``variance_kept`` of the
+    variance are kept.
+    """
+    col_sq = torch.diagonal(sxx).clamp_min(0)  # (d,)
+    norms = col_sq.sqrt()
+    live = norms > 1e-12 * norms.max()  # (d,)
+    n_zero = int((~live).sum())
+    idx = torch.nonzero(live).flatten()
+    if variance_kept is None:
+        s = 1.0 / norms[idx]  # (d_live,)
+        R = sxx[idx][:, idx] * s[:, None] * s[None, :]  # (d_live, d_live)
+    else:
+        R = sxx[idx][:, idx]
+    lam, V = torch.linalg.eigh(R)  # ascending
     lam, V = lam.flip(0), V.flip(1)
     r = int((lam > lam[0] * _RTOL).sum())
     if variance_kept is not None:
         frac = torch.cumsum(lam[:r], 0) / lam[:r].sum()
-        r = min(r, int(torch.searchsorted(frac, torch.tensor(variance_kept, dtype=frac.dtype,
-                                                             device=frac.device))) + 1)
-    Q = Xc @ (V[:, :r] / torch.sqrt(lam[:r]))  # (n, r)
-    return CCAState(Xc, Q, lam[:r], nz)
+        kept = torch.tensor(variance_kept, dtype=frac.dtype, device=frac.device)
+        r = min(r, int(torch.searchsorted(frac, kept)) + 1)
+    Wl = V[:, :r] / torch.sqrt(lam[:r])  # (d_live, r)
+    if variance_kept is None:
+        Wl = Wl * s[:, None]
+    W = torch.zeros((sxx.shape[0], r), dtype=sxx.dtype, device=sxx.device)  # (d, r)
+    W[idx] = Wl
+    return Whitening(W, lam[:r], n_zero)
+
+
+def side(sxx: torch.Tensor, fn: str, name: str, *, variance_kept: float | None = None
+         ) -> Whitening:
+    """Warn about constant columns (refuse when all are), then :func:`whitening`."""
+    zero_variance(None, fn, name, warn=True, col_sq=torch.diagonal(sxx))
+    return whitening(sxx, variance_kept=variance_kept)
+
+
+@dataclass(frozen=True)
+class CCAState:
+    """Per-representation state of the prepared (matrix / permutation) path, made once."""
+
+    Xc: torch.Tensor
+    "(n, d) float64 centred rows (the pair step forms ``Sxy = Xc^T Yc``)."
+    sxx: torch.Tensor
+    "(d, d) ``Xc^T Xc``."
+    white: Whitening
+    "Whitening map from ``sxx``."
+
+
+def prepare_cca(X: ArrayLike, device: torch.device, fn: str, name: str, *,
+                variance_kept: float | None = None) -> CCAState:
+    """Centre one representation and whiten it from its cross-product (prepared once)."""
+    Xc = centred(X, device)  # (n, d)
+    sxx = Xc.T @ Xc  # (d, d)
+    return CCAState(Xc, sxx, side(sxx, fn, name, variance_kept=variance_kept))
 
 
 def _refuse(fn: str, n: int, dims: dict[str, int], what: str) -> None:
@@ -84,44 +138,90 @@ def _warn_overlap(fn: str, n: int, r_x: int, r_y: int) -> None:
         )
 
 
-def canonical(sx: CCAState, sy: CCAState) -> tuple[torch.Tensor, torch.Tensor]:
-    """Canonical correlations (descending, clipped to [0, 1]) and X-side rotation U (r_x, r)."""
-    U, rho, _ = torch.linalg.svd(sx.Q.T @ sy.Q, full_matrices=False)  # (r_x, r), (r,)
+def canonical(wx: Whitening, wy: Whitening, sxy: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Canonical correlations (descending, clipped to [0, 1]) and X-side rotation U (r_x, r).
+
+    They are the singular values of ``Qx^T Qy = Wx^T Sxy Wy`` (r_x, r_y), with the
+    orthonormal bases ``Qx = Xc Wx``, ``Qy = Yc Wy``.
+    """
+    M = wx.W.T @ sxy @ wy.W  # (r_x, r_y)
+    U, rho, _ = torch.linalg.svd(M, full_matrices=False)  # (r_x, r), (r,)
     return rho.clamp(0.0, 1.0), U
 
 
-def compare_cca_mean(sx: CCAState, sy: CCAState, params: dict[str, Any],
-                     name: str = "cca_mean") -> Estimate:
-    rho, _ = canonical(sx, sy)
-    n = sx.Q.shape[0]
-    diag = {"correlations": rho.cpu().numpy(), "rank_x": sx.Q.shape[1], "rank_y": sy.Q.shape[1],
-            "n_zero_variance_x": sx.n_zero_variance, "n_zero_variance_y": sy.n_zero_variance}
+def cca_estimate(wx: Whitening, wy: Whitening, sxy: torch.Tensor, n: int,
+                 params: dict[str, Any], name: str) -> Estimate:
+    """The mean canonical correlation (``cca_mean``, ``svcca``) and its diagnostics."""
+    rho, _ = canonical(wx, wy, sxy)
+    diag = {"correlations": rho.cpu().numpy(), "rank_x": wx.W.shape[1], "rank_y": wy.W.shape[1],
+            "n_zero_variance_x": wx.n_zero_variance, "n_zero_variance_y": wy.n_zero_variance}
     return make_estimate(name, float(rho.mean()), n, params, diag)
 
 
-@register("cca_mean", family="similarity", kind="pair",
-          invariances={"rotation", "translation", "scale", "permutation", "invertible_linear",
-                       "per_feature_scale"},
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True)
+def pwcca_estimate(wx: Whitening, wy: Whitening, sxx: torch.Tensor, sxy: torch.Tensor, n: int,
+                   params: dict[str, Any]) -> Estimate:
+    """PWCCA: ``alpha_i = sum_j |<h_i, x_j>|`` with ``H^T Xc = U^T Wx^T Sxx`` (r, d_x)."""
+    rho, U = canonical(wx, wy, sxy)
+    alpha = torch.abs(U.T @ (wx.W.T @ sxx)).sum(dim=1)  # (r,)
+    weights = alpha / alpha.sum()
+    diag = {"correlations": rho.cpu().numpy(), "weights": weights.cpu().numpy(),
+            "rank_x": wx.W.shape[1], "rank_y": wy.W.shape[1]}
+    return make_estimate("pwcca", float(torch.dot(weights, rho)), n, params, diag)
+
+
+def _cca_mean_from_sums(s: PairSums, params: dict[str, Any], fn: str = "cca_mean") -> Estimate:
+    _refuse(fn, s.n, {"X": s.sxx.shape[0], "Y": s.syy.shape[0]}, "features")
+    wx, wy = side(s.sxx, fn, "X"), side(s.syy, fn, "Y")
+    _warn_overlap(fn, s.n, wx.W.shape[1], wy.W.shape[1])
+    return cca_estimate(wx, wy, s.sxy, s.n, params, fn)
+
+
+def _svcca_from_sums(s: PairSums, params: dict[str, Any]) -> Estimate:
+    fn = "svcca"
+    vk = check_float(params.get("variance_kept", 0.99), "variance_kept", fn, low=0.0, high=1.0,
+                     low_inclusive=False)
+    wx = side(s.sxx, fn, "X", variance_kept=vk)
+    wy = side(s.syy, fn, "Y", variance_kept=vk)
+    _refuse(fn, s.n, {"X": wx.W.shape[1], "Y": wy.W.shape[1]}, "kept components")
+    _warn_overlap(fn, s.n, wx.W.shape[1], wy.W.shape[1])
+    return cca_estimate(wx, wy, s.sxy, s.n, params, fn)
+
+
+def _pwcca_from_sums(s: PairSums, params: dict[str, Any]) -> Estimate:
+    fn = "pwcca"
+    _refuse(fn, s.n, {"X": s.sxx.shape[0], "Y": s.syy.shape[0]}, "features")
+    wx, wy = side(s.sxx, fn, "X"), side(s.syy, fn, "Y")
+    _warn_overlap(fn, s.n, wx.W.shape[1], wy.W.shape[1])
+    return pwcca_estimate(wx, wy, s.sxx, s.sxy, s.n, params)
+
+
+_INV_CCA = {"rotation", "translation", "scale", "permutation", "invertible_linear",
+            "per_feature_scale"}
+
+
+@register("cca_mean", family="similarity", kind="pair", invariances=_INV_CCA,
+          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True,
+          accumulator=pair_accumulator("cca_mean", _cca_mean_from_sums))
 def cca_mean(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Mean canonical correlation ``(1/r) sum_i rho_i``, ``r = min(rank X, rank Y)``.
 
     Hotelling (1936); the "mean CCA" similarity of Raghu et al. (NeurIPS 2017). Invariant to
     any invertible linear map of either side. Refuses n <= d (trivially 1); warns when
     ``rank X + rank Y > n - 1``. ``diagnostics['correlations']`` holds every rho_i.
+    Computed from the pair moments (``Sxx``, ``Syy``, ``Sxy``; see :func:`whitening`), the
+    same code as its streaming accumulator.
     """
     fn = "cca_mean"
     X, Y = check_pair(X, Y, fn, min_samples=3)
     _refuse(fn, X.shape[0], {"X": X.shape[1], "Y": Y.shape[1]}, "features")
-    dev = resolve_device(X, device)
-    sx, sy = prepare_cca(X, dev, fn, "X"), prepare_cca(Y, dev, fn, "Y")
-    _warn_overlap(fn, X.shape[0], sx.Q.shape[1], sy.Q.shape[1])
-    return compare_cca_mean(sx, sy, {"device": device}, fn)
+    return _cca_mean_from_sums(pair_sums(X, Y, fn, device=device), {"device": device})
 
 
 @register("svcca", family="similarity", kind="pair",
           invariances={"rotation", "translation", "scale", "permutation"},
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True)
+          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True,
+          accumulator=pair_accumulator("svcca", _svcca_from_sums))
 def svcca(X: ArrayLike, Y: ArrayLike, *, variance_kept: float = 0.99,
           device: str | None = None) -> Estimate:
     """SVCCA (Raghu et al., NeurIPS 2017): mean CCA between the top principal subspaces.
@@ -135,28 +235,14 @@ def svcca(X: ArrayLike, Y: ArrayLike, *, variance_kept: float = 0.99,
     X, Y = check_pair(X, Y, fn, min_samples=3)
     variance_kept = check_float(variance_kept, "variance_kept", fn, low=0.0, high=1.0,
                                 low_inclusive=False)
-    dev = resolve_device(X, device)
-    sx = prepare_cca(X, dev, fn, "X", variance_kept=variance_kept)
-    sy = prepare_cca(Y, dev, fn, "Y", variance_kept=variance_kept)
-    _refuse(fn, X.shape[0], {"X": sx.Q.shape[1], "Y": sy.Q.shape[1]}, "kept components")
-    _warn_overlap(fn, X.shape[0], sx.Q.shape[1], sy.Q.shape[1])
-    return compare_cca_mean(sx, sy, {"variance_kept": variance_kept, "device": device}, fn)
-
-
-def compare_pwcca(sx: CCAState, sy: CCAState, params: dict[str, Any]) -> Estimate:
-    rho, U = canonical(sx, sy)
-    H = sx.Q @ U  # (n, r) canonical variates of X, orthonormal
-    alpha = torch.abs(H.T @ sx.Xc).sum(dim=1)  # (r,)  sum_j |<h_i, x_j>|
-    weights = alpha / alpha.sum()
-    n = sx.Q.shape[0]
-    diag = {"correlations": rho.cpu().numpy(), "weights": weights.cpu().numpy(),
-            "rank_x": sx.Q.shape[1], "rank_y": sy.Q.shape[1]}
-    return make_estimate("pwcca", float(torch.dot(weights, rho)), n, params, diag)
+    return _svcca_from_sums(pair_sums(X, Y, fn, device=device),
+                            {"variance_kept": variance_kept, "device": device})
 
 
 @register("pwcca", family="similarity", kind="pair",
           invariances={"translation", "scale", "permutation"},
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=False)
+          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=False,
+          accumulator=pair_accumulator("pwcca", _pwcca_from_sums))
 def pwcca(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Projection-weighted CCA (Morcos, Raghu and Bengio, NeurIPS 2018).
 
@@ -168,7 +254,16 @@ def pwcca(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     fn = "pwcca"
     X, Y = check_pair(X, Y, fn, min_samples=3)
     _refuse(fn, X.shape[0], {"X": X.shape[1], "Y": Y.shape[1]}, "features")
-    dev = resolve_device(X, device)
-    sx, sy = prepare_cca(X, dev, fn, "X"), prepare_cca(Y, dev, fn, "Y")
-    _warn_overlap(fn, X.shape[0], sx.Q.shape[1], sy.Q.shape[1])
-    return compare_pwcca(sx, sy, {"device": device})
+    return _pwcca_from_sums(pair_sums(X, Y, fn, device=device), {"device": device})
+
+
+def compare_cca_mean(sx: CCAState, sy: CCAState, params: dict[str, Any],
+                     name: str = "cca_mean") -> Estimate:
+    """Prepared path: ``Sxy = Xc^T Yc`` then the moment-based :func:`cca_estimate`."""
+    return cca_estimate(sx.white, sy.white, sx.Xc.T @ sy.Xc, sx.Xc.shape[0], params, name)
+
+
+def compare_pwcca(sx: CCAState, sy: CCAState, params: dict[str, Any]) -> Estimate:
+    """Prepared path of ``pwcca``: ``Sxy = Xc^T Yc`` then :func:`pwcca_estimate`."""
+    _warn_overlap("pwcca", sx.Xc.shape[0], sx.white.W.shape[1], sy.white.W.shape[1])
+    return pwcca_estimate(sx.white, sy.white, sx.sxx, sx.Xc.T @ sy.Xc, sx.Xc.shape[0], params)

@@ -13,16 +13,15 @@ never forming an n x n matrix.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from repscope._validate import ArrayLike, as_numpy, check_choice, check_float, check_int
+from repscope._validate import ArrayLike, check_choice, check_float, check_int
 from repscope.measures._sim_common import (
     PRECISIONS,
-    block_products,
     centred,
     check_pair,
     make_estimate,
@@ -30,6 +29,7 @@ from repscope.measures._sim_common import (
     resolve_device,
     zero_variance,
 )
+from repscope.measures._sim_moments import PairMomentsAccumulator, PairSums, pair_accumulator
 from repscope.registry import register
 from repscope.results import Estimate
 from repscope.stats import Moments
@@ -47,63 +47,39 @@ _INV = {"rotation", "translation", "scale", "permutation"}
 
 
 # ---------------------------------------------------------------- linear CKA, streaming ----
+def cka_from_sums(s: PairSums, params: dict[str, Any]) -> Estimate:
+    """Linear CKA ``||Sxy||_F^2 / (||Sxx||_F ||Syy||_F)`` from the pair moments."""
+    n = s.n
+    hxx, hyy = float(torch.sum(s.sxx * s.sxx)), float(torch.sum(s.syy * s.syy))
+    if hxx == 0 or hyy == 0:
+        raise ValueError("cka_linear got a representation whose columns all have zero variance "
+                         "(every row is identical); the similarity is undefined.")
+    hxy = float(torch.sum(s.sxy * s.sxy))
+    value = hxy / math.sqrt(hxx * hyy)
+    diag = {"hsic_xy": hxy / (n - 1) ** 2, "hsic_xx": hxx / (n - 1) ** 2,
+            "hsic_yy": hyy / (n - 1) ** 2}
+    return make_estimate("cka_linear", min(max(value, 0.0), 1.0), n, params, diag)
+
+
+pair_accumulator("cka_linear", cka_from_sums)  # registers the compute step
+
+
 @dataclass(frozen=True)
-class LinearCKAAccumulator:
-    """Streaming linear CKA: :class:`repscope.stats.Moments` of the joint rows ``[x, y]``.
+class LinearCKAAccumulator(PairMomentsAccumulator):
+    """Streaming linear CKA: the shared :class:`PairMomentsAccumulator` of ``cka_linear``.
 
-    ``init(d_x, d_y)``, then ``update(X_batch, Y_batch)`` per batch, ``merge`` partial states
-    from other workers, and ``compute()`` the :class:`Estimate`. The joint centred
-    cross-product ``m2`` holds ``Xc^T Xc``, ``Yc^T Yc`` and ``Xc^T Yc`` as blocks.
+    ``init(d_x, d_y, precision)``, then ``update(X_batch, Y_batch)`` per batch, ``merge``
+    partial states from other workers, and ``compute()`` the :class:`Estimate`. The joint
+    centred cross-product ``m2`` holds ``Xc^T Xc``, ``Yc^T Yc`` and ``Xc^T Yc`` as blocks;
+    ``precision="mixed"`` computes each batch's product in float32 (merging stays float64).
     """
-
-    moments: Moments
-    "Float64 count, mean and centred cross-products of the joint rows (d_x + d_y features)."
-    d_x: int
-    "Features of X."
-    precision: str = "float64"
-    "Arithmetic of each batch's cross-product (:data:`PRECISIONS`); merging is always float64."
 
     @classmethod
     def init(cls, d_x: int, d_y: int, precision: str = "float64") -> LinearCKAAccumulator:
         d_x = check_int(d_x, "d_x", "LinearCKAAccumulator.init", low=1)
         d_y = check_int(d_y, "d_y", "LinearCKAAccumulator.init", low=1)
         check_choice(precision, "precision", "LinearCKAAccumulator.init", PRECISIONS)
-        return cls(Moments.init(d_x + d_y), d_x, precision)
-
-    def update(self, X: ArrayLike, Y: ArrayLike) -> LinearCKAAccumulator:
-        """Add a batch of paired rows, X (b, d_x) and Y (b, d_y)."""
-        X, Y = check_pair(X, Y, "LinearCKAAccumulator.update", min_samples=1)
-        joint = np.hstack([as_numpy(X, np.float64), as_numpy(Y, np.float64)])  # (b, d_x + d_y)
-        if self.precision == "float64":
-            return replace(self, moments=self.moments.update(joint))
-        mean_b = joint.mean(axis=0)  # (D,)
-        Zc = torch.from_numpy(joint - mean_b).to(torch.float32)  # (b, D) centred, then rounded
-        m2_b = block_products(Zc, 0, Zc.shape[1], "mixed").numpy()  # (D, D) float64
-        return replace(self, moments=self.moments.merge(Moments(joint.shape[0], mean_b, m2_b)))
-
-    def merge(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
-        if other.d_x != self.d_x:
-            raise ValueError(f"Cannot merge accumulators with d_x={self.d_x} and d_x={other.d_x}.")
-        if other.precision != self.precision:
-            raise ValueError(f"Cannot merge accumulators with precision={self.precision!r} and "
-                             f"precision={other.precision!r}.")
-        return replace(self, moments=self.moments.merge(other.moments))
-
-    def compute(self, params: dict[str, Any] | None = None) -> Estimate:
-        """Linear CKA from the accumulated blocks (NaN state refused when n < 2)."""
-        n, m2, dx = self.moments.n, self.moments.m2, self.d_x
-        if n < 2:
-            raise ValueError(f"cka_linear needs at least 2 samples (rows); got n_samples={n}.")
-        sxx, syy, sxy = m2[:dx, :dx], m2[dx:, dx:], m2[:dx, dx:]
-        hxx, hyy = np.sum(sxx * sxx), np.sum(syy * syy)
-        if hxx == 0 or hyy == 0:
-            raise ValueError("cka_linear got a representation whose columns all have zero variance "
-                             "(every row is identical); the similarity is undefined.")
-        hxy = np.sum(sxy * sxy)
-        value = hxy / math.sqrt(hxx * hyy)
-        diag = {"hsic_xy": hxy / (n - 1) ** 2, "hsic_xx": hxx / (n - 1) ** 2,
-                "hsic_yy": hyy / (n - 1) ** 2}
-        return make_estimate("cka_linear", min(max(value, 0.0), 1.0), n, params or {}, diag)
+        return cls("cka_linear", Moments.init(d_x + d_y), d_x, precision)
 
 
 @register("cka_linear", family="similarity", kind="pair", invariances=_INV,

@@ -5,13 +5,16 @@ nuclear norm ``||.||_*`` (sum of singular values) and zero padding of the smalle
 
     min_Q ||Xc - Yc Q||_F^2 = ||Xc||_F^2 + ||Yc||_F^2 - 2 ||Xc^T Yc||_*.
 
-Everything is computed from the d_x x d_y cross-product in O(n d^2), no n x n matrix.
+Everything is computed from the pair moments (``Sxy`` and the traces for Procrustes; ``Sxx``,
+``Syy``, ``Sxy`` for the partially whitened ``shape_alpha``) in O(n d^2), no n x n matrix;
+the streaming accumulators (:mod:`repscope.measures._sim_moments`) compute the same way.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from repscope._validate import ArrayLike, as_numpy, check_float, check_int
+from repscope.measures._sim_cca import whitening
 from repscope.measures._sim_common import (
     centred,
     centred_cross,
@@ -27,6 +31,7 @@ from repscope.measures._sim_common import (
     resolve_device,
     zero_variance,
 )
+from repscope.measures._sim_moments import PairSums, pair_accumulator, pair_sums
 from repscope.registry import register
 from repscope.results import Estimate, result_type
 
@@ -41,10 +46,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ShapeState:
-    """Per-representation data for the shape metrics, prepared once."""
+    """Per-representation data of the Procrustes metrics (prepared path), made once."""
 
     Z: torch.Tensor
-    "(n, d) float64 centred (and, for shape_alpha, partially whitened) rows."
+    "(n, d) float64 centred rows."
     sq_norm: float
     "``||Z||_F^2``."
 
@@ -56,51 +61,57 @@ def prepare_procrustes(X: ArrayLike, device: torch.device, fn: str, name: str) -
     return ShapeState(Xc, float(col_sq.sum()))
 
 
-def _streamed_pair(X: ArrayLike, Y: ArrayLike, device: torch.device, fn: str
-                   ) -> tuple[float, float, float]:
-    """(||Xc^T Yc||_*, ||Xc||_F^2, ||Yc||_F^2) in one chunked pass, no centred copies."""
-    S, cx, cy = centred_cross(X, Y, device)  # (d_x, d_y), (d_x,), (d_y,)
-    zero_variance(None, fn, "X", warn=False, col_sq=cx)
-    zero_variance(None, fn, "Y", warn=False, col_sq=cy)
-    return float(torch.linalg.svdvals(S).sum()), float(cx.sum()), float(cy.sum())
-
-
-def prepare_alpha(X: ArrayLike, device: torch.device, alpha: float, fn: str,
-                  name: str) -> ShapeState:
-    """Partial whitening ``phi_alpha(X) = Xc (alpha I + (1 - alpha) C)^(-1/2)``, ``C = Xc^T Xc / n``.
-
-    Null directions of C (constant or collinear columns) are dropped; they carry no data.
-    """
-    Xc = centred(X, device)  # (n, d)
-    zero_variance(Xc, fn, name, warn=alpha < 1)
-    lam, V = torch.linalg.eigh(Xc.T @ Xc / Xc.shape[0])
-    keep = lam > lam.max() * 1e-12
-    lam, V = lam[keep], V[:, keep]
-    Z = Xc @ (V / torch.sqrt(alpha + (1.0 - alpha) * lam))  # (n, r), rotated basis
-    return ShapeState(Z, float(torch.sum(Z * Z)))
-
-
-def nuclear_cross(sx: ShapeState, sy: ShapeState) -> float:
-    """``||Zx^T Zy||_*`` (O(n d_x d_y) + an SVD of the d_x x d_y cross-product)."""
-    return float(torch.linalg.svdvals(sx.Z.T @ sy.Z).sum())
-
-
-def compare_angular(sx: ShapeState, sy: ShapeState, params: dict[str, Any],
-                    name: str) -> Estimate:
-    cos = nuclear_cross(sx, sy) / math.sqrt(sx.sq_norm * sy.sq_norm)
-    cos = min(max(cos, 0.0), 1.0)
-    n = sx.Z.shape[0]
+def angular_estimate(nuc: float, qx: float, qy: float, n: int, params: dict[str, Any],
+                     name: str) -> Estimate:
+    """``arccos(nuc / sqrt(qx qy))`` (clipped to [0, pi/2]); the cosine in diagnostics."""
+    cos = min(max(nuc / math.sqrt(qx * qy), 0.0), 1.0)
     return make_estimate(name, math.acos(cos), n, params, {"cosine": cos})
 
 
-def _euclidean(nuc: float, qx: float, qy: float, n: int, params: dict[str, Any]) -> Estimate:
+def euclidean_estimate(nuc: float, qx: float, qy: float, n: int,
+                       params: dict[str, Any]) -> Estimate:
+    """``sqrt(max(qx + qy - 2 nuc, 0) / n)``, the RMS Procrustes residual per row."""
     resid = max(qx + qy - 2.0 * nuc, 0.0)
     diag = {"residual_sum_squares": resid, "nuclear_norm": nuc}
     return make_estimate("procrustes_euclidean", math.sqrt(resid / n), n, params, diag)
 
 
+def procrustes_core(fn: str, n: int, sxy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
+                    params: dict[str, Any]) -> Estimate:
+    """Either Procrustes metric from ``Sxy = Xc^T Yc`` and the centred column sums of squares
+    ``cx = diag(Sxx)``, ``cy = diag(Syy)``: nuclear norm and traces, nothing else."""
+    zero_variance(None, fn, "X", warn=False, col_sq=cx)
+    zero_variance(None, fn, "Y", warn=False, col_sq=cy)
+    nuc, qx, qy = float(torch.linalg.svdvals(sxy).sum()), float(cx.sum()), float(cy.sum())
+    if fn == "procrustes_euclidean":
+        return euclidean_estimate(nuc, qx, qy, n, params)
+    return angular_estimate(nuc, qx, qy, n, params, fn)
+
+
+def _procrustes_from_sums(fn: str) -> Callable[[PairSums, dict[str, Any]], Estimate]:
+    def compute(s: PairSums, params: dict[str, Any]) -> Estimate:
+        return procrustes_core(fn, s.n, s.sxy, torch.diagonal(s.sxx), torch.diagonal(s.syy),
+                               params)
+    return compute
+
+
+def _procrustes_batch(X: ArrayLike, Y: ArrayLike, device: str | None, fn: str) -> Estimate:
+    """The batch Procrustes metrics: one chunked pass for ``Sxy`` and the column sums of
+    squares (:func:`~repscope.measures._sim_common.centred_cross`, a third of the products of
+    the full pair moments when d_x = d_y), then :func:`procrustes_core` like the stream."""
+    S, cx, cy = centred_cross(X, Y, resolve_device(X, device))  # (d_x, d_y), (d_x,), (d_y,)
+    return procrustes_core(fn, X.shape[0], S, cx, cy, {"device": device})
+
+
+def compare_angular(sx: ShapeState, sy: ShapeState, params: dict[str, Any],
+                    name: str) -> Estimate:
+    nuc = float(torch.linalg.svdvals(sx.Z.T @ sy.Z).sum())
+    return angular_estimate(nuc, sx.sq_norm, sy.sq_norm, sx.Z.shape[0], params, name)
+
+
 def compare_euclidean(sx: ShapeState, sy: ShapeState, params: dict[str, Any]) -> Estimate:
-    return _euclidean(nuclear_cross(sx, sy), sx.sq_norm, sy.sq_norm, sx.Z.shape[0], params)
+    nuc = float(torch.linalg.svdvals(sx.Z.T @ sy.Z).sum())
+    return euclidean_estimate(nuc, sx.sq_norm, sy.sq_norm, sx.Z.shape[0], params)
 
 
 _SHAPE_INV = {"rotation", "translation", "scale", "permutation"}
@@ -108,7 +119,9 @@ _SHAPE_INV = {"rotation", "translation", "scale", "permutation"}
 
 @register("procrustes_angular", family="similarity", kind="pair", invariances=_SHAPE_INV,
           higher_is_better=False, bounds=(0.0, math.pi / 2), min_samples=2, symmetric=True,
-          default_panel=True)
+          default_panel=True,
+          accumulator=pair_accumulator("procrustes_angular",
+                                       _procrustes_from_sums("procrustes_angular")))
 def procrustes_angular(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Angular Procrustes shape distance (Williams et al., NeurIPS 2021), in radians.
 
@@ -119,14 +132,14 @@ def procrustes_angular(X: ArrayLike, Y: ArrayLike, *, device: str | None = None)
     """
     fn = "procrustes_angular"
     X, Y = check_pair(X, Y, fn, min_samples=2)
-    nuc, qx, qy = _streamed_pair(X, Y, resolve_device(X, device), fn)
-    cos = min(max(nuc / math.sqrt(qx * qy), 0.0), 1.0)
-    return make_estimate(fn, math.acos(cos), X.shape[0], {"device": device}, {"cosine": cos})
+    return _procrustes_batch(X, Y, device, fn)
 
 
 @register("procrustes_euclidean", family="similarity", kind="pair",
           invariances={"rotation", "translation", "permutation"},
-          higher_is_better=False, bounds=(0.0, None), min_samples=2, symmetric=True)
+          higher_is_better=False, bounds=(0.0, None), min_samples=2, symmetric=True,
+          accumulator=pair_accumulator("procrustes_euclidean",
+                                       _procrustes_from_sums("procrustes_euclidean")))
 def procrustes_euclidean(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Euclidean Procrustes distance per sample: ``sqrt(min_Q ||Xc - Yc Q||_F^2 / n)``.
 
@@ -138,13 +151,93 @@ def procrustes_euclidean(X: ArrayLike, Y: ArrayLike, *, device: str | None = Non
     """
     fn = "procrustes_euclidean"
     X, Y = check_pair(X, Y, fn, min_samples=2)
-    nuc, qx, qy = _streamed_pair(X, Y, resolve_device(X, device), fn)
-    return _euclidean(nuc, qx, qy, X.shape[0], {"device": device})
+    return _procrustes_batch(X, Y, device, fn)
+
+
+# ------------------------------------------------------------- generalized shape metric ----
+@dataclass(frozen=True)
+class AlphaSide:
+    """Partial whitening of one representation, from its ``Sxx`` alone."""
+
+    W: torch.Tensor
+    "(d, r): ``phi_alpha(X) = Xc W`` up to a rotation of the output."
+    sq_norm: float
+    """``||Xc W||_F^2 = tr(W^T Sxx W)``, taken as the nuclear norm of ``W^T Sxx W`` (equal for
+    this PSD matrix) with the arithmetic of the cross term, so X against X gives exactly 0."""
+
+
+def alpha_side(sxx: torch.Tensor, n: int, alpha: float, fn: str, name: str) -> AlphaSide:
+    """``phi_alpha(X) = Xc (alpha I + (1 - alpha) C)^(-1/2)``, ``C = Sxx / n``, as a map W.
+
+    With ``C = V diag(lam) V^T``, ``W = V diag(alpha + (1 - alpha) lam)^(-1/2)`` over the
+    eigenpairs with ``lam > 1e-12 lam_max`` (null directions carry no data and are dropped),
+    and ``||Xc W||_F^2 = ||W^T Sxx W||_*``. At ``alpha = 0`` (full
+    whitening, invariant to per-feature scale) the equilibrated CCA whitening
+    (:func:`~repscope.measures._sim_cca.whitening`) is used: ``Xc W`` is then orthonormal,
+    the same map up to the scale factor sqrt(n) that the angle ignores.
+    """
+    zero_variance(None, fn, name, warn=alpha < 1, col_sq=torch.diagonal(sxx))
+    if alpha == 0.0:
+        W = whitening(sxx).W  # (d, r)
+    else:
+        lam, V = torch.linalg.eigh(sxx / n)
+        keep = lam > lam.max() * 1e-12
+        W = V[:, keep] / torch.sqrt(alpha + (1.0 - alpha) * lam[keep])  # (d, r)
+    return AlphaSide(W, _nuclear(W, sxx, W))
+
+
+def _nuclear(Wx: torch.Tensor, sxy: torch.Tensor, Wy: torch.Tensor) -> float:
+    """``||Wx^T Sxy Wy||_*``."""
+    return float(torch.linalg.svdvals((Wx.T @ sxy) @ Wy).sum())
+
+
+def alpha_estimate(ax: AlphaSide, ay: AlphaSide, sxy: torch.Tensor, n: int,
+                   params: dict[str, Any]) -> Estimate:
+    """Angular distance of the partially whitened sides: ``||Wx^T Sxy Wy||_*`` over norms."""
+    nuc = _nuclear(ax.W, sxy, ay.W)
+    return angular_estimate(nuc, ax.sq_norm, ay.sq_norm, n, params, "shape_alpha")
+
+
+def _check_alpha(alpha: Any, n: int, d: int) -> float:
+    fn = "shape_alpha"
+    alpha = check_float(alpha, "alpha", fn, low=0.0, high=1.0)
+    if alpha == 0.0 and n <= d:
+        raise ValueError(f"{fn} with alpha=0 (full whitening) needs more samples than features; "
+                         f"got n_samples={n} and d={d}.")
+    return alpha
+
+
+def _alpha_from_sums(s: PairSums, params: dict[str, Any]) -> Estimate:
+    fn = "shape_alpha"
+    alpha = _check_alpha(params.get("alpha", 0.5), s.n, max(s.sxx.shape[0], s.syy.shape[0]))
+    ax = alpha_side(s.sxx, s.n, alpha, fn, "X")
+    ay = alpha_side(s.syy, s.n, alpha, fn, "Y")
+    return alpha_estimate(ax, ay, s.sxy, s.n, params)
+
+
+@dataclass(frozen=True)
+class AlphaState:
+    """Prepared (matrix / permutation) state of ``shape_alpha``: centred rows and the map."""
+
+    Xc: torch.Tensor
+    "(n, d) float64 centred rows (the pair step forms ``Sxy = Xc^T Yc``)."
+    side: AlphaSide
+
+
+def prepare_alpha(X: ArrayLike, device: torch.device, alpha: float, fn: str,
+                  name: str) -> AlphaState:
+    Xc = centred(X, device)  # (n, d)
+    return AlphaState(Xc, alpha_side(Xc.T @ Xc, Xc.shape[0], alpha, fn, name))
+
+
+def compare_alpha(sx: AlphaState, sy: AlphaState, params: dict[str, Any]) -> Estimate:
+    return alpha_estimate(sx.side, sy.side, sx.Xc.T @ sy.Xc, sx.Xc.shape[0], params)
 
 
 @register("shape_alpha", family="similarity", kind="pair",
           invariances={"rotation", "translation", "permutation"},
-          higher_is_better=False, bounds=(0.0, math.pi / 2), min_samples=3, symmetric=True)
+          higher_is_better=False, bounds=(0.0, math.pi / 2), min_samples=3, symmetric=True,
+          accumulator=pair_accumulator("shape_alpha", _alpha_from_sums))
 def shape_alpha(X: ArrayLike, Y: ArrayLike, *, alpha: float = 0.5,
                 device: str | None = None) -> Estimate:
     """Generalized shape metric with partial whitening (Williams et al., NeurIPS 2021), radians.
@@ -153,18 +246,14 @@ def shape_alpha(X: ArrayLike, Y: ArrayLike, *, alpha: float = 0.5,
     covariance ``C_X = Xc^T Xc / n``, then the angular Procrustes distance is taken.
     ``alpha = 1`` is ``procrustes_angular``; ``alpha = 0`` whitens fully and gives the CCA
     angle ``arccos(mean canonical correlation)`` (invariant to invertible linear maps, needs
-    n > d). For 0 < alpha < 1 the value depends on the overall scale of the data.
+    n > d). For 0 < alpha < 1 the value depends on the overall scale of the data. Computed
+    from the pair moments, like its streaming accumulator (:func:`alpha_side`).
     """
     fn = "shape_alpha"
     X, Y = check_pair(X, Y, fn, min_samples=3)
-    alpha = check_float(alpha, "alpha", fn, low=0.0, high=1.0)
-    n = X.shape[0]
-    if alpha == 0.0 and n <= max(X.shape[1], Y.shape[1]):
-        raise ValueError(f"{fn} with alpha=0 (full whitening) needs more samples than features; "
-                         f"got n_samples={n} and d={max(X.shape[1], Y.shape[1])}.")
-    dev = resolve_device(X, device)
-    sx, sy = prepare_alpha(X, dev, alpha, fn, "X"), prepare_alpha(Y, dev, alpha, fn, "Y")
-    return compare_angular(sx, sy, {"alpha": alpha, "device": device}, fn)
+    alpha = _check_alpha(alpha, X.shape[0], max(X.shape[1], Y.shape[1]))
+    return _alpha_from_sums(pair_sums(X, Y, fn, device=device),
+                            {"alpha": alpha, "device": device})
 
 
 # ------------------------------------------------------------ method of moments -------------

@@ -58,6 +58,7 @@ from repscope.measures._sim_cka import (
     compare_debiased,
     prepare_debiased,
 )
+from repscope.measures._sim_moments import PairMomentsAccumulator
 from repscope.measures._sim_neighbors import (
     NeighborState,
     compare_knn,
@@ -68,8 +69,10 @@ from repscope.measures._sim_neighbors import (
 )
 from repscope.measures._sim_rsa import compare_rsa, prepare_rsa, rsa
 from repscope.measures._sim_shape import (
+    AlphaState,
     ShapeMomentEstimate,
     ShapeState,
+    compare_alpha,
     compare_angular,
     compare_euclidean,
     prepare_alpha,
@@ -84,6 +87,7 @@ from repscope.results import Estimate
 __all__ = [
     "PREPARED",
     "LinearCKAAccumulator",
+    "PairMomentsAccumulator",
     "Prepared",
     "ShapeMomentEstimate",
     "cca_mean",
@@ -221,14 +225,14 @@ def _prep_cca(name: str, variance_kept: bool = False) -> Callable[..., CCAState]
                              low_inclusive=False)
         state = prepare_cca(X, device, name, which, variance_kept=vk)
         if variance_kept:
-            _refuse(name, X.shape[0], {which: state.Q.shape[1]}, "kept components")
+            _refuse(name, X.shape[0], {which: state.white.W.shape[1]}, "kept components")
         return state
     return prep
 
 
 def _cmp_cca(name: str) -> Callable[..., Estimate]:
     def cmp(sx: CCAState, sy: CCAState, params: dict[str, Any]) -> Estimate:
-        _warn_overlap(name, sx.Q.shape[0], sx.Q.shape[1], sy.Q.shape[1])
+        _warn_overlap(name, sx.Xc.shape[0], sx.white.W.shape[1], sy.white.W.shape[1])
         return compare_cca_mean(sx, sy, params, name)
     return cmp
 
@@ -262,7 +266,7 @@ PREPARED: dict[str, Prepared] = {
     "procrustes_euclidean": Prepared(
         lambda X, dev, p, w: prepare_procrustes(X, dev, "procrustes_euclidean", w),
         compare_euclidean),
-    "shape_alpha": Prepared(_prep_alpha, lambda a, b, p: compare_angular(a, b, p, "shape_alpha")),
+    "shape_alpha": Prepared(_prep_alpha, compare_alpha),
     "rsa": Prepared(prepare_rsa, compare_rsa),
     "mutual_knn": Prepared(_prep_knn("mutual_knn"),
                            lambda a, b, p: compare_knn(a, b, p, "mutual_knn")),
@@ -274,7 +278,8 @@ PREPARED: dict[str, Prepared] = {
 _ROW_FIELDS: dict[type, tuple[str, ...]] = {
     _Centred: ("Xc",),
     DebiasedState: ("Xc", "sq"),
-    CCAState: ("Xc", "Q"),
+    CCAState: ("Xc",),
+    AlphaState: ("Xc",),
     ShapeState: ("Z",),
 }
 
