@@ -10,6 +10,27 @@ error ~ machine epsilon, free of the cancellation of the expanded form
 ``|x|^2 + |y|^2 - 2 x.y``, which destroys small distances) and re-sorted, so
 ``Neighbors.distances`` are accurate even for near-duplicate rows.
 
+Certified brute search
+----------------------
+Float32 products can also rank wrongly: their rounding error grows with the centred norms
+(``|c_i|^2 + |c_j|^2``), not with the distance, so when the gap between a row's ``k``-th and
+next neighbours is below it (far-apart clusters, unit rows that are nearly collinear) a true
+neighbour can fall outside the candidates. Every row is therefore certified like a low-rank
+row with zero residual (``r = d``): with ``t_i = |s_i|^2`` of the rounded centred rows and
+``gamma = 2 (2 d + 16) u`` (:func:`_expansion_bounds`), each ranking value is within
+``gamma (t_i + t_j)`` of the squared distance, and the row is exact when the ``k``-th
+candidate's upper bound is below the lower bound of every non-candidate (:func:`_certify`).
+A row that fails is retried with ``4 c + 16`` candidates from the same block; if it still
+fails, the rows are searched again with float64 products of rows centred in float64
+(:func:`_float64_search`, same certificate with float64 margins). Rows that fail that too
+(neighbour gaps below float64 rounding against their centred norms: a tight cluster far from
+the centroid) are searched among the rows the float64 bounds cannot exclude, re-centred at
+those rows' own mean (:func:`_local_search`), and, if even that fails, every such row is
+re-ranked by direct differences (:func:`_pruned_rerank`). Every path ends in the same
+re-ranking, so ties keep the (distance, index) order, and ``Neighbors.float64_fraction`` /
+``direct_fraction`` say how many rows needed the float64 search and the stages after it (zero
+on ordinary data).
+
 Duplicates (identical rows, and rows closer than ``tol`` times the data's RMS radius) make
 distance ratios degenerate (``r1 = 0``). The ``duplicates`` policy decides what happens:
 
@@ -88,6 +109,8 @@ _LOWRANK_SAMPLE = 256  # rows of the seeded subsample whose spectrum chooses r (
 _LOWRANK_MIN_SAVING = 64  # auto prunes only when d >= 2 r + this (selection costs ~ that much)
 _PROBE_ROWS = 512  # auto: rows of the first (probe) block
 _PROBE_MAX_FAIL = 0.5  # auto: switch to brute when more of the probe rows fail the certificate
+_RERANK_PIECE = 2**20  # last-resort re-ranking: candidates x d per call at most
+_LOCAL_MAX_BYTES = 2**26  # locally re-centred float64 rows per group of failing queries
 _NUMPY_ON_CPU = True  # numpy fast paths for CPU tensors (off: the accelerator code runs on CPU)
 
 
@@ -154,7 +177,7 @@ class Neighbors:
     float64_fraction: float = 0.0
     "Fraction of rows whose brute-search candidates failed their certificate (float64 recheck)."
     direct_fraction: float = 0.0
-    "Fraction of rows that failed the float64 certificate too (direct differences to all rows)."
+    "Fraction of rows that failed the float64 certificate too (searched locally re-centred)."
 
     @property
     def n(self) -> int:
@@ -204,7 +227,9 @@ def knn(
         ``"pynndescent"`` when installed (``Neighbors.exact`` is then False).
     device : torch device for the search; defaults to the device of a tensor input, else CPU.
     memory_budget : bytes allowed for one block of the ranking matrix.
-    dtype : dtype of the candidate search (float32 default; float64 for a bit-exact ranking).
+    dtype : dtype of the candidate search (float32 default). Every dtype gives the same exact
+        table (certified, module docstring); float16 and bfloat16 round too coarsely to certify
+        most rows at realistic ``d``, which then take the float64 fallback.
     seed : seeds the approximate backends and the subsample of the ``"auto"`` spectrum.
     strategy : exact backend only. ``"brute"`` ranks with full ``d``-dimensional products;
         ``"lowrank"`` ranks in the top principal subspace with certified bounds and re-searches
@@ -536,19 +561,21 @@ def _brute_search(P: _Prepared, rows: np.ndarray, k: int, metric: str, budget: i
     """Blockwise exact search of the query ``rows`` (sorted int64) against all rows of ``P``,
     written in place: candidates from products in the search dtype, certified row by row
     (:func:`_certify` with zero residuals, module docstring), re-ranked by direct distances.
-    Rows that fail go to :func:`_float64_search`, then to :func:`_direct_search`.
-    Returns how many rows each of those two fallbacks searched."""
+    Rows that fail go to :func:`_float64_search`. Returns how many rows needed the float64
+    search and how many the stages after it (:func:`_local_search`, :func:`_pruned_rerank`)."""
     Xs = P.search  # (n, d)
     n = Xs.shape[0]
-    sq = (Xs * Xs).sum(1)  # (n,)
+    t = _squared_norms(Xs)  # (n,) float64
+    sq = torch.from_numpy(t).to(device=Xs.device, dtype=Xs.dtype)  # (n,) rounded once
     c = min(n - 1, k + _EXTRA_CANDIDATES)
-    bounds = _expansion_bounds(_squared_norms(Xs), Xs.shape[1], Xs.dtype, Xs.device)
+    bounds = _expansion_bounds(t, Xs.shape[1], Xs.dtype, Xs.device)
     rel = _rerank_error(P.ref)
+    final = Xs.dtype == torch.float64  # nothing more precise to fall back on
     blocks = list(_blocks(rows.size, n, budget, Xs.element_size()))
     # One block buffer reused by every block: a fresh (b, n) tensor per block is a large
     # allocation the OS maps and zero-fills anew each time (~15 % of the product's time on CPU).
     buf = torch.empty((blocks[0][1] - blocks[0][0], n), dtype=Xs.dtype, device=Xs.device)
-    failed = []
+    failed, n_direct = [], 0
     for lo, hi in blocks:
         q = rows[lo:hi]
         if _contiguous(q):
@@ -558,33 +585,142 @@ def _brute_search(P: _Prepared, rows: np.ndarray, k: int, metric: str, budget: i
             qt = torch.as_tensor(q, device=Xs.device)
             R = torch.addmm(sq[None, :], Xs[qt], Xs.T, alpha=-2.0, out=buf[: hi - lo])  # (b, n)
             R[torch.arange(hi - lo, device=Xs.device), qt] = float("inf")
-        failed.append(_certified_rerank(P, R, q, c, k, metric, bounds, rel, out_idx, out_dist))
-    failed = np.concatenate(failed)
-    if not failed.size:
-        return 0, 0
-    n64 = 0
-    if Xs.dtype != torch.float64:  # a float64 search has nothing more precise to offer
-        n64 = failed.size
-        failed = _float64_search(P, failed, k, metric, budget, out_idx, out_dist)
-    if failed.size:
-        _direct_search(P, failed, k, metric, budget, out_idx, out_dist)
-    log.debug("knn: %d rows re-searched in float64, %d by direct differences", n64, failed.size)
-    return n64, int(failed.size)
+        bad = _certified_rerank(P.ref, R, q, c, k, metric, bounds, rel, final, out_idx,
+                                out_dist)
+        if final:
+            n_direct += bad.size
+        else:
+            failed.append(bad)
+    failed = np.concatenate(failed) if failed else rows[:0]
+    n64 = failed.size
+    if n64:
+        n_direct = _float64_search(P, failed, k, metric, budget, out_idx, out_dist)
+    if n64 or n_direct:
+        log.debug("knn: %d rows searched again in float64, %d by direct distances", n64, n_direct)
+    return n64, n_direct
 
 
-def _certified_rerank(P: _Prepared, R: torch.Tensor, q: np.ndarray, c: int, k: int, metric: str,
-                      bounds: _Bounds, rel: tuple[float, float], out_idx: np.ndarray,
-                      out_dist: np.ndarray) -> np.ndarray:
-    """Select the ``c`` smallest ranking values of each row of ``R`` (b, n) (queries ``q``),
-    re-rank the rows whose candidates are certified and write them; return the other rows."""
-    cand = _smallest(R, c)  # (b, c)
-    vals = torch.gather(R, 1, cand)
-    ok, keep = _certify(bounds, q, cand.cpu().numpy(), vals.cpu().numpy(), k, 0.0, rel)
-    good = q[ok]
-    if good.size:
-        keep = torch.as_tensor(keep, device=R.device)
-        out_idx[good], out_dist[good] = _rerank(P.ref, good, keep, k, metric)
-    return q[~ok]
+def _certified_rerank(ref: torch.Tensor, R: torch.Tensor, q: np.ndarray, c: int, k: int,
+                      metric: str, bounds: _Bounds, rel: tuple[float, float], final: bool,
+                      out_idx: np.ndarray, out_dist: np.ndarray) -> np.ndarray:
+    """Rows of the ranking block ``R`` (b, n) (queries ``q``, sorted) re-ranked against ``ref``
+    and written when their ``c`` smallest values are certified; the rows that fail are tried
+    once more with ``4 c + 16`` candidates (a wider gap to the excluded rows). Returns the rows
+    still failing; with ``final``, those are settled (and written) by :func:`_local_search` and
+    :func:`_pruned_rerank`."""
+    pos = np.arange(q.size)
+    for width in (c, min(R.shape[1] - 1, 4 * c + 16)):
+        sub = R if pos.size == q.size else R[torch.as_tensor(pos, device=R.device)]  # (f, n)
+        cand = _smallest(sub, width)  # (f, width)
+        vals = torch.gather(sub, 1, cand)
+        vals = vals.to(torch.float64).cpu().numpy()  # (f, width); float16/bfloat16 searches too
+        ok, keep = _certify(bounds, q[pos], cand.cpu().numpy(), vals, k, 0.0, rel)
+        good = q[pos[ok]]
+        if good.size:
+            keep = torch.as_tensor(keep, device=R.device)
+            out_idx[good], out_dist[good] = _rerank(ref, good, keep, k, metric)
+        pos = pos[~ok]
+        if not pos.size or width >= R.shape[1] - 1:
+            break
+    if final and pos.size:
+        Rf = R[torch.as_tensor(pos, device=R.device)]  # (f, n)
+        rest = _local_search(ref, Rf, q[pos], k, metric, bounds, rel, out_idx, out_dist)
+        if rest.size:
+            sel = torch.as_tensor(np.searchsorted(q[pos], rest), device=R.device)
+            _pruned_rerank(ref, Rf[sel], rest, k, metric, bounds, rel, out_idx, out_dist)
+    return q[pos]
+
+
+def _possible(R: torch.Tensor, q: np.ndarray, bounds: _Bounds, rel: tuple[float, float],
+              k: int) -> np.ndarray:
+    """(f, n) bool: the rows that may be among the ``k`` nearest of each query ``q`` (f,),
+    from its ranking row in ``R`` (f, n) and the bounds of :func:`_certify` over the whole row:
+    lower bound of the computed distance at most the ``k``-th smallest upper bound (nan, from
+    an overflow, counts as possible); the query itself excluded. No other row can be."""
+    eps, tiny = rel
+    t = bounds.t
+    M = t[q, None] + R.to(torch.float64).cpu().numpy()  # (f, n)
+    spread = bounds.gamma * (t[q, None] + t[None, :]) + bounds.slack
+    ceiling = np.partition(M + spread, k - 1, axis=1)[:, k - 1] * (1 + eps) + tiny  # (f,)
+    lower = (M - spread) * (1 - eps) - tiny  # <= computed distances
+    out = ~(lower > ceiling[:, None])
+    out[np.arange(q.size), q] = False
+    return out
+
+
+def _local_search(ref: torch.Tensor, R: torch.Tensor, q: np.ndarray, k: int, metric: str,
+                  bounds: _Bounds, rel: tuple[float, float], out_idx: np.ndarray,
+                  out_dist: np.ndarray) -> np.ndarray:
+    """Rows whose neighbour gaps are below float64 rounding against their centred norms (e.g.
+    a tight cluster far from the centroid, or nearly collinear unit rows) are searched again
+    among the rows their bounds cannot exclude (:func:`_possible`), with float64 products of
+    rows centred at the mean of those rows: the rounding then scales with the cluster's own
+    spread. Queries are grouped greedily (a first row and the failing rows it may be near);
+    each group's union ``U`` (sorted) is ranked with the excluded rows masked, certified and
+    re-ranked as everywhere else (within ``U``, whose order is the global index order). Groups
+    whose union exceeds ``_LOCAL_MAX_BYTES`` as float64 rows are skipped. Returns the rows
+    still failing (sorted)."""
+    n, d = ref.shape
+    dev = ref.device
+    step = max(1, 2**21 // n)  # query rows per (step, n) float64 temporary
+    S = np.concatenate([_possible(R[lo:lo + step], q[lo:lo + step], bounds, rel, k)
+                        for lo in range(0, q.size, step)])  # (f, n)
+    left = np.ones(q.size, dtype=bool)
+    failed = []
+    while left.any():
+        a = int(np.flatnonzero(left)[0])
+        near = S[a][q]  # (f,) failing rows that may be among a's nearest
+        near[a] = True
+        G = np.flatnonzero(left & near)  # positions in q
+        left[G] = False
+        mask = S[G].any(0)
+        mask[q[G]] = True
+        U = np.flatnonzero(mask)  # (u,) sorted global rows
+        if U.size * d * 8 > _LOCAL_MAX_BYTES:
+            failed.append(q[G])
+            continue
+        C = ref[torch.as_tensor(U, device=dev)].to(torch.float64)  # (u, d)
+        C -= C.mean(0)  # centred in float64 at the group's own mean
+        t = (C * C).sum(1)  # (u,)
+        ql = np.searchsorted(U, q[G])  # (g,) queries' positions in U
+        qt = torch.as_tensor(ql, device=dev)
+        Rl = torch.addmm(t[None, :], C[qt], C.T, alpha=-2.0)  # (g, u)
+        Rl[torch.as_tensor(~S[G][:, U], device=dev)] = float("inf")  # excluded and self
+        lb = _expansion_bounds(t.cpu().numpy(), d, torch.float64, dev)
+        li = np.empty((U.size, k), dtype=np.int64)
+        ld = np.empty((U.size, k), dtype=np.float64)
+        c = min(U.size - 1, k + _EXTRA_CANDIDATES)
+        bad = _certified_rerank(ref[torch.as_tensor(U, device=dev)], Rl, ql, c, k, metric, lb,
+                                rel, False, li, ld)
+        good = np.setdiff1d(ql, bad)
+        out_idx[U[good]], out_dist[U[good]] = U[li[good]], ld[good]
+        failed.append(U[bad])
+    return np.sort(np.concatenate(failed))
+
+
+def _pruned_rerank(ref: torch.Tensor, R: torch.Tensor, q: np.ndarray, k: int, metric: str,
+                   bounds: _Bounds, rel: tuple[float, float], out_idx: np.ndarray,
+                   out_dist: np.ndarray) -> None:
+    """Last resort for rows that no candidate list certifies: every row that may be among
+    their ``k`` nearest (:func:`_possible`) is re-ranked by direct distances (in pieces, keeping
+    each piece's ``k`` best), the rest cannot be. Exact for any data; its cost is the number
+    of rows the bounds cannot exclude (``O(n d)`` per query at worst)."""
+    n = R.shape[1]
+    step = max(1, 2**21 // n)  # query rows per (step, n) float64 temporary
+    piece = max(k + 1, _RERANK_PIECE // ref.shape[1])  # candidates per re-ranking call
+    dev = ref.device
+    for lo in range(0, q.size, step):
+        rows = q[lo:lo + step]
+        may = _possible(R[lo:lo + step], rows, bounds, rel, k)  # (s, n)
+        for i, row in enumerate(rows):
+            cand = np.flatnonzero(may[i])
+            while cand.size > piece:  # the union of each piece's k best holds the k best
+                cand = np.concatenate([
+                    _rerank(ref, row[None], torch.as_tensor(cand[None, s:s + piece], device=dev),
+                            min(k, cand[s:s + piece].size), metric)[0][0]
+                    for s in range(0, cand.size, piece)])
+            idx, dist = _rerank(ref, row[None], torch.as_tensor(cand[None], device=dev), k, metric)
+            out_idx[row], out_dist[row] = idx[0], dist[0]
 
 
 def _squared_norms(S: torch.Tensor) -> np.ndarray:
@@ -609,11 +745,12 @@ def _expansion_bounds(t: np.ndarray, d: int, dtype: torch.dtype, device: torch.d
     :func:`_certify` with zero residuals: ``|M_hat - D| <= gamma (t_i + t_j) + slack``.
 
     With ``u`` the unit roundoff of the products (:func:`_unit_roundoff`, and of the dtype)
-    plus that of float64 (the centring), the d-term squared norm, the (d + 1)-term ``addmm``
-    (``|error| <= gamma_d |s_i| |s_j|`` in any summation order), the rounding of the centred
-    rows (relative ``u`` per entry, so ``|D_s - D| <= 4 u (t_i + t_j)``) and of ``t`` add up to
-    at most ``(2 d + 16) u (t_i + t_j)``; doubled for safety. ``slack`` covers products that
-    underflow (flushed to zero or not).
+    plus that of float64 (the centring): ``t`` (a float64 sum, ``d u64 t_i``) and its rounding
+    to ``dtype`` (``u t_j``), the ``d``-term products of ``addmm`` and its final rounding
+    (``gamma_d |s_i| |s_j|`` in any summation order, so ``(d + 3) u (t_i + t_j)``) and the
+    rounding of the centred rows (relative ``u`` per entry, so ``|D_s - D| <= 4 u (t_i + t_j)``)
+    add up to at most ``(d + 8) u (t_i + t_j)`` to first order; ``(2 d + 16) u`` is twice that.
+    ``slack`` covers products that underflow (flushed to zero or not).
     """
     u = max(_unit_roundoff(dtype, device), float(torch.finfo(dtype).eps) / 2) + 2.0**-53
     gamma = 2.0 * (2 * d + 16) * u
@@ -622,78 +759,39 @@ def _expansion_bounds(t: np.ndarray, d: int, dtype: torch.dtype, device: torch.d
 
 
 def _float64_search(P: _Prepared, rows: np.ndarray, k: int, metric: str, budget: int,
-                    out_idx: np.ndarray, out_dist: np.ndarray) -> np.ndarray:
-    """First fallback of the brute search: the same certified search with float64 products of
-    the rows centred in float64 (centring removes a common offset, float64 the rest of the
-    rounding), column chunks converted on the fly (no float64 copy of X). Returns the rows that
-    still fail (those whose neighbour gaps are below float64 rounding against their norms)."""
+                    out_idx: np.ndarray, out_dist: np.ndarray) -> int:
+    """Fallback of the brute search: the same certified search with float64 products of the
+    rows centred in float64 (centring removes a common offset, float64 the rest of the
+    rounding), column chunks converted on the fly (no float64 copy of X). Rows that still fail
+    (neighbour gaps below float64 rounding against their centred norms) are settled by
+    :func:`_local_search` and :func:`_pruned_rerank`; returns how many."""
     ref, dev = P.ref, P.ref.device
     n, d = ref.shape
     mu = P.center.to(dev)  # (d,) float64
-    chunk = max(1, 2**20 // d)  # float64 chunks of 8 MB
-
-    def centred(lo: int, hi: int) -> torch.Tensor:
-        return ref[lo:hi].to(torch.float64) - mu  # (c, d)
-
-    t = torch.empty(n, dtype=torch.float64, device=dev)
-    for lo in range(0, n, chunk):
-        C = centred(lo, lo + chunk)
-        t[lo:lo + chunk] = (C * C).sum(1)
-    bounds = _expansion_bounds(t.cpu().numpy(), d, torch.float64, dev)
+    chunk = max(1, 2**20 // d)  # float64 column chunks of 8 MB
     rel = _rerank_error(ref)
     c = min(n - 1, k + _EXTRA_CANDIDATES)
     b = max(1, min(rows.size, budget // (16 * max(n, d))))  # (b, n) block and (b, d) queries
     buf = torch.empty((b, n), dtype=torch.float64, device=dev)
-    failed = []
+    t = torch.empty(n, dtype=torch.float64, device=dev)  # |c_j|^2, filled by the first block
+    bounds = None
+    n_direct = 0
     for lo in range(0, rows.size, b):
         q = rows[lo:lo + b]
-        hi = lo + q.size
         qt = torch.as_tensor(q, device=dev)
         Q = ref[qt].to(torch.float64) - mu  # (b, d)
-        R = buf[: hi - lo]  # (b, n)
+        R = buf[: q.size]  # (b, n)
         for j in range(0, n, chunk):
-            R[:, j:j + chunk] = torch.addmm(t[None, j:j + chunk], Q, centred(j, j + chunk).T,
-                                            alpha=-2.0)
-        R[torch.arange(hi - lo, device=dev), qt] = float("inf")
-        failed.append(_certified_rerank(P, R, q, c, k, metric, bounds, rel, out_idx, out_dist))
-    return np.concatenate(failed)
-
-
-def _direct_search(P: _Prepared, rows: np.ndarray, k: int, metric: str, budget: int,
-                   out_idx: np.ndarray, out_dist: np.ndarray) -> None:
-    """Last fallback: squared distances of each query row to every row from direct float64
-    differences (relative error ``eps``, :func:`_rerank_error`), in blocks of at most
-    ``budget``. Every row whose value lies within the error bounds of the ``k``-th smallest
-    could be among the ``k`` nearest; those candidates are re-ranked as in every other path
-    (so ties keep the (distance, index) order), in pieces when there are very many."""
-    ref, dev = P.ref, P.ref.device
-    n, d = ref.shape
-    eps, tiny = _rerank_error(ref)
-    g = max(1, min(rows.size, budget // (16 * n), 2**14 // d))  # query rows per block
-    step = max(1, 2**20 // (g * d))  # columns per (g, step, d) difference chunk
-    piece = max(k + 1, 2**20 // d)  # candidates per re-ranking call
-    for lo in range(0, rows.size, g):
-        q = rows[lo:lo + g]
-        qt = torch.as_tensor(q, device=dev)
-        Q = ref[qt]  # (g, d)
-        V = torch.empty((q.size, n), dtype=torch.float64, device=dev)
-        for j in range(0, n, step):
-            diff = ref[None, j:j + step] - Q[:, None]  # (g, s, d), rounded like the re-ranking
-            V[:, j:j + step] = diff.square_().sum(-1, dtype=torch.float64)
-        V[torch.arange(q.size, device=dev), qt] = float("inf")
-        V = V.cpu().numpy()
-        kth = np.partition(V, k - 1, axis=1)[:, k - 1]  # (g,)
-        ceiling = (kth + tiny) / (1 - eps) * (1 + eps) + tiny  # >= k re-ranked distances
-        cut = (ceiling + tiny) * (1 + eps) / (1 - eps) + tiny  # rows above it re-rank higher
-        for i, row in enumerate(q):
-            cand = np.flatnonzero(V[i] <= cut[i])
-            while cand.size > piece:  # keep each piece's k best: their union holds the k best
-                tops = [_rerank(ref, row[None], torch.as_tensor(cand[None, s:s + piece],
-                                device=dev), min(k, cand[s:s + piece].size), metric)[0][0]
-                        for s in range(0, cand.size, piece)]
-                cand = np.concatenate(tops)
-            idx, dist = _rerank(ref, row[None], torch.as_tensor(cand[None], device=dev), k, metric)
-            out_idx[row], out_dist[row] = idx[0], dist[0]
+            C = ref[j:j + chunk].to(torch.float64) - mu  # (s, d) centred in float64
+            if bounds is None:
+                t[j:j + chunk] = (C * C).sum(1)
+            torch.addmm(t[None, j:j + chunk], Q, C.T, alpha=-2.0, out=buf[: q.size, j:j + chunk])
+        if bounds is None:
+            bounds = _expansion_bounds(t.cpu().numpy(), d, torch.float64, dev)
+        R[torch.arange(q.size, device=dev), qt] = float("inf")
+        n_direct += _certified_rerank(ref, R, q, c, k, metric, bounds, rel, True, out_idx,
+                                      out_dist).size
+    return n_direct
 
 
 def _contiguous(q: np.ndarray) -> bool:
@@ -882,17 +980,20 @@ def _lowrank_search(P: _Prepared, k: int, metric: str, budget: int,
 
 def _certify(L: _Bounds, q: slice | np.ndarray, cand: np.ndarray, vals: np.ndarray, k: int,
              rho_max: float, rel: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Which query rows ``q`` (a slice or indices) are certified, and the candidates of those rows that can still be
-    among their ``k`` nearest, ordered by lower bound: ``(ok (b,) bool, cand (b_ok, w) int64)``.
+    """Which query rows ``q`` (a slice or indices) are certified, and the candidates of those
+    rows that can still be among their ``k`` nearest, ordered by lower bound:
+    ``(ok (b,) bool, cand (b_ok, w) int64)``.
 
     ``vals`` (b, c) are the computed ranking values ``t_j - 2 p_i.p_j`` of the candidates, so
-    ``M_hat = t_i + vals`` estimates ``M_ij`` within ``gamma (t_i + t_j)`` (see :func:`_project`).
+    ``M_hat = t_i + vals`` estimates ``M_ij`` within ``gamma (t_i + t_j)`` (see :func:`_project`;
+    for the brute search ``rho = 0``, ``M = D`` and the margins of :func:`_expansion_bounds`).
     Squared distances satisfy ``M - 2 rho_i rho_j - margin <= D <= M + 2 rho_i rho_j + margin``.
     A non-candidate has ``M_hat >= max(candidate M_hat)`` and ``t_j <= 2 t_i + 2 D``, hence
     ``D (1 + 2 gamma) >= max M_hat - 3 gamma t_i - 2 rho_i rho_max - slack``. The re-ranking
     computes ``D`` with relative error ``eps`` (plus ``tiny`` for underflow), so the row is exact
     when that lower bound, lowered by it, exceeds the ``k``-th smallest candidate upper bound,
-    raised by it. Small (b, c) arrays: numpy on the host for every device.
+    raised by it. A row with a non-finite candidate value (overflow) fails. Small (b, c)
+    arrays: numpy on the host for every device.
     """
     eps, tiny = rel
     gamma = L.gamma
@@ -906,6 +1007,7 @@ def _certify(L: _Bounds, q: slice | np.ndarray, cand: np.ndarray, vals: np.ndarr
     else:
         floor = M.max(1) - 3.0 * gamma * ti[:, 0] - 2.0 * ri[:, 0] * rho_max - L.slack
         ok = (floor / (1 + 2.0 * gamma)) * (1 - eps) - tiny > ceiling
+        ok &= np.isfinite(M).all(1)  # an overflowed product bounds nothing
     lower = ((M - spread) * (1 - eps) - tiny)[ok]  # (b_ok, c) <= computed distances
     order = np.argsort(lower, axis=1)
     need = lower <= ceiling[ok, None]  # may be among the k nearest

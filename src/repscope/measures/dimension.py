@@ -168,7 +168,9 @@ def _dup_diag(t: _Table) -> dict[str, Any]:
     rep = t.nb.duplicates
     return {"duplicate_fraction": float(rep.fraction), "n_input": rep.n_input,
             "neighbor_strategy": t.nb.strategy, "neighbor_rank": int(t.nb.rank),
-            "neighbor_fallback_fraction": float(t.nb.fallback_fraction)}
+            "neighbor_fallback_fraction": float(t.nb.fallback_fraction),
+            "neighbor_float64_fraction": float(t.nb.float64_fraction),
+            "neighbor_direct_fraction": float(t.nb.direct_fraction)}
 
 
 def _expand(local: np.ndarray, t: _Table) -> np.ndarray:
