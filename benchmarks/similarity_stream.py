@@ -17,6 +17,14 @@ relative difference of the values from the matrix run.
 
     python benchmarks/similarity_stream.py            # 4 layers x 200,000 x 256
     python benchmarks/similarity_stream.py --quick    # smoke run: 4 layers x 30,000 x 64
+
+``--map-compare`` instead times the map step alone on in-memory float32 layers, all pairs of
+``--layers`` layers: one :class:`~repscope.measures._sim_moments.BlockMoments` state (what
+``repscope analyze`` keeps) vs one ``PairMomentsAccumulator`` per unordered pair (the previous
+layout), interleaved A B A B (best of each), and prints both states' float64 sizes, measured
+and, computed only, for a 31-layer x 576 model (SmolLM2-135M) with all pairs.
+
+    python benchmarks/similarity_stream.py --map-compare --layers 8 --rows 65536 --dim 256
 """
 
 from __future__ import annotations
@@ -77,6 +85,65 @@ def run(store, out: Path, measures: tuple[str, ...], **kw) -> tuple[float, float
     return wall, peak, {(r.measure, r.layer, r.layer_b): r.value for r in df.itertuples()}
 
 
+def state_floats(L: int, d: int, diagonal: bool) -> tuple[int, int]:
+    """(block, per-pair) float64 counts of the pair-moments state of all pairs of L layers of
+    width d: ``(L + P) d^2 + L d`` vs ``(2 d)^2`` per unordered pair (with the diagonal pairs
+    ``pairs='all'`` includes when ``diagonal``)."""
+    P = L * (L - 1) // 2
+    return (L + P) * d * d + L * d, (P + (L if diagonal else 0)) * 4 * d * d
+
+
+def map_compare(layers: int, rows: int, dim: int, batch: int = 65536) -> None:
+    """Time the map step over in-memory layers: block state vs per-pair states (A B A B)."""
+    import torch
+
+    from repscope.measures._sim_moments import BlockMoments, PairMomentsAccumulator
+
+    rng = np.random.default_rng(0)
+    names = [f"layer.{i}" for i in range(layers)]
+    h = rng.normal(size=(rows, dim))
+    X = {}
+    for name in names:
+        h = h @ (rng.normal(size=(dim, dim)) / np.sqrt(dim)) + 0.3 * rng.normal(size=(rows, dim))
+        X[name] = h.astype(np.float32)  # (rows, dim)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i:]]  # pairs="all"
+
+    def blocks() -> int:
+        state = BlockMoments.empty(dict.fromkeys(names, dim), pairs)
+        for lo in range(0, rows, batch):
+            state = state.update({k: v[lo:lo + batch] for k, v in X.items()})
+        return state.n_floats
+
+    def per_pair() -> int:
+        states = {(a, b): PairMomentsAccumulator.empty("cka_linear", dim, dim) for a, b in pairs}
+        for lo in range(0, rows, batch):
+            view = {k: v[lo:lo + batch] for k, v in X.items()}
+            states = {(a, b): acc.update(view[a], view[b]) for (a, b), acc in states.items()}
+        return sum(acc.moments.m2.size + acc.moments.mean.size for acc in states.values())
+
+    times: dict[str, list[float]] = {"block": [], "per-pair": []}
+    sizes = {}
+    for _ in range(2):
+        for label, fn in (("block", blocks), ("per-pair", per_pair)):
+            t0 = time.perf_counter()
+            sizes[label] = fn()
+            times[label].append(time.perf_counter() - t0)
+    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+          f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+          f"load {os.getloadavg()[0]:.2f}")
+    print(f"map step: {layers} layers x {rows:,} rows x {dim} float32, all {len(pairs)} pairs "
+          f"(diagonal included), batches of {batch:,} rows; best of 2 (A B A B)\n")
+    print("| state layout | map wall (s) | state float64 numbers | state MiB |")
+    print("|---|---:|---:|---:|")
+    for label in times:
+        print(f"| {label} | {min(times[label]):.2f} | {sizes[label]:,} | "
+              f"{sizes[label] * 8 / 2**20:.1f} |")
+    block, pair = state_floats(31, 576, diagonal=True)
+    print(f"\ncomputed, 31 layers x 576 (SmolLM2-135M), pairs='all': block {block * 8 / 2**30:.2f} "
+          f"GiB vs per-pair {pair * 8 / 2**30:.2f} GiB ({pair / block:.1f}x) per state")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=200_000)
@@ -84,7 +151,14 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--stream-rows", type=int, default=65_536)
     ap.add_argument("--quick", action="store_true", help="smoke run: 30,000 x 64, ranges of 8,192 rows")
+    ap.add_argument("--map-compare", action="store_true",
+                    help="time the map step only: block state vs per-pair states, all pairs")
     args = ap.parse_args()
+    if args.map_compare:
+        if args.quick:
+            args.layers, args.rows, args.dim = 6, 20_000, 64
+        map_compare(args.layers, args.rows, args.dim)
+        return
     if args.quick:
         args.rows, args.dim, args.stream_rows = 30_000, 64, 8192
     import torch

@@ -225,3 +225,133 @@ def test_accumulator_errors(data):
                  "procrustes_euclidean", "shape_alpha"):
         assert registry.get(name).streamable
     assert not registry.get("shape_mom").streamable  # cycle U-statistics, not second moments
+
+
+# ------------------------------------------------------------ block moments (repscope analyze)
+
+from repscope.measures._sim_moments import BlockMoments  # noqa: E402
+
+BLOCK_DIMS = {"l0": 9, "l1": 7, "l2": 5, "l3": 6}
+BLOCK_PAIRS = [("l0", "l1"), ("l2", "l0"), ("l1", "l1"), ("l1", "l3"), ("l3", "l2")]
+
+
+@pytest.fixture(scope="module")
+def layers() -> dict[str, np.ndarray]:
+    """Four float32 layers (as a store reads them) of mixed widths, scales and offsets."""
+    rng = np.random.default_rng(5)
+    Z = rng.normal(size=(300, 4))
+    return {name: (Z @ rng.normal(size=(4, d)) + rng.normal(size=(300, d)))
+            .__mul__(np.geomspace(1e-2, 1e2, d)).__add__(50.0).astype(np.float32)
+            for name, d in BLOCK_DIMS.items()}
+
+
+def _rows(layers, a, b, lo, hi):
+    """Rows lo:hi of layers a and b; the same object for a == b (as analyze passes them)."""
+    x = layers[a][lo:hi]
+    return x, (x if a == b else layers[b][lo:hi])
+
+
+def _fold(states, order):
+    while len(states) > 1:
+        states = ([states[0].merge(states[1]), *states[2:]] if order == "left" else
+                  [states[i].merge(states[i + 1]) if i + 1 < len(states) else states[i]
+                   for i in range(0, len(states), 2)])
+    return states[0]
+
+
+@pytest.mark.parametrize("precision", ["float64", "mixed"])
+def test_block_moments_equal_the_per_pair_accumulators(layers, precision):
+    """Random splits (1-row batches included) merged left or as a tree: every pair's state
+    assembled from the blocks equals the per-pair accumulator fed the same batches (the pair
+    in block order; the reverse order is its exact ``swapped()``). Measured: bit-identical;
+    a direct (b, a) feed differs by BLAS summation order (~1e-16 relative in float64, float32
+    chunk rounding ~1e-8 in mixed)."""
+    rng = np.random.default_rng(7)
+    cuts = [0, 1, 2, *np.sort(rng.choice(np.arange(3, 299), 6, replace=False)), 299, 300]
+    spans = list(zip(cuts[:-1], cuts[1:], strict=True))
+    empty = BlockMoments.empty(BLOCK_DIMS, BLOCK_PAIRS, precision)
+    assert empty.state_key == f"pair_moments:{precision}"
+    parts = [empty.update({k: v[lo:hi] for k, v in layers.items()}) for lo, hi in spans]
+    for order in ("left", "tree"):
+        blocks = _fold(parts, order)
+        assert blocks.n == 300
+        for a, b in BLOCK_PAIRS:
+            first, second = sorted((a, b), key=list(BLOCK_DIMS).index)
+            ref = _fold([PairMomentsAccumulator.empty("cka_linear", BLOCK_DIMS[first],
+                                                      BLOCK_DIMS[second], precision)
+                         .update(*_rows(layers, first, second, lo, hi))
+                         for lo, hi in spans], order)
+            for x, y, want in ((first, second, ref), (second, first, ref.swapped())):
+                got = blocks.pair_state(x, y, "cka_linear")
+                assert (got.d_x, got.d_y, got.precision) == (want.d_x, want.d_y, precision)
+                assert got.moments.n == want.moments.n == 300
+                np.testing.assert_allclose(got.moments.mean, want.moments.mean, rtol=1e-12)
+                np.testing.assert_allclose(got.moments.m2, want.moments.m2, rtol=1e-12,
+                                           atol=1e-12 * np.abs(want.moments.m2).max())
+                np.testing.assert_array_equal(got.moments.m2, want.moments.m2)  # same bits
+        # a direct (b, a) feed agrees to rounding in float64 (float32 chunk sums in mixed)
+        direct = _fold([PairMomentsAccumulator.empty("cka_linear", 5, 9, precision)
+                        .update(layers["l2"][lo:hi], layers["l0"][lo:hi]) for lo, hi in spans],
+                       order)
+        tol = 1e-12 if precision == "float64" else 1e-6
+        np.testing.assert_allclose(blocks.pair_state("l2", "l0").moments.m2, direct.moments.m2,
+                                   rtol=0, atol=tol * np.abs(direct.moments.m2).max())
+    # every measure's value from the blocks is the per-pair accumulator's value
+    blocks = _fold(parts, "tree")
+    names = [n for n, _ in CASES] if precision == "float64" else ["cka_linear"]
+    for name in dict.fromkeys(names):
+        init = {"precision": precision} if name == "cka_linear" else {}
+        acc = registry.get(name).accumulator(1, 1, **init)
+        ref = acc.adopt(_fold([PairMomentsAccumulator.empty(name, 9, 7, precision)
+                               .update(layers["l0"][lo:hi], layers["l1"][lo:hi])
+                               for lo, hi in spans], "tree").swapped())
+        got = acc.adopt(blocks.pair_state("l1", "l0", name))
+        _assert_same(got.compute(_resolved(name, init)), ref.compute(_resolved(name, init)),
+                     rtol=1e-12, diag_rtol=1e-9)
+
+
+def test_block_moments_memory_is_L_plus_P_blocks(layers):
+    """All pairs of L = 4 layers of width d: (L + P) d^2 + L d floats, not 4 P d^2."""
+    d, names = 5, list(BLOCK_DIMS)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i:]]  # 10 with the diagonal
+    blocks = BlockMoments.empty(dict.fromkeys(names, d), pairs).update(
+        {k: v[:, :d] for k, v in layers.items()})
+    P = 6  # off-diagonal pairs: the diagonal ones read the Gram blocks
+    assert len(blocks.pairs) == P and len(blocks.grams) == len(blocks.means) == 4
+    assert [a.shape for a in blocks.cross] == [(d, d)] * P
+    sizes = sum(a.size for part in (blocks.means, blocks.grams, blocks.cross) for a in part)
+    assert sizes == blocks.n_floats == (4 + P) * d * d + 4 * d
+    assert sizes < 4 * P * d * d
+    mixed = BlockMoments.empty(BLOCK_DIMS, BLOCK_PAIRS)
+    assert mixed.n_floats == sum(d * d + d for d in BLOCK_DIMS.values()) + 9 * 7 + 5 * 9 + 7 * 6 + 6 * 5
+
+
+def test_block_moments_errors_and_pickle(layers):
+    blocks = BlockMoments.empty(BLOCK_DIMS, BLOCK_PAIRS).update(layers)
+    again = pickle.loads(pickle.dumps(blocks))
+    for got, want in zip(again.cross, blocks.cross, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"pair \('l0', 'l9'\) names 'l9', which is not one of"):
+        BlockMoments.empty(BLOCK_DIMS, [("l0", "l9")])
+    with pytest.raises(ValueError, match="'precision' parameter of BlockMoments.empty"):
+        BlockMoments.empty(BLOCK_DIMS, BLOCK_PAIRS, "float16")
+    with pytest.raises(ValueError, match="needs a batch of every layer; 'l3' is missing"):
+        blocks.update({k: v for k, v in layers.items() if k != "l3"})
+    with pytest.raises(ValueError, match=r"expects 'l1' of shape \(b, 7\) with the same b"):
+        blocks.update({**layers, "l1": layers["l1"][:10]})
+    with pytest.raises(ValueError, match="non-finite"):
+        blocks.update({**layers, "l2": np.full((300, 5), np.nan)})
+    with pytest.raises(ValueError, match="Cannot merge block moments of layers"):
+        blocks.merge(BlockMoments.empty(BLOCK_DIMS, BLOCK_PAIRS[:2]))
+    with pytest.raises(ValueError, match="precision='float64' and precision='mixed'"):
+        blocks.merge(BlockMoments.empty(BLOCK_DIMS, BLOCK_PAIRS, "mixed"))
+    with pytest.raises(KeyError, match=r"No cross block for layers \('l0', 'l3'\)"):
+        blocks.pair_state("l0", "l3")
+
+
+def test_accumulators_without_a_state_key_keep_a_state_per_item():
+    from repscope.analysis.stream import pair_state_key
+
+    shared = registry.get("pwcca").accumulator(1, 1)
+    assert pair_state_key("pwcca", "b", "a", (), shared) == "blocks|pair_moments:float64"
+    assert pair_state_key("_own", "b", "a", (("k", 1),), object()) == "_own|b|a|(('k', 1),)"

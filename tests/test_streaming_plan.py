@@ -181,9 +181,9 @@ MOMENT_PAIRS = ("cka_linear", "procrustes_angular", "cca_mean", "svcca", "pwcca"
 
 
 def test_moment_pair_measures_share_one_stream_task_and_one_state_per_pair(store, tmp_path):
-    """Every moment-based pair measure over all rows: ONE stream task, one (d_a + d_b)^2
-    moments state per unordered layer pair (pwcca's (b, a) reads the (a, b) state swapped),
-    the same keys, values and diagnostics as the in-memory matrix path."""
+    """Every moment-based pair measure over all rows: ONE stream task, one block-moments state
+    for every layer pair (pwcca's (b, a) reads the (a, b) cross block transposed), the same
+    keys, values and diagnostics as the in-memory matrix path."""
     from repscope.analysis.stream import PairStreamShard, init_params, map_pair_shard
 
     kw = {"measures": MOMENT_PAIRS, "pairs": "all"}
@@ -195,8 +195,11 @@ def test_moment_pair_measures_share_one_stream_task_and_one_state_per_pair(store
     items = tuple(dict.fromkeys((it.measure, it.layer, it.layer_b, init_params(it.measure, it.params))
                                 for it in task.items))
     states = map_pair_shard(PairStreamShard(str(store.path), LAYERS, items, 0, 100))
-    assert len(states) == 10  # 4 x 5 / 2 unordered pairs with the diagonal, not 6 x 10 + 6
-    assert all(s.moments.n == 100 and s.moments.d == 16 for s in states.values())
+    # ONE block state for all 10 pairs (4 x 5 / 2 with the diagonal), not 6 x 10 + 6 states:
+    # 4 means and Gram blocks, one cross block per off-diagonal pair (the diagonal reads Grams)
+    (blocks,) = states.values()
+    assert blocks.names == LAYERS and blocks.n == 100 and len(blocks.pairs) == 6
+    assert blocks.n_floats == (4 + 6) * 8 * 8 + 4 * 8  # (L + P) d^2 + L d, not 10 (2 d)^2
 
     streamed, batch = analyze(cfg), analyze(_cfg(store, tmp_path / "b", **kw))
     assert streamed.n_failed == batch.n_failed == 0

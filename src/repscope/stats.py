@@ -21,9 +21,21 @@ __all__ = [
     "ResamplingResult",
     "bootstrap",
     "bootstrap_ci",
+    "merge_comoment",
     "paired_test",
     "permutation_test",
 ]
+
+
+def merge_comoment(n_a: int, m_a: np.ndarray, n_b: int, m_b: np.ndarray,
+                   delta_x: np.ndarray, delta_y: np.ndarray) -> np.ndarray:
+    """Centred co-moment sum of two merged partial states (Chan, Golub and LeVeque 1979).
+
+    ``M = M_a + M_b + (n_a n_b / n) delta_x delta_y^T`` with ``n = n_a + n_b`` and
+    ``delta = mean_b - mean_a`` of each side; ``M_a``, ``M_b`` are the (d_x, d_y) sums
+    ``sum_i (x_i - mean_x)(y_i - mean_y)^T`` of the two parts (``x = y`` for :class:`Moments`).
+    """
+    return m_a + m_b + np.outer(delta_x, delta_y) * (n_a * n_b / (n_a + n_b))
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ class Moments:
         n = self.n + other.n
         delta = other.mean - self.mean  # (d,)
         mean = self.mean + delta * (other.n / n)
-        m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n * other.n / n)
+        m2 = merge_comoment(self.n, self.m2, other.n, other.m2, delta, delta)
         return Moments(n, mean, m2)
 
     def covariance(self, ddof: int = 1) -> np.ndarray:

@@ -22,10 +22,14 @@ LeVeque 1979, the pairwise update of means and centred sums of squares).
 
 Pair measures (:class:`PairStreamShard`, :func:`map_pair_shard`, :func:`stream_pair_states`,
 :func:`pair_estimate`) read their layers in lockstep. The moment-based ones (linear CKA,
-Procrustes, shape_alpha, the CCA family) share one
-:class:`~repscope.measures._sim_moments.PairMomentsAccumulator` state per unordered layer
-pair and precision (:func:`pair_state_key`): ``(d_a + d_b)^2`` float64 numbers per pair,
-whatever the number of measures.
+Procrustes, shape_alpha, the CCA family) share ONE
+:class:`~repscope.measures._sim_moments.BlockMoments` state per precision
+(:func:`pair_state_key`) for every layer and pair: each layer's mean and centred Gram block
+once, plus one centred cross block per requested pair, ``(L + P) d^2 + L d`` float64 numbers
+for ``L`` layers and ``P`` pairs of width ``d`` (a per-pair
+:class:`~repscope.measures._sim_moments.PairMomentsAccumulator` of the joint rows would hold
+``4 d^2`` per pair, each layer's Gram block repeated in every pair it enters), whatever the
+number of measures. Each item's pair state is assembled from the blocks at compute time.
 """
 
 from __future__ import annotations
@@ -142,20 +146,19 @@ class PairStreamShard:
 
 
 def pair_state_key(measure: str, a: str, b: str, init: tuple[tuple[str, Any], ...],
-                   acc: Any) -> tuple[str, bool]:
-    """``(key, swapped)``: where the state of ``measure`` on layers ``(a, b)`` lives.
+                   acc: Any) -> str:
+    """The key of the state that holds ``measure`` on layers ``(a, b)``.
 
     Accumulators with a ``state_key`` (:class:`~repscope.measures._sim_moments.
-    PairMomentsAccumulator`: every moment-based measure, ``cka_linear`` included) share one
-    state per unordered layer pair and ``state_key`` (e.g. the precision), kept for the pair in
-    sorted order; ``swapped`` is True when ``(a, b)`` reads it as ``(b, a)`` (the accumulator's
-    ``swapped()`` permutes the blocks exactly). Others get a state of their own.
+    PairMomentsAccumulator`: every moment-based measure, ``cka_linear`` included) live in ONE
+    :class:`~repscope.measures._sim_moments.BlockMoments` per ``state_key`` (e.g. the
+    precision) for all layers and pairs, ``"blocks|<state_key>"``. Others get a state of their
+    own per measure, ordered pair and construction parameters.
     """
     shared = getattr(acc, "state_key", None)
     if shared is None:
-        return f"{measure}|{a}|{b}|{init!r}", False
-    lo, hi = sorted((a, b))
-    return f"{lo}|{hi}|{shared}", (lo, hi) != (a, b)
+        return f"{measure}|{a}|{b}|{init!r}"
+    return f"blocks|{shared}"
 
 
 def init_params(name: str, params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -169,56 +172,69 @@ def init_params(name: str, params: Mapping[str, Any]) -> tuple[tuple[str, Any], 
     return tuple(sorted((k, v) for k, v in params.items() if k in accepted))
 
 
-def _new_state(measure: str, a: str, b: str, init: tuple[tuple[str, Any], ...], dims: Mapping[str, int]
-               ) -> tuple[str, tuple[str, str], Any]:
-    """``(key, (first, second) layers it reads, empty accumulator)`` of one pair item."""
+def _empty_pair_states(shard: PairStreamShard, dims: Mapping[str, int]
+                       ) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """``(key -> empty state, key -> (a, b) layers of a per-pair state)`` of the shard's items:
+    one block state per shared ``state_key`` over the layers its pairs read (in the shard's
+    layer order), one accumulator per item otherwise."""
     from repscope import registry
+    from repscope.measures._sim_moments import BlockMoments
 
-    factory = registry.get(measure).accumulator
-    key, swapped = pair_state_key(measure, a, b, init, factory(1, 1, **dict(init)))  # type: ignore[misc]
-    first, second = (b, a) if swapped else (a, b)
-    return key, (first, second), factory(dims[first], dims[second], **dict(init))  # type: ignore[misc]
+    states: dict[str, Any] = {}
+    reads: dict[str, tuple[str, str]] = {}
+    blocks: dict[str, tuple[str, list[tuple[str, str]]]] = {}  # key -> (precision, pairs)
+    for m, a, b, init in shard.pairs:
+        factory = registry.get(m).accumulator
+        probe = factory(1, 1, **dict(init))  # type: ignore[misc]
+        key = pair_state_key(m, a, b, init, probe)
+        if hasattr(probe, "state_key"):
+            blocks.setdefault(key, (probe.precision, []))[1].append((a, b))
+        elif key not in states:
+            states[key] = factory(dims[a], dims[b], **dict(init))  # type: ignore[misc]
+            reads[key] = (a, b)
+    for key, (precision, pairs) in blocks.items():
+        used = {layer for pair in pairs for layer in pair}
+        layers = {layer: dims[layer] for layer in shard.layers if layer in used}
+        states[key] = BlockMoments.empty(layers, pairs, precision)
+    return states, reads
 
 
 def map_pair_shard(shard: PairStreamShard) -> dict[str, Any]:
-    """One accumulator per state (``key -> accumulator``, see :func:`pair_state_key`) over the
-    shard's rows: moment-based measures on the same layer pair share one; the layers are read
-    in lockstep, ``batch_rows`` rows at a time."""
+    """The states (``key -> state``, see :func:`pair_state_key`) of the shard's rows, the
+    layers read in lockstep, ``batch_rows`` rows at a time: each moment-based state is one
+    :class:`~repscope.measures._sim_moments.BlockMoments` (every layer centred once and its
+    Gram formed once per batch, one cross product per pair); other accumulators per item."""
     from repscope.capture import ActivationStore
 
     store = ActivationStore.open(shard.store)
     dims = {layer: store.dim(layer) for layer in shard.layers}
-    states: dict[str, Any] = {}
-    reads: dict[str, tuple[str, str]] = {}
-    for m, a, b, init in shard.pairs:
-        key, layers, acc = _new_state(m, a, b, init, dims)
-        if key not in states:
-            states[key], reads[key] = acc, layers
+    states, reads = _empty_pair_states(shard, dims)
     rows = slice(shard.start, shard.stop)
     readers = [store.iter_batches(layer, batch_size=shard.batch_rows, rows=rows)
                for layer in shard.layers]
     for batch in zip(*readers, strict=True):
         X = dict(zip(shard.layers, batch, strict=True))  # layer -> (b, d_layer)
-        for key, (first, second) in reads.items():
-            states[key] = states[key].update(X[first], X[second])
+        for key, state in states.items():
+            states[key] = (state.update(X[reads[key][0]], X[reads[key][1]]) if key in reads
+                           else state.update(X))
     return states
 
 
 def pair_estimate(states: Mapping[str, Any], measure: str, a: str, b: str,
                   params: Mapping[str, Any]) -> Any:
     """The :class:`~repscope.results.Estimate` of ``measure`` on layers ``(a, b)`` from the
-    merged ``states`` of :func:`stream_pair_states` (a shared state is adopted, and swapped
-    when it was kept as ``(b, a)``)."""
+    merged ``states`` of :func:`stream_pair_states`: a moment-based measure adopts the pair's
+    :class:`~repscope.measures._sim_moments.PairMomentsAccumulator` state assembled from the
+    block state (``BlockMoments.pair_state``, either order), others compute their own state."""
     from repscope import registry
 
     init = init_params(measure, params)
     factory = registry.get(measure).accumulator
     empty = factory(1, 1, **dict(init))  # type: ignore[misc]
-    key, swapped = pair_state_key(measure, a, b, init, empty)
-    state = states[key]
+    state = states[pair_state_key(measure, a, b, init, empty)]
     if not hasattr(empty, "state_key"):
         return state.compute(dict(params))
-    return empty.adopt(state.swapped() if swapped else state).compute(dict(params))
+    return empty.adopt(state.pair_state(a, b, measure)).compute(dict(params))
 
 
 def stream_pair_states(executor: Any, store: str, items: list[tuple[str, str, str, Mapping[str, Any]]],
