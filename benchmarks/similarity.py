@@ -18,6 +18,15 @@ Sections
 4. RSA (Euclidean RDM, Spearman) layer matrix vs rsatoolbox ``calc_rdm`` + ``compare``.
    rsatoolbox's "euclidean" RDM is the squared distance divided by d, a monotone transform,
    so Spearman values must agree exactly.
+5. CCA family (``--sections cca``) at n = 20,000, d = 384: ``cca_mean``, ``svcca``, ``pwcca``
+   vs scikit-learn ``CCA`` (NIPALS, one component at a time: fitted with ``--sklearn-components``
+   components, its score correlations compared with repscope's leading ones), cca-zoo ``CCA``
+   (all components; correlations of its transformed views) and repsim (``cca(...,
+   "pillai")``, which is the mean canonical correlation, and ``pwcca``, which is the average of
+   the two directions; repsim's ``svcca`` is timed but not compared, see benchmarks/similarity.md).
+   Accuracy is also checked against a float64 Householder-QR reference (QR of each centred
+   matrix, SVD of ``Qx^T Qy``), on the same data and on an ill-conditioned copy (features
+   scaled 1e-3..1e3, offset +1e4) where only accuracy is reported.
 """
 
 from __future__ import annotations
@@ -175,6 +184,130 @@ def bench_rsa(n: int, d: int, layers: int) -> dict:
     return row
 
 
+def clock(fn, *args, **kw):
+    """(result, wall seconds, process CPU seconds: all threads)."""
+    w, c = time.perf_counter(), time.process_time()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def qr_reference(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Canonical correlations by Householder QR (LAPACK) of each centred matrix, SVD of Qx^T Qy."""
+    qx, _ = np.linalg.qr(X - X.mean(0))  # (n, d_x)
+    qy, _ = np.linalg.qr(Y - Y.mean(0))  # (n, d_y)
+    return np.linalg.svd(qx.T @ qy, compute_uv=False)
+
+
+def score_correlations(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching columns of two score matrices (n, k)."""
+    A, B = A - A.mean(0), B - B.mean(0)
+    return np.abs((A * B).sum(0) / np.sqrt((A * A).sum(0) * (B * B).sum(0)))
+
+
+def cca_pair(n: int, d: int, ill: bool, seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Two layers of :func:`layer_chain`; ``ill``: columns scaled 1e-3..1e3 and offset +1e4."""
+    reps = layer_chain(2, n, d, seed=seed)
+    X, Y = reps["layer00"], reps["layer01"]
+    if ill:
+        rng = np.random.default_rng(seed + 1)
+        X = X * rng.permutation(np.logspace(-3, 3, d)) + 1e4
+        Y = Y * rng.permutation(np.logspace(-3, 3, d)) + 1e4
+    return X, Y
+
+
+def _competitors(X: np.ndarray, Y: np.ndarray, k_sk: int, skip: frozenset = frozenset()) -> dict:
+    """Each installed competitor's canonical correlations / scalars, with wall and CPU time."""
+    out: dict = {}
+    try:
+        from sklearn.cross_decomposition import CCA as SkCCA
+    except ImportError:
+        out["sklearn"] = "not installed"
+    else:
+        if k_sk > 0 and "sklearn" not in skip:
+            import warnings
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                (sx, sy), t, c = clock(SkCCA(n_components=k_sk, max_iter=500).fit_transform, X, Y)
+            rho = score_correlations(sx, sy)
+            out["sklearn"] = {"rho": rho, "wall_s": t, "cpu_s": c, "components": k_sk,
+                              "warnings": sorted({str(w.message)[:80] for w in caught})}
+    try:
+        from cca_zoo.linear import CCA as ZooCCA
+    except ImportError:
+        out["cca_zoo"] = "not installed"
+    else:
+        k = min(X.shape[1], Y.shape[1])
+
+        def zoo():
+            zx, zy = ZooCCA(n_components=k).fit_transform([X, Y])
+            return score_correlations(zx, zy)
+
+        rho, t, c = clock(zoo)
+        out["cca_zoo"] = {"rho": rho, "wall_s": t, "cpu_s": c, "components": k}
+    try:
+        import repsim
+    except ImportError:
+        out["repsim"] = "not installed"
+    else:
+        for name, fn in [("cca_pillai", lambda: repsim.cca([X, Y], "pillai")),
+                         ("pwcca", lambda: repsim.pwcca([X, Y])),
+                         ("svcca_pillai", lambda: repsim.svcca([X, Y], "pillai"))]:
+            if f"repsim_{name}" in skip:
+                out[f"repsim_{name}"] = "skipped (--cca-skip)"
+                continue
+            M, t, c = clock(fn)
+            out[f"repsim_{name}"] = {"value": float(M[0, 1]), "wall_s": t, "cpu_s": c}
+    return out
+
+
+def bench_cca(n: int, d: int, k_sk: int, ill: bool, skip: frozenset = frozenset()) -> dict:
+    """repscope's CCA family vs sklearn, cca-zoo, repsim and a Householder-QR reference."""
+    from repscope.measures.similarity import cca_mean, pwcca, svcca
+
+    X, Y = cca_pair(n, d, ill)
+    ref, t_ref, c_ref = clock(qr_reference, X, Y)
+    ours: dict = {}
+    for _ in range(2):  # best of 2 (the first call also pays torch's warm-up)
+        for name, fn in [("cca_mean", cca_mean), ("svcca", svcca), ("pwcca", pwcca)]:
+            e, t, c = clock(fn, X, Y)
+            if name not in ours or t < ours[name][1]:
+                ours[name] = (e, t, c)
+    rho = ours["cca_mean"][0].diagnostics["correlations"]
+    row = {"section": "cca_ill" if ill else "cca", "n": n, "d": d,
+           "qr_reference_s": t_ref, "qr_reference_cpu_s": c_ref,
+           "repscope_rho_vs_qr": float(np.max(np.abs(rho - ref))),
+           "repscope_mean_vs_qr": abs(ours["cca_mean"][0].value - float(ref.mean())),
+           "svcca_ranks": [ours["svcca"][0].diagnostics["rank_x"],
+                           ours["svcca"][0].diagnostics["rank_y"]]}
+    for name, (e, t, c) in ours.items():
+        row[f"repscope_{name}"] = {"value": e.value, "wall_s": t, "cpu_s": c}
+    pw_sym = (ours["pwcca"][0].value + pwcca(Y, X).value) / 2  # repsim averages directions
+    scalar_ref = {"repsim_cca_pillai": ours["cca_mean"][0].value, "repsim_pwcca": pw_sym}
+    for lib, r in _competitors(X, Y, k_sk, skip).items():
+        if isinstance(r, str):
+            row[lib] = r
+            continue
+        if "rho" in r:
+            theirs = r.pop("rho")  # (k,)
+            k = len(theirs)
+            r["rho_vs_repscope"] = float(np.max(np.abs(theirs - rho[:k])))
+            r["rho_vs_qr"] = float(np.max(np.abs(theirs - ref[:k])))
+        elif lib in scalar_ref:
+            r["vs_repscope"] = abs(r["value"] - scalar_ref[lib])
+        if lib == "repsim_cca_pillai":
+            r["vs_qr_mean"] = abs(r["value"] - float(ref.mean()))
+        if lib == "repsim_svcca_pillai" and isinstance(row.get("repsim_cca_pillai"), dict):
+            # not compared: see benchmarks/similarity.md
+            r["minus_repsim_cca"] = abs(r["value"] - row["repsim_cca_pillai"]["value"])
+        if "wall_s" in r and not ill:
+            base = "cca_mean" if lib != "repsim_pwcca" else "pwcca"
+            if lib == "repsim_svcca_pillai":
+                base = "svcca"
+            r["speedup"] = r["wall_s"] / ours[base][1]
+        row[lib] = r
+    return row
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
@@ -182,13 +315,23 @@ def main() -> None:
                     help="pairs netrep is timed on in the full CKA matrix (0 = all 66)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--sections", default="cka_matrix,cka_large,procrustes,rsa")
+    ap.add_argument("--sections", default="cka_matrix,cka_large,procrustes,rsa,cca")
+    ap.add_argument("--sklearn-components", type=int, default=8,
+                    help="components scikit-learn's iterative CCA fits in the cca section")
+    ap.add_argument("--cca-skip", default=None,
+                    help="comma list of cca competitors not to run: sklearn, repsim_cca_pillai, "
+                         "repsim_pwcca, repsim_svcca_pillai; prefixed 'ill:', only in the ill-conditioned "
+                         "case (default: the repsim ones at full size, where one call runs > 10 min; "
+                         "none with --quick; pass '' to run every competitor)")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     sections = set(args.sections.split(","))
     rows = []
     q = args.quick
+    if args.cca_skip is None:
+        args.cca_skip = "" if q else "repsim_cca_pillai,repsim_pwcca,repsim_svcca_pillai"
     if "cka_matrix" in sections:
         rows.append(bench_cka_matrix(2000 if q else 10_000, 64 if q else 384, 4 if q else 12,
                                      None if q or args.netrep_pairs == 0 else args.netrep_pairs,
@@ -199,10 +342,18 @@ def main() -> None:
         rows.append(bench_procrustes(2000 if q else 20_000, 64 if q else 384))
     if "rsa" in sections:
         rows.append(bench_rsa(300 if q else 2000, 32 if q else 384, 3 if q else 6))
+    if "cca" in sections:
+        for ill in (False, True):
+            rows.append(bench_cca(2000 if q else 20_000, 64 if q else 384,
+                                  args.sklearn_components, ill,
+                                  frozenset(x.removeprefix("ill:") for x in args.cca_skip.split(",")
+                                            if ill or not x.startswith("ill:"))))
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "load_avg_1m": os.getloadavg()[0],
+            "env_threads": {v: os.environ.get(v) for v in
+                            ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+            "load_avg_1m_start": load_start, "load_avg_1m": os.getloadavg()[0],
             "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(json.dumps({"meta": meta, "rows": rows}, indent=1))
     if args.json:
