@@ -62,11 +62,17 @@ def _f(default: Any, help: str) -> Any:
 class TrainConfig:
     """Everything that defines a training run (saved in ``cfg.json`` under ``train``)."""
 
-    architecture: Literal["relu", "topk", "batchtopk", "topafa", "mp"] = _f("topk", "SAE architecture.")
+    architecture: Literal["relu", "topk", "batchtopk", "topafa", "mp", "jumprelu", "matryoshka"] = _f(
+        "topk", "SAE architecture.")
     expansion: int = _f(16, "d_sae = expansion * d_in (ignored when d_sae is given).")
     d_sae: int | None = _f(None, "Number of latents.")
-    k: int = _f(32, "Active latents per row (topk, batchtopk: mean per row; mp: pursuit steps).")
+    k: int = _f(32, "Active latents per row (topk, batchtopk, matryoshka: mean per row; mp: pursuit steps).")
     l1_coeff: float = _f(1e-3, "L1 coefficient (relu).")
+    l0_coeff: float | None = _f(None, "L0 penalty coefficient (jumprelu; default 1 / d_in).")
+    bandwidth: float = _f(0.05, "Straight-through kernel bandwidth (jumprelu).")
+    threshold_init: float = _f(0.01, "Initial JumpReLU threshold (jumprelu).")
+    widths: tuple[int, ...] = _f((), "Nested prefix widths, ending at d_sae (matryoshka; default "
+                                     "d_sae/16, /8, /4, /2, d_sae).")
     afa_coeff: float = _f(1 / 32, "Norm-matching loss coefficient (topafa; Lee et al. sweep 1/128 to 1/16).")
     afa_tol: float = _f(0.0, "top-AFA: prefer the sparsest prefix within afa_tol * ||x|| of the closest "
                              "(0: Lee et al.'s rule; 0.02 reaches the true sparsity, docs/dictionaries.md).")
@@ -100,6 +106,9 @@ class TrainConfig:
                        "auxk_alpha": self.auxk_alpha},
         }
         per_arch["batchtopk"] = per_arch["topk"]
+        per_arch["jumprelu"] = {"l0_coeff": self.l0_coeff, "bandwidth": self.bandwidth,
+                                "threshold_init": self.threshold_init}
+        per_arch["matryoshka"] = {**per_arch["topk"], "widths": self.widths or None}
         return {**per_arch[self.architecture], "seed": self.seed}
 
 
