@@ -16,9 +16,10 @@ if [ -f "$STAMP" ] && cmp -s "$REQ" "$STAMP"; then exit 0; fi
 echo "Setting up $VENV (SAELens, sparsify; test-only) ..."
 start=$(date +%s)
 rm -rf "$VENV"
+quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }  # pip's notes on absent local indexes
 if "$PY" -m venv "$VENV" \
-   && "$VENV/bin/python" -m pip install -q torch==2.13.0 \
-   && "$VENV/bin/python" -m pip install -q -r "$REQ" torch==2.13.0; then
+   && quiet "$VENV/bin/python" -m pip install -q torch==2.13.0 \
+   && quiet "$VENV/bin/python" -m pip install -q -r "$REQ" torch==2.13.0; then
   cp "$REQ" "$STAMP"
   echo "$VENV ready in $(( $(date +%s) - start )) s"
 else

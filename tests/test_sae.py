@@ -28,7 +28,7 @@ def sparse_dictionary_data(n: int, d: int, n_features: int, s: int, seed: int = 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_shapes_and_names(arch):
-    sae = build_sae(arch, 8, 40, **({"k": 4} if arch in ("topk", "batchtopk", "mp") else {}))
+    sae = build_sae(arch, 8, 40, **({"k": 4} if arch in ("topk", "batchtopk", "mp", "matryoshka") else {}))
     assert tuple(sae.W_enc.shape) == (8, 40) and tuple(sae.W_dec.shape) == (40, 8)
     assert tuple(sae.b_enc.shape) == (40,) and tuple(sae.b_dec.shape) == (8,)
     x = torch.randn(5, 8)
@@ -122,7 +122,7 @@ def test_matching_pursuit_residual_decreases_monotonically():
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_save_load_roundtrip(tmp_path, arch):
-    sae = build_sae(arch, 6, 18, **({"k": 3} if arch in ("topk", "batchtopk", "mp") else {}))
+    sae = build_sae(arch, 6, 18, **({"k": 3} if arch in ("topk", "batchtopk", "mp", "matryoshka") else {}))
     with torch.no_grad():
         sae.input_scale.fill_(2.5)
         sae.b_dec.add_(0.3)
