@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from repscope._validate import param_error
 from repscope.dictionaries.sae import ARCHITECTURES, BatchTopKSAE
 
