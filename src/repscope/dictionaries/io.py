@@ -154,9 +154,10 @@ def _subdirs_with_saes(path: Path) -> list[str]:
 
 
 def _locate(path: Path) -> tuple[str, dict[str, Any] | None]:
-    """Detect the format of ``path``; ``(format, parsed cfg.json or None)``."""
+    """Verify the manifest (if any), detect the format of ``path``; ``(format, cfg.json or None)``."""
     if not path.is_dir():
         raise FileNotFoundError(f"{str(path)!r} is not a saved SAE: no such directory.")
+    verify_manifest(path)
     cfg = _read_json(path / CFG_FILE) if (path / CFG_FILE).is_file() else None
     try:
         return formats.detect_format(path, cfg), cfg
@@ -241,10 +242,9 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
     unsupported directory and ``FileNotFoundError`` when there is none."""
     path = Path(path)
     fmt, cfg = _locate(path)
-    verified = verify_manifest(path)
     if fmt == "repscope":
         assert cfg is not None
-        if not verified:
+        if not (path / MANIFEST_FILE).is_file():
             log.warning("%s has no %s (written by an older repscope?): its files are not verified",
                         path, MANIFEST_FILE)
         state = _read_tensors(path / WEIGHTS_FILE)

@@ -263,11 +263,14 @@ def _batch_fvu(sae: SparseAutoencoder, x: torch.Tensor, mse: float) -> float:
 
 def _check_writable(out: Path) -> None:
     """Fail before training when the output directory cannot be written."""
-    out.mkdir(parents=True, exist_ok=True)
     probe = out / f".write-probe-{os.getpid()}"
-    with open(probe, "wb") as f:
-        f.write(b"0")
-    probe.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"0")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
 
 
 def train_sae(
