@@ -162,7 +162,7 @@ def _layer_stats(model: Any, layer: str, batches: list[dict], specials: torch.Te
     """Mean of the layer output over the spliced positions, and the SAE's FVU there (float64)."""
     from repscope.capture.hooks import capture
 
-    n, s1, s2, err = 0, 0.0, 0.0, 0.0
+    n, s2, err = 0, 0.0, 0.0
     fn = _sae_map(sae)
     total = None
     for b in batches:
@@ -183,6 +183,12 @@ def _layer_stats(model: Any, layer: str, batches: list[dict], specials: torch.Te
 def _model_inputs(model: Any, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     dev = next(model.parameters()).device
     return {k: v.to(dev) for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def _ce_and_logp(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position next-token cross-entropy (b, t-1) and log-probabilities (b, t-1, V)."""
+    logp = torch.log_softmax(logits[:, :-1].double(), -1)  # (b, t-1, V)
+    return -logp.gather(-1, target[..., None])[..., 0], logp
 
 
 def _bootstrap(stat: Any, per_doc: dict[str, np.ndarray], n_boot: int, seed: int) -> tuple[float, tuple[float, float]]:
@@ -232,17 +238,13 @@ def spliced_evaluation(
         target = inputs["input_ids"][:, 1:]
         mask = _positions(b, specials).to(am.device)
 
-        def ce_and_logp(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logp = torch.log_softmax(logits[:, :-1].double(), -1)  # (b, t-1, V)
-            return -logp.gather(-1, target[..., None])[..., 0], logp
-
-        ce_clean, logp_clean = ce_and_logp(model(**inputs).logits)
+        ce_clean, logp_clean = _ce_and_logp(model(**inputs).logits, target)
         p_clean = logp_clean.exp()
         per_doc["n"].extend(valid.sum(1).tolist())
         per_doc["clean"].extend((ce_clean * valid).sum(1).tolist())
         for v in VARIANTS:
             with splice(model, layer, replacements[v], mask):
-                ce, logp = ce_and_logp(model(**inputs).logits)
+                ce, logp = _ce_and_logp(model(**inputs).logits, target)
             kl = (p_clean * (logp_clean - logp)).sum(-1)  # (b, t-1)
             per_doc[v].extend((ce * valid).sum(1).tolist())
             per_doc[f"kl_{v}"].extend((kl * valid).sum(1).tolist())
