@@ -5,7 +5,9 @@
   :mod:`~repscope.dictionaries.jumprelu` and :mod:`~repscope.dictionaries.matryoshka` add
   JumpReLU and Matryoshka BatchTopK (imported here so that they register in ``ARCHITECTURES``);
 - :mod:`~repscope.dictionaries.train`: :func:`train_sae` from arrays or an ActivationStore,
-  checkpoints and exact resume (``cfg.json`` + ``sae.safetensors`` + ``state.pt``);
+  held-out rows, checkpoints and exact resume (``cfg.json``, ``sae.safetensors``, ``manifest.json``,
+  ``state.safetensors``); :mod:`~repscope.dictionaries.io` reads and writes SAELens, sparsify and
+  dictionary_learning layouts; :mod:`~repscope.dictionaries.splice` evaluates an SAE spliced into a model;
 - :mod:`~repscope.dictionaries.evaluate`: FVU, MSE, cosine, L0, dead/dense fractions,
   shrinkage, decoder max-cosine, density histogram, stability across seeds;
 - :mod:`~repscope.dictionaries.inspect` / :mod:`~repscope.dictionaries.page`: top-activating
