@@ -508,7 +508,7 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
               checkpoint: Any = None) -> Plan:
     """Expand ``cfg`` over an open store into tasks (one per layer, one per layer pair).
 
-    ``checkpoint`` (a :class:`~repscope.analysis.checkpoints.Checkpoint`) marks the store as
+    ``checkpoint`` (a :class:`~repscope.capture.checkpoints.Checkpoint`) marks the store as
     one checkpoint of a sweep: its name and step go into ``source`` and into every result key.
     When every row is selected and the store has more than ``cfg.stream_rows`` rows, the
     streamable single measures of each layer form a ``'stream'`` task (map over row ranges +
