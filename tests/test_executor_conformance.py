@@ -23,6 +23,7 @@ from repscope.analysis.executors import (
     Executor,
     TaskFailedError,
     TaskLedger,
+    executor_option_problem,
     make_executor,
     map_reduce,
     run_sweep,
@@ -210,3 +211,29 @@ def test_timeouts_stop_the_attempt_or_are_refused(ex):
     assert not outs["0"].ok and outs["0"].attempts == 1
     assert outs["0"].error.startswith("TimeoutError: the attempt ran longer than timeout=4 s")
     assert [(outs[k].ok, outs[k].result) for k in ("1", "2")] == [(True, 1), (True, 2)]
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("kind", EXECUTOR_KINDS)
+@pytest.mark.parametrize("option, value", [("workers", 3), ("address", "auto"), ("timeout", 5.0)])
+def test_one_options_check_for_the_api_and_the_config(kind, option, value):
+    """``make_executor`` / ``Executor.map`` and ``repscope analyze``'s config check refuse the
+    same options for the same backend, with the backend's own reason, each in its vocabulary."""
+    from repscope.analysis.plan import AnalyzeConfig, PlanError, check_config
+
+    why = BACKENDS[kind].refuses.get(option)
+    if why is None:
+        assert executor_option_problem(kind, **{option: value}) is None
+        return
+    config_name = "task_timeout" if option == "timeout" else option
+    cfg = AnalyzeConfig(executor=kind, **{config_name: value})
+    with pytest.raises(PlanError, match=rf"^The '{config_name}' option needs executor ") as err:
+        check_config(cfg)  # refused before any measure is resolved
+    assert f"the {kind} executor {why}. Got {config_name}={value!r}" in str(err.value)
+    if option != "timeout":  # a map() argument: test_timeouts_stop_the_attempt_or_are_refused
+        with pytest.raises(ValueError, match=rf"^The '{option}' parameter of make_executor must "
+                                             rf"be None.* for kind='{kind}' \(it ") as err:
+            make_executor(kind, **{option: value})
+    assert why in str(err.value) and "\n" not in str(err.value)
