@@ -43,6 +43,7 @@ from typing import Any
 
 from repscope import registry
 from repscope.analysis.executors import map_reduce
+from repscope.capture import ActivationStore
 
 __all__ = [
     "PairStreamShard",
@@ -88,8 +89,6 @@ def _empty_states(measures: tuple[str, ...], d: int, device: str | None) -> dict
 
 def map_shard(shard: StreamShard) -> dict[str, Any]:
     """The accumulators (``state_key -> accumulator``) of the shard's rows, read batch by batch."""
-    from repscope.capture import ActivationStore
-
     store = ActivationStore.open(shard.store)
     states = _empty_states(shard.measures, store.dim(shard.layer), shard.device)
     for X in store.iter_batches(shard.layer, batch_size=shard.batch_rows,
@@ -195,8 +194,6 @@ def map_pair_shard(shard: PairStreamShard) -> dict[str, Any]:
     layers read in lockstep, ``batch_rows`` rows at a time: each moment-based state is one
     :class:`~repscope.measures.similarity.moments.BlockMoments` (every layer centred once and its
     Gram formed once per batch, one cross product per pair); other accumulators per item."""
-    from repscope.capture import ActivationStore
-
     store = ActivationStore.open(shard.store)
     dims = {layer: store.dim(layer) for layer in shard.layers}
     states, reads = _empty_pair_states(shard, dims)
