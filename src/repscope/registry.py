@@ -8,7 +8,7 @@ which takes every fact about it, including its optional capabilities::
     def effective_rank(X) -> Estimate: ...
 
     @register("cca_mean", family="similarity", kind="pair", symmetric=True,
-              accumulator=CCA.streaming(), prepared=CCA.prepared())
+              accumulator=CCA_MEAN.streaming(), prepared=CCA_MEAN.prepared())
     def cca_mean(X, Y, *, device=None) -> Estimate: ...
 
 Capabilities (all optional, typed, held by the :class:`MeasureSpec`):
@@ -125,7 +125,8 @@ class Streaming:
     "Accumulator class (e.g. ``CovarianceAccumulator``, ``PairMomentsAccumulator``)."
     compute: Callable[..., Any]
     """``compute(statistic, **params) -> Estimate``: the measure's one implementation from the
-    state (``params`` resolved against the signature's defaults)."""
+    statistic its accumulator class hands over (``Moments``, ``UnitSum``, ``PairSums``), with
+    ``params`` resolved against the signature's defaults."""
     options: tuple[str, ...] = ()
     """Measure parameters that shape the state (e.g. ``"precision"``): passed to ``empty`` and
     part of the state key; the accumulator exposes each as an attribute."""
@@ -143,7 +144,6 @@ class Streaming:
     def state_key(self, params: Mapping[str, Any]) -> str:
         """The ``state_key`` of this measure's accumulator for parameters ``params``."""
         return self.kind.key(**self.state_options(params))
-
 
 
 @dataclass(frozen=True)
