@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from repscope import registry
+from repscope._arrays import take_rows
 from repscope._validate import (
     ArrayLike,
     check_array,
     check_choice,
     check_int,
     check_paired,
-    is_tensor,
     resolve_device,
 )
 from repscope.results import Estimate, result_type
@@ -98,15 +98,6 @@ def _resolve_measure(measure: Any, params: dict[str, Any] | None, fn: str,
                      f"callable. Got {measure!r} instead.")
 
 
-def _take(X: Any, idx: np.ndarray) -> Any:
-    """Rows ``idx`` of a numpy array or torch tensor."""
-    if is_tensor(X):
-        import torch
-
-        return X[torch.as_tensor(idx, device=X.device)]
-    return np.asarray(X)[idx]
-
-
 def _alternative(alternative: str, higher: bool | None, fn: str) -> str:
     check_choice(alternative, "alternative", fn, ("auto", "greater", "less"))
     if alternative != "auto":
@@ -128,7 +119,7 @@ def _prepared_null(spec: registry.MeasureSpec, X: Any, Y: Any, params: dict[str,
     def shuffled(perm: np.ndarray) -> Any:
         if p.permute is not None:
             return p.permute(sy, perm)
-        return p.prepare(_take(Y, perm), device, params, "Y")
+        return p.prepare(take_rows(Y, perm), device, params, "Y")
 
     observed = float(p.compare(sx, sy, params).value)
     null = np.array([p.compare(sx, shuffled(perm), params).value for perm in perms], dtype=float)
@@ -182,7 +173,7 @@ def permutation_test(
         observed, null = _prepared_null(spec, X, Y, resolved, perms)
     else:
         observed = call(X, Y)
-        null = np.array([call(X, _take(Y, rng.permutation(n))) for _ in range(n_perm)])
+        null = np.array([call(X, take_rows(Y, rng.permutation(n))) for _ in range(n_perm)])
     extreme = null >= observed if alt == "greater" else null <= observed
     p = (1 + int(extreme.sum())) / (n_perm + 1)
     mean, std = float(null.mean()), float(null.std(ddof=1)) if n_perm > 1 else float("nan")
@@ -229,7 +220,7 @@ def bootstrap_ci(
     name, call, _, resolved = _resolve_measure(measure, params, fn)
     arrays = (X,) if Y is None else (X, Y)
     observed = call(*arrays)
-    stderr, ci, reps = bootstrap(lambda idx: call(*(_take(A, idx) for A in arrays)),
+    stderr, ci, reps = bootstrap(lambda idx: call(*(take_rows(A, idx) for A in arrays)),
                                  X.shape[0], n_boot=n_boot, seed=seed, ci_level=ci_level)
     return ResamplingResult(
         measure=name, value=observed, n_samples=X.shape[0], stderr=stderr, ci=ci,
@@ -281,7 +272,7 @@ def paired_test(
     sign = -1.0 if higher is False else 1.0
 
     def advantage(idx: np.ndarray | None) -> tuple[float, float, float]:
-        a, b, c = (A, B, C) if idx is None else (_take(A, idx), _take(B, idx), _take(C, idx))
+        a, b, c = (A, B, C) if idx is None else (take_rows(A, idx), take_rows(B, idx), take_rows(C, idx))
         ab, ac = call(a, b), call(a, c)
         return sign * (ab - ac), ab, ac
 

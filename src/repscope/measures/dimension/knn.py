@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from repscope._arrays import take_rows
 from repscope._validate import (
     ArrayLike,
     check_choice,
@@ -217,11 +218,11 @@ def correlation_dimension(X: ArrayLike, *, k1: int = 5, k2: int = 20, n_radii: i
     rows = np.arange(n)
     if n > max_samples:
         rows = np.sort(np.random.default_rng(seed).choice(n, max_samples, replace=False))
-        X = X[torch.as_tensor(rows)] if isinstance(X, torch.Tensor) else X[rows]
+        X = take_rows(X, rows)
     t = _table(X, k2, fn, metric=metric, duplicates=duplicates, neighbors=None, device=device)
     ok = _valid_rows(t.lengths, 1, fn)
     kept = t.nb.duplicates.kept
-    Xk = X[torch.as_tensor(kept)] if isinstance(X, torch.Tensor) else X[kept]
+    Xk = take_rows(X, kept)
     r_lo, r_hi = np.median(t.lengths[ok, k1 - 1]), np.median(t.lengths[ok, k2 - 1])
     # nudged off the data distances that define the medians, so rounding cannot flip a pair
     radii = np.geomspace(r_lo, r_hi, n_radii) * (1 - 1e-9)  # (n_radii,)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from repscope import registry
+from repscope._arrays import take_rows
 from repscope._validate import (
     ArrayLike,
     check_choice,
@@ -96,7 +96,7 @@ def id_scale_curve(estimator: str, X: ArrayLike, *, by: str = "rank",
     res = []
     for size in values:
         rows = np.sort(order[:size])  # nested subsets
-        sub = X[torch.as_tensor(rows)] if isinstance(X, torch.Tensor) else X[rows]
+        sub = take_rows(X, rows)
         res.append(fn_est(sub, **params))
     return _curve(estimator, by, np.array(values), res, None)
 
