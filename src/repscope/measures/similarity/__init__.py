@@ -37,9 +37,8 @@ from repscope.measures.similarity.cka import (
     LinearCKAAccumulator,
     cka_linear,
     cka_linear_debiased,
-    cka_rbf,
-    cka_rbf_nystroem,
 )
+from repscope.measures.similarity.kernel_cka import cka_rbf, cka_rbf_nystroem
 from repscope.measures.similarity.matrix import SimilarityMatrix, similarity_matrix
 from repscope.measures.similarity.moment_measure import MomentMeasure
 from repscope.measures.similarity.moments import (
