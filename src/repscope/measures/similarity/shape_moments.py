@@ -8,9 +8,11 @@ root. Its conditions, and why ``procrustes_angular_jackknife`` supersedes it her
 * the polynomial step's bias (bounded by ``bias_bound``) does not shrink with n: with the
   default degree the error stays near +0.04 at d = 64 from n = 1,000 to 5,000 and +0.02 at
   20,000, above the plug-in's own (``tests/test_similarity_corrected.py``);
-* the chain sums run over increasing indices, so the value changes when the rows are
-  re-ordered (as the authors' estimator does); it is unbiased for the moments in any fixed
-  order;
+* the chain sums run over increasing indices, so the authors' estimator changes when the rows
+  are re-ordered; here the rows are first put in a canonical order that depends only on their
+  values (:func:`canonical_order`, a 64-bit hash of each row's bytes), so the value is a
+  function of the set of rows, not of their order (any fixed order independent of the values
+  keeps the moment estimates unbiased; the hash order is one that is in practice);
 * it is meant for the small-n regime it was built for (n and d of a few hundred at most).
 """
 
@@ -27,7 +29,8 @@ from repscope.measures.similarity._common import check_pair, make_estimate
 from repscope.registry import register
 from repscope.results import Estimate, result_type
 
-__all__ = ["ShapeMomentEstimate", "cycle_moments", "shape_mom", "sqrt_polynomial"]
+__all__ = ["ShapeMomentEstimate", "canonical_order", "cycle_moments", "shape_mom",
+           "sqrt_polynomial"]
 
 _SHAPE_INV = {"rotation", "translation", "scale", "permutation"}
 
@@ -43,6 +46,27 @@ class ShapeMomentEstimate(Estimate):
     "Bound on |E[estimate] - true similarity| from the polynomial approximation of sqrt."
     plugin: float | None = None
     "The plug-in (sample) Procrustes similarity ``cos theta`` on the same data, for contrast."
+
+
+def canonical_order(*arrays: np.ndarray) -> np.ndarray:
+    """(n,) row order that depends only on the rows' values, not on their input order.
+
+    Rows (of all ``arrays`` side by side, float64) are ordered by a 64-bit hash of their bytes:
+    a seeded odd-multiplier sum over their 32-bit words (modulo 2^64) followed by the
+    splitmix64 finaliser, which spreads it over all bits. The order looks random with respect
+    to the geometry of the rows, and re-ordering the input re-orders the rows back to the same
+    sequence. Identical rows tie (their order does not matter)."""
+    Z = np.ascontiguousarray(np.hstack([np.asarray(A, dtype=np.float64) for A in arrays]))
+    words = Z.view(np.uint32).reshape(Z.shape[0], -1)  # (n, w)
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, words.shape[1], dtype=np.uint64) | 1
+    with np.errstate(over="ignore"):
+        h = words.astype(np.uint64) @ mult  # (n,) wraps modulo 2**64
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return np.argsort(h, kind="stable")
 
 
 @functools.lru_cache(maxsize=32)
@@ -117,8 +141,9 @@ def cycle_moments(X: np.ndarray, Y: np.ndarray, P: int) -> np.ndarray:
 def shape_mom(X: ArrayLike, Y: ArrayLike, *, n_moments: int = 4) -> ShapeMomentEstimate:
     """Method-of-moments estimate of the Procrustes similarity (Pospisil et al., ICLR 2024).
 
-    Superseded by ``procrustes_angular_jackknife`` (order independent, converging with n); kept
-    for comparison with the authors' estimator and its conditions (module docstring).
+    Superseded by ``procrustes_angular_jackknife`` (converging with n); kept for comparison
+    with the authors' estimator and its conditions (module docstring). Rows are put in
+    :func:`canonical_order` first, so the value does not depend on the order of the rows.
 
     The population similarity ``rho = ||Sigma_xy||_* / sqrt(tr Sigma_xx tr Sigma_yy)`` (the
     cosine of the angular shape distance) is estimated without the upward bias of the
@@ -135,8 +160,10 @@ def shape_mom(X: ArrayLike, Y: ArrayLike, *, n_moments: int = 4) -> ShapeMomentE
     fn = "shape_mom"
     n_moments = check_int(n_moments, "n_moments", fn, low=1, high=12, high_inclusive=True)
     X, Y = check_pair(X, Y, fn, min_samples=max(8, 2 * n_moments))
-    Xc = as_numpy(X, np.float64) - as_numpy(X, np.float64).mean(0)  # (n, d_x)
-    Yc = as_numpy(Y, np.float64) - as_numpy(Y, np.float64).mean(0)  # (n, d_y)
+    Xn, Yn = as_numpy(X, np.float64), as_numpy(Y, np.float64)
+    order = canonical_order(Xn, Yn)  # (n,) independent of the input order
+    Xc = Xn[order] - Xn.mean(0)  # (n, d_x)
+    Yc = Yn[order] - Yn.mean(0)  # (n, d_y)
     n = Xc.shape[0]
     tx, ty = np.sum(Xc * Xc) / (n - 1), np.sum(Yc * Yc) / (n - 1)
     if tx == 0 or ty == 0:
