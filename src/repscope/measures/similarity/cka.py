@@ -325,7 +325,7 @@ def cka_linear_debiased(X: ArrayLike, Y: ArrayLike, *, device: str | None = None
     slightly negative). Needs n >= 4. Feature-space form, O(n d^2), no n x n matrix.
     Its 95 % jackknife interval (``repscope.inference.jackknife_ci``, exact delete-1) covers
     the population CKA in 97 of 100 known-answer runs at d = 64 and n = 1,000
-    (``benchmarks/similarity_stats.md``).
+    (``tests/test_similarity_corrected.py``).
     """
     X, Y = check_pair(X, Y, "cka_linear_debiased", min_samples=4)
     dev = resolve_device(X, device)
