@@ -28,7 +28,7 @@ Sections
    matrix, SVD of ``Qx^T Qy``), on the same data and on an ill-conditioned copy (features
    scaled 1e-3..1e3, offset +1e4) where only accuracy is reported.
 6. RSA default path (``--sections rsa_default``), Euclidean RDM + Spearman, d = 64: the
-   default call (exact up to 6M pairs) vs the same call forced onto the 2M-pair sample and
+   default call (exact up to 4M pairs) vs the same call forced onto the 2M-pair sample and
    vs scipy (``pdist`` + ``spearmanr``), with each path's distance from the exact value.
 7. Calibrated-score cost (``--sections calibrated``) at n = 746, d = 384 (the README's store):
    one plain evaluation, ``permutation_test`` with 200 shuffles (batched null for linear CKA),

@@ -339,4 +339,17 @@ def test_pwcca_weight_side_is_a_recorded_choice():
 def test_exact_rsa_ranks_equal_scipy_with_ties():
     v = np.r_[np.arange(50.0), np.arange(20.0), [7.0] * 5, np.random.default_rng(0).random(30)]
     np.testing.assert_array_equal(average_ranks(v), rankdata(v))
-    assert registry.get("rsa").defaults["max_pairs"] >= 6_000_000  # exact up to n = 3,464
+    assert registry.get("rsa").defaults["max_pairs"] >= 4_000_000  # exact up to n = 2,828
+
+
+def test_nystroem_reports_and_warns_about_its_approximation_error():
+    X, Y = known_pair(600, 64, 3)
+    with pytest.warns(UserWarning, match=r"cka_rbf_nystroem: with n_landmarks=16 the "
+                                         r"approximation differs from exact RBF CKA by"):
+        coarse = sim.cka_rbf_nystroem(X, Y, n_landmarks=16)
+    assert coarse.diagnostics["approximation_error"] > 0.01
+    assert coarse.params["n_landmarks"] == 16 and coarse.diagnostics["approximate"]
+    Xs, Ys = X[:200], Y[:200]
+    full = sim.cka_rbf_nystroem(Xs, Ys, n_landmarks=200)  # every row a landmark: exact
+    assert full.diagnostics["approximation_error"] < 1e-8
+    assert full.value == pytest.approx(sim.cka_rbf(Xs, Ys).value, abs=1e-8)

@@ -177,11 +177,12 @@ class Prepared:
     ``max(1, |value|)``) of ``compare(state_x, permute(state_y, perm))``; exactly that in the
     default float64 arithmetic. None: ``permute`` and ``compare`` per draw."""
     jackknife: Callable[..., Any] | None = None
-    """``jackknife(state_x, state_y, params, groups) -> (values, sizes)``: the measure with
+    """``jackknife(state_x, state_y, params, groups, seed) -> (values, sizes)``: the measure with
     each group of rows left out (delete-a-group jackknife), ``values`` (g,) float64 and the
     sizes (g,) of the deleted groups. The grouping is the measure's: delete-1 (``sizes`` all
     1) where that is exact and as cheap as one evaluation, else ``groups`` groups assigned
-    independently of row order. None: intervals recompute the measure on subsets."""
+    by a ``seed``-ed permutation of the ranks of a row key (so independently of row order).
+    None: intervals recompute the measure on subsets."""
 
 
 NULL_RTOL = 1e-6

@@ -6,11 +6,12 @@ RSA correlates the RDM entries of X with those of Y. The n x n RDM is never held
 * ``compare="pearson"`` is exact for any n: the five sums (sum a, sum b, sum a^2, sum b^2,
   sum ab) are accumulated over (block, n) tiles of the upper triangle.
 * ``compare="spearman"`` / ``"kendall"`` need the ranks of all entries; they use every pair
-  when there are at most ``max_pairs`` (default 6M: n up to 3,464, 48 MB of entries per
+  when there are at most ``max_pairs`` (default 4M: n up to 2,828, 32 MB of entries per
   side), otherwise a seeded uniform sample of :data:`SAMPLED_PAIRS` pairs
   (``diagnostics['pairs_used']`` and ``'exact'`` say which). The exact path computes the
-  entries with blocked products and ranks them with one sort; up to about 6M pairs it is
-  faster than gathering a 2M-pair sample row by row (``benchmarks/similarity.py --sections
+  entries with blocked products and ranks them with one sort; up to about 4M pairs it is
+  faster than gathering a 2M-pair sample row by row (measured: 3.9 s vs 10.5 s at n = 2,100,
+  8.3 s vs 12.8 s at 2,800, 13.5 s vs 10.3 s at 3,400; ``benchmarks/similarity.py --sections
   rsa_default``), so the default is exact wherever exact is the faster path.
 """
 
@@ -209,7 +210,7 @@ def compare_rsa(sx: RDMState, sy: RDMState, params: Mapping[str, Any]) -> Estima
           higher_is_better=True, bounds=(-1.0, 1.0), min_samples=3, symmetric=True,
           prepared=Prepared(prepare_rsa, compare_rsa))
 def rsa(X: ArrayLike, Y: ArrayLike, *, rdm: str = "euclidean", compare: str = "spearman",
-        max_pairs: int = 6_000_000, block_size: int = 1024, seed: int = 0,
+        max_pairs: int = 4_000_000, block_size: int = 1024, seed: int = 0,
         device: str | None = None) -> Estimate:
     """RSA: correlation between the representational dissimilarity matrices of X and Y.
 
@@ -217,7 +218,7 @@ def rsa(X: ArrayLike, Y: ArrayLike, *, rdm: str = "euclidean", compare: str = "s
     across features) or ``"cosine"`` (``1 - cos(x_i, x_j)``); ``compare``: ``"pearson"``
     (exact and blockwise for any n), ``"spearman"`` or ``"kendall"`` (tau-b) over the upper
     triangle ``i < j`` (Kriegeskorte, Mur and Bandettini, 2008). Rank comparisons use all
-    pairs up to ``max_pairs`` (exact; the default covers n <= 3,464) and a seeded sample of
+    pairs up to ``max_pairs`` (exact; the default covers n <= 2,828) and a seeded sample of
     ``min(max_pairs, 2M)`` pairs beyond (see the module docstring).
     The declared invariances hold for the default Euclidean RDM; the correlation and cosine
     RDMs are invariant to feature permutation and scale but not to rotation or translation.
