@@ -10,9 +10,10 @@ root. Its conditions, and why ``procrustes_angular_jackknife`` supersedes it her
   20,000, above the plug-in's own (``tests/test_similarity_corrected.py``);
 * the chain sums run over increasing indices, so the authors' estimator changes when the rows
   are re-ordered; here the rows are first put in a canonical order that depends only on their
-  values (:func:`canonical_order`, a 64-bit hash of each row's bytes), so the value is a
-  function of the set of rows, not of their order (any fixed order independent of the values
-  keeps the moment estimates unbiased; the hash order is one that is in practice);
+  values the measure is invariant to (:func:`canonical_order`: seeded positions of the ranks of
+  the centred row norms), so the value is a function of the set of rows, not of their order,
+  and keeps its invariances (an order fixed independently of the data keeps the moment
+  estimates exactly unbiased; this one is scrambled with respect to the norms);
 * it is meant for the small-n regime it was built for (n and d of a few hundred at most).
 """
 
@@ -28,6 +29,7 @@ from repscope._validate import ArrayLike, as_numpy, check_int
 from repscope.measures.similarity._common import check_pair, make_estimate
 from repscope.registry import register
 from repscope.results import Estimate, result_type
+from repscope.stats import group_labels
 
 __all__ = ["ShapeMomentEstimate", "canonical_order", "cycle_moments", "shape_mom",
            "sqrt_polynomial"]
@@ -48,25 +50,19 @@ class ShapeMomentEstimate(Estimate):
     "The plug-in (sample) Procrustes similarity ``cos theta`` on the same data, for contrast."
 
 
-def canonical_order(*arrays: np.ndarray) -> np.ndarray:
-    """(n,) row order that depends only on the rows' values, not on their input order.
+def canonical_order(Xc: np.ndarray, Yc: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(n,) row order that depends on the rows only through values the measure is invariant to.
 
-    Rows (of all ``arrays`` side by side, float64) are ordered by a 64-bit hash of their bytes:
-    a seeded odd-multiplier sum over their 32-bit words (modulo 2^64) followed by the
-    splitmix64 finaliser, which spreads it over all bits. The order looks random with respect
-    to the geometry of the rows, and re-ordering the input re-orders the rows back to the same
-    sequence. Identical rows tie (their order does not matter)."""
-    Z = np.ascontiguousarray(np.hstack([np.asarray(A, dtype=np.float64) for A in arrays]))
-    words = Z.view(np.uint32).reshape(Z.shape[0], -1)  # (n, w)
-    mult = np.random.default_rng(0x5EED).integers(1, 2**63, words.shape[1], dtype=np.uint64) | 1
-    with np.errstate(over="ignore"):
-        h = words.astype(np.uint64) @ mult  # (n,) wraps modulo 2**64
-        h ^= h >> np.uint64(30)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(27)
-        h *= np.uint64(0x94D049BB133111EB)
-        h ^= h >> np.uint64(31)
-    return np.argsort(h, kind="stable")
+    Rows are ranked by ``a_i / sum(a) + b_i / sum(b)`` with ``a_i``, ``b_i`` the squared norms
+    of the centred rows (invariant to rotation, translation and scale of either side, and
+    symmetric in X and Y), and the ranks are sent to positions by a seeded permutation
+    (:func:`repscope.stats.group_labels` with one group per row), so the order looks random
+    with respect to the norms. Re-ordering the input re-orders the rows back to the same
+    sequence; rows with equal keys tie (stable)."""
+    a, b = np.sum(Xc * Xc, 1), np.sum(Yc * Yc, 1)  # (n,)
+    key = a / max(a.sum(), 1e-300) + b / max(b.sum(), 1e-300)
+    position = group_labels(key, max(Xc.shape[0], 2), seed=seed)  # (n,) distinct positions
+    return np.argsort(position, kind="stable")
 
 
 @functools.lru_cache(maxsize=32)
@@ -160,10 +156,10 @@ def shape_mom(X: ArrayLike, Y: ArrayLike, *, n_moments: int = 4) -> ShapeMomentE
     fn = "shape_mom"
     n_moments = check_int(n_moments, "n_moments", fn, low=1, high=12, high_inclusive=True)
     X, Y = check_pair(X, Y, fn, min_samples=max(8, 2 * n_moments))
-    Xn, Yn = as_numpy(X, np.float64), as_numpy(Y, np.float64)
-    order = canonical_order(Xn, Yn)  # (n,) independent of the input order
-    Xc = Xn[order] - Xn.mean(0)  # (n, d_x)
-    Yc = Yn[order] - Yn.mean(0)  # (n, d_y)
+    Xc = as_numpy(X, np.float64) - as_numpy(X, np.float64).mean(0)  # (n, d_x)
+    Yc = as_numpy(Y, np.float64) - as_numpy(Y, np.float64).mean(0)  # (n, d_y)
+    order = canonical_order(Xc, Yc)  # (n,) independent of the input order
+    Xc, Yc = Xc[order], Yc[order]
     n = Xc.shape[0]
     tx, ty = np.sum(Xc * Xc) / (n - 1), np.sum(Yc * Yc) / (n - 1)
     if tx == 0 or ty == 0:
