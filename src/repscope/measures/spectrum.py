@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from repscope._validate import ArrayLike, check_int
-from repscope.measures._spectral_diffusion import dse, dsmi
+from repscope.measures._spectral_diffusion import dse, dse_liao2023, dsmi, dsmi_liao2023
 from repscope.measures._spectral_outliers import norm_outliers, outlier_dimensions
 from repscope.measures._spectral_spread import anisotropy, common_mean_share, isoscore
 from repscope.measures._spectral_stream import (
@@ -43,7 +43,9 @@ __all__ = [
     "common_mean_share",
     "covariance_eigenvalues",
     "dse",
+    "dse_liao2023",
     "dsmi",
+    "dsmi_liao2023",
     "effective_rank",
     "effective_rank_from_eigenvalues",
     "isoscore",
