@@ -279,15 +279,21 @@ def participation_ratio(X: ArrayLike, *, n_boot: int = 20, seed: int = 0,
     A continuous linear dimension: 1 when one direction carries all the variance, ``d`` when all
     carry the same (Gao et al. 2017; Recanatesi et al. 2019). This is the one implementation in
     repscope (:func:`participation_ratio_from_eigenvalues`), shared with the spectrum measures.
-    Uncertainty: bootstrap over rows (``n_boot``, 0 disables).
+    Uncertainty: bootstrap over rows (``n_boot``, 0 disables). From n Gaussian rows it reads
+    about ``PR / (1 + PR / n)``; ``diagnostics["finite_sample"]`` records that and a
+    FiniteSampleWarning flags ``n <= d`` or ``n < 10 PR``.
     """
     fn = "participation_ratio"
     X = _check_X(X, fn)
     n_boot = check_int(n_boot, "n_boot", fn, low=0)
     ci_level = _ci_level(ci_level, fn)
     ev, _ = _spectrum(X)
-    return _pca_result(fn, participation_ratio_from_eigenvalues(ev), ev, X, {}, {}, n_boot, seed,
-                       ci_level, participation_ratio_from_eigenvalues)
+    from repscope.measures._finite_sample import finite_sample_check
+
+    pr = participation_ratio_from_eigenvalues(ev)
+    fs = finite_sample_check(fn, int(X.shape[0]), int(X.shape[1]), pr)  # biased low by ~ pr / n
+    return _pca_result(fn, pr, ev, X, {}, {"finite_sample": fs}, n_boot, seed, ci_level,
+                       participation_ratio_from_eigenvalues)
 
 
 # ============================================================================ TwoNN
