@@ -66,7 +66,7 @@ def finite_sample_check(fn: str, n: int, d: int, effective_dim: float, *,
                        f"{effective_dim:.1f}), fewer than {ROWS_PER_DIM:g}: the participation "
                        f"ratio alone reads about {100 * effective_dim / n:.0f}% low")
         warnings.warn(f"{fn}: n={n} rows, d={d} features; {'; '.join(why)}. Spectral values are "
-                      f"biased here (isotropic data at n = d/2 reads IsoScore 0.33 instead of 1); "
+                      f"biased here (isotropic data at n = d/2 reads IsoScore about 1/3 instead of 1); "
                       f"see docs/spectrum.md, 'Finite-sample bias'.", FiniteSampleWarning,
                       stacklevel=3)
     return rec

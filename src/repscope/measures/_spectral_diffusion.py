@@ -70,6 +70,21 @@ def _identical(fn: str) -> ValueError:
                       f"bandwidth, is 0; for kernel='adaptive' every neighbour distance is 0).")
 
 
+def _distances(Xt: torch.Tensor) -> torch.Tensor:
+    """(n, n) Euclidean distances (matmul form) with exact zeros for a row and its duplicates.
+
+    The matmul form leaves rounding-level non-zeros (about 1e-8 of the row norm) where the
+    distance is 0, which would make a row its own nearest "distinct" neighbour.
+    """
+    D = torch.cdist(Xt, Xt).fill_diagonal_(0.0)  # (n, n)
+    _, inv = np.unique(Xt.cpu().numpy(), axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    if inv.max() + 1 < inv.size:  # exact duplicate rows
+        lab = torch.from_numpy(inv).to(D.device)
+        D = D.masked_fill(lab[:, None] == lab[None, :], 0.0)
+    return D
+
+
 def _knn_components(D: torch.Tensor, k: int) -> np.ndarray:
     """(n,) connected-component label of each row in the symmetrised k-NN graph of ``D``."""
     from scipy.sparse import coo_matrix
@@ -144,7 +159,7 @@ def affinity(X: np.ndarray, *, kernel: str = "gaussian", sigma: float | str | No
         W.scatter_(1, idx, w)
         info = {"bandwidth": float(scale.median()), "bandwidth_rule": "knn_self_tuning"}
         return torch.maximum(W, W.T).fill_diagonal_(1.0), info
-    D = torch.cdist(Xt, Xt)  # (n, n)
+    D = _distances(Xt)  # (n, n)
     if kernel == "gaussian":
         bw, n_comp = _bandwidth(D, sigma, min(k, n - 1), fn)
         rule = ("component_median" if sigma is None else
