@@ -48,7 +48,8 @@ def _all(X, y, W):
 
 def test_nc1_to_nc4_invariant_under_50_rotations(etf10):
     """The pseudo-inverse of the rank-(C-1) Sigma_B no longer picks up rounding-level
-    eigenvalues: with np.linalg.pinv's default cutoff 1 of these 50 rotations read 6.6e10."""
+    eigenvalues (with np.linalg.pinv's default cutoff, 1 of 50 rotations of this data read
+    6.6e10: benchmarks/spectral_conventions.py, section 5)."""
     X, y, M = etf10
     W = 2.0 * M + 0.05 * np.random.default_rng(1).normal(size=M.shape)  # a classifier near the means
     ref = _all(X, y, W)

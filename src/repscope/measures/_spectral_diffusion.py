@@ -10,7 +10,7 @@ density normalisation ``K~ = Q^-a K Q^-a`` with ``Q = diag(K 1)``, and the diffu
   heuristic when the data is one piece; for well-separated clusters the median of ALL
   distances is a between-cluster distance and merges them, so it is taken within each piece
   (k separated clusters are then k components and DSE -> log k as t grows).
-  ``sigma="median"`` is the plain median heuristic (repscope before 0.x), a float is fixed.
+  ``sigma="median"`` is the plain median heuristic (the previous default), a float is fixed.
 * ``"adaptive"``: ``K_ij = exp(-d_ij^2 / (s_i s_j))`` over all pairs, ``s_i`` the distance from
   row i to its k-th nearest distinct row (the self-tuning kernel of Zelnik-Manor and Perona
   2004): local, scale free and continuous in the data.
