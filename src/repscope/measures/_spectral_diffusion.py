@@ -97,7 +97,8 @@ def _knn_components(D: torch.Tensor, k: int) -> np.ndarray:
     return connected_components(A, directed=False)[1]
 
 
-def _bandwidth(D: torch.Tensor, sigma: float | str | None, k: int, fn: str) -> tuple[float, int]:
+def _bandwidth(D: torch.Tensor, sigma: float | str | None, k: int,
+               fn: str) -> tuple[float, int | None]:
     """Global Gaussian bandwidth and the number of k-NN components it was computed within.
 
     ``None``: the median pairwise distance within the connected components of the symmetrised
@@ -107,9 +108,9 @@ def _bandwidth(D: torch.Tensor, sigma: float | str | None, k: int, fn: str) -> t
     """
     n = D.shape[0]
     if not isinstance(sigma, str) and sigma is not None:
-        return float(sigma), 1
+        return float(sigma), None
     off = ~torch.eye(n, dtype=torch.bool, device=D.device)
-    n_comp = 1
+    n_comp = None if sigma is not None else 1
     if sigma is None and n > k + 1:
         lab = torch.from_numpy(_knn_components(D, k)).to(D.device)
         n_comp = int(lab.max()) + 1
@@ -139,8 +140,9 @@ def affinity(X: np.ndarray, *, kernel: str = "gaussian", sigma: float | str | No
     """(n, n) float64 symmetric affinities with unit diagonal, and how the bandwidth was set.
 
     The second value holds ``bandwidth`` (``sigma`` for the Gaussian kernel, the median of the
-    per-row scales ``s_i`` for the adaptive and k-NN kernels), ``bandwidth_rule`` and
-    ``n_components`` (pieces of the k-NN graph the default Gaussian bandwidth was taken within).
+    per-row scales ``s_i`` for the adaptive and k-NN kernels), ``bandwidth_rule`` and, for the
+    Gaussian kernel, ``n_components`` (pieces of the k-NN graph the default bandwidth was taken
+    within; None when ``sigma`` is ``"median"`` or a number).
     """
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)).to(device)  # (n, d)
     Xt = Xt - Xt.mean(0)
