@@ -19,7 +19,8 @@ from the same generators). Sections:
 5. neural collapse: NC1 under 50 rotations with the default-cutoff pseudo-inverse vs the
    rank-(C-1) truncation, and NC2/NC3 on an imbalanced simplex, row-mean vs class-mean centring.
 
-With ``--dse-dsmi DIR`` (a directory where ``pip install --no-deps --target DIR dse-dsmi`` put
+With ``--dse-dsmi DIR`` (a directory where ``pip install --no-deps --target DIR -r
+benchmarks/requirements-spectral.txt`` put
 the reference package) ``dse_liao2023`` is compared with ``dse_dsmi.diffusion_spectral_entropy``.
 """
 
