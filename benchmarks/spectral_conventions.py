@@ -20,8 +20,8 @@ from the same generators). Sections:
    rank-(C-1) truncation, and NC2/NC3 on an imbalanced simplex, row-mean vs class-mean centring.
 
 With ``--dse-dsmi DIR`` (a directory where ``pip install --no-deps --target DIR -r
-benchmarks/requirements-spectral.txt`` put
-the reference package) ``dse_liao2023`` is compared with ``dse_dsmi.diffusion_spectral_entropy``.
+benchmarks/requirements-spectral.txt`` put the reference package) ``dse_liao2023`` is compared
+with ``dse_dsmi.diffusion_spectral_entropy``.
 """
 
 from __future__ import annotations
