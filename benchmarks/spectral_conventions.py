@@ -137,18 +137,14 @@ def dse_rows(ts=(1, 2, 5, 10)):
 
 # ----------------------------------------------------------------------------- 4. DSMI
 def _dsmi_full_minus_conditional(X: np.ndarray, y: np.ndarray) -> float:
-    """The pre-fix form: DSE(all rows) - sum_c p_c DSE(rows of c), one affinity for all."""
-    from repscope.measures._spectral_diffusion import (
-        _dse_value,
-        _sub_dse,
-        affinity,
-        operator_eigenvalues,
-    )
+    """The pre-fix form: DSE(all rows) - sum_c p_c DSE(rows of c), with the bandwidth of all rows."""
+    from repscope.measures.spectrum import dse
 
-    K, _ = affinity(X)
-    h = _dse_value(operator_eigenvalues(K), 1)
+    full = dse(X)
+    bw = full.diagnostics["bandwidth"]
     p = np.bincount(y) / y.size
-    return h - sum(p[c] * _sub_dse(K, np.flatnonzero(y == c), 1, 1.0, "nats") for c in range(p.size))
+    return full.value - sum(p[c] * dse(X[y == c], sigma=bw).value
+                            for c in range(p.size) if np.sum(y == c) >= 2)
 
 
 def dsmi_rows(seeds: int = 5, n: int = 500):
