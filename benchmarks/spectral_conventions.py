@@ -91,7 +91,7 @@ def finite_sample_rows(d: int = 100, ratios=(0.25, 0.5, 1, 2, 5, 10, 50), seeds:
                          _quiet(participation_ratio, X, n_boot=0).value / d,
                          _quiet(effective_rank, X).value / d,
                          _quiet(spectral_entropy, X).diagnostics["exp_entropy"] / d,
-                         _quiet(stable_rank, X).value / d, float(iso.diagnostics["finite_sample"]["biased"])])
+                         _quiet(stable_rank, X).value / d, float(iso.diagnostics["finite_sample_biased"])])
         rows.append((r, n, np.mean(vals, axis=0)))
     return rows
 

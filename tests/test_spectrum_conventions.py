@@ -111,24 +111,26 @@ def test_finite_sample_warning_recorded_and_raised(name):
     rng = np.random.default_rng(2)
     with pytest.warns(FiniteSampleWarning, match=rf"{name}: n=30 rows, d=60 features; n <= d"):
         est = FS[name](rng.normal(size=(30, 60)))
-    rec = est.diagnostics["finite_sample"]
-    assert rec["biased"] and rec["rank_deficient"] and rec["n"] == 30 and rec["d"] == 60
+    rec = est.diagnostics
+    assert rec["finite_sample_biased"] and rec["finite_sample_rank_deficient"]
+    assert rec["finite_sample_d"] == 60 and est.n_samples == 30
     # n > d but few rows per effective dimension: still flagged, with the PR bias estimate
     with pytest.warns(FiniteSampleWarning, match=r"rows per effective dimension"):
-        rec = FS[name](rng.normal(size=(150, 60))).diagnostics["finite_sample"]
-    assert not rec["rank_deficient"] and rec["rows_per_dim"] < 10
+        rec = FS[name](rng.normal(size=(150, 60))).diagnostics
+    assert not rec["finite_sample_rank_deficient"] and rec["finite_sample_rows_per_dim"] < 10
+    assert rec["finite_sample_pr_bias"] == pytest.approx(rec["finite_sample_effective_dim"] / 150)
     # plenty of rows: recorded, silent
     with warnings.catch_warnings():
         warnings.simplefilter("error", FiniteSampleWarning)
-        rec = FS[name](rng.normal(size=(400, 8))).diagnostics["finite_sample"]
-    assert not rec["biased"] and rec["rows_per_dim"] > 10
+        rec = FS[name](rng.normal(size=(400, 8))).diagnostics
+    assert not rec["finite_sample_biased"] and rec["finite_sample_rows_per_dim"] > 10
 
 
 def test_streamed_results_carry_the_check():
     X = np.random.default_rng(3).normal(size=(40, 50))
     with pytest.warns(FiniteSampleWarning):
         out = measures_from_batches(["isoscore", "effective_rank"], [X[:20], X[20:]])
-    assert out["isoscore"].diagnostics["finite_sample"]["rank_deficient"]
+    assert out["isoscore"].diagnostics["finite_sample_rank_deficient"]
 
 
 def test_isotropic_bias_matches_the_participation_ratio_law():

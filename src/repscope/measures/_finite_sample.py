@@ -11,7 +11,8 @@ A scale for "large": for Gaussian rows ``E tr(S^2) ~ tr(Sigma^2) + tr(Sigma)^2 /
 sample participation ratio reads ``PR / (1 + PR / n)``: its relative downward bias is about
 ``PR_hat / n`` (``PR_hat`` the sample value). :func:`finite_sample_check` flags a result when
 ``n <= d`` or ``n < 10 PR_hat`` (bias above about 10 %), records the numbers in the result's
-``diagnostics["finite_sample"]`` and emits a :class:`FiniteSampleWarning`. The measured bias of
+diagnostics (keys ``finite_sample_*``, flat so that streamed and batch results compare key by
+key) and emits a :class:`FiniteSampleWarning`. The measured bias of
 each measure on isotropic data is tabulated in ``docs/spectrum.md``
 (``benchmarks/spectral_conventions.py``).
 """
@@ -42,22 +43,25 @@ def participation_ratio_of(ev: np.ndarray) -> float:
 
 def finite_sample_check(fn: str, n: int, d: int, effective_dim: float, *,
                         warn: bool = True) -> dict[str, Any]:
-    """Flag (and warn about) a spectrum from too few rows; returns the diagnostics record.
+    """Flag (and warn about) a spectrum from too few rows; returns the diagnostics entries.
 
     ``effective_dim`` is the participation ratio of the sample spectrum the value comes from
-    (NaN for a zero spectrum: then only ``n <= d`` is checked). The record holds ``n``, ``d``,
-    ``rank_deficient`` (``n <= d``), ``effective_dim``, ``rows_per_dim``,
-    ``pr_relative_bias`` (about ``effective_dim / n``) and ``biased``.
+    (NaN for a zero spectrum: then only ``n <= d`` is checked). The entries are
+    ``finite_sample_biased`` (the flag), ``finite_sample_rank_deficient`` (``n <= d``),
+    ``finite_sample_d``, ``finite_sample_effective_dim``, ``finite_sample_rows_per_dim`` and
+    ``finite_sample_pr_bias`` (about ``effective_dim / n``, the participation ratio's relative
+    downward bias).
     """
     rank_deficient = n <= d
     finite = bool(np.isfinite(effective_dim) and effective_dim > 0)
     per_dim = n / effective_dim if finite else float("nan")
     few = finite and per_dim < ROWS_PER_DIM
-    rec = {"n": int(n), "d": int(d), "rank_deficient": bool(rank_deficient),
-           "effective_dim": float(effective_dim), "rows_per_dim": float(per_dim),
-           "pr_relative_bias": float(effective_dim / n) if finite else float("nan"),
-           "biased": bool(rank_deficient or few)}
-    if warn and rec["biased"]:
+    rec = {"finite_sample_biased": bool(rank_deficient or few),
+           "finite_sample_rank_deficient": bool(rank_deficient), "finite_sample_d": int(d),
+           "finite_sample_effective_dim": float(effective_dim),
+           "finite_sample_rows_per_dim": float(per_dim),
+           "finite_sample_pr_bias": float(effective_dim / n) if finite else float("nan")}
+    if warn and rec["finite_sample_biased"]:
         why = []
         if rank_deficient:
             why.append(f"n <= d: at most n - 1 = {n - 1} of the {d} eigenvalues can be non-zero")

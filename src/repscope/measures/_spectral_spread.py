@@ -77,7 +77,7 @@ def _isoscore(state: Moments) -> Estimate:
     ev = covariance_eigenvalues(state, fn="isoscore")  # (d,)
     fs = finite_sample_check("isoscore", state.n, state.d, participation_ratio_of(ev))
     return Estimate(measure="isoscore", value=isoscore_from_eigenvalues(ev), n_samples=state.n,
-                    params={}, diagnostics={"eigenvalues": ev, "finite_sample": fs})
+                    params={}, diagnostics={"eigenvalues": ev, **fs})
 
 
 @register("isoscore", family="spread", invariances={"rotation", "translation", "scale",

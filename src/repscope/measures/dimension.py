@@ -280,7 +280,7 @@ def participation_ratio(X: ArrayLike, *, n_boot: int = 20, seed: int = 0,
     carry the same (Gao et al. 2017; Recanatesi et al. 2019). This is the one implementation in
     repscope (:func:`participation_ratio_from_eigenvalues`), shared with the spectrum measures.
     Uncertainty: bootstrap over rows (``n_boot``, 0 disables). From n Gaussian rows it reads
-    about ``PR / (1 + PR / n)``; ``diagnostics["finite_sample"]`` records that and a
+    about ``PR / (1 + PR / n)``; ``diagnostics["finite_sample_*"]`` record that and a
     FiniteSampleWarning flags ``n <= d`` or ``n < 10 PR``.
     """
     fn = "participation_ratio"
@@ -292,7 +292,7 @@ def participation_ratio(X: ArrayLike, *, n_boot: int = 20, seed: int = 0,
 
     pr = participation_ratio_from_eigenvalues(ev)
     fs = finite_sample_check(fn, int(X.shape[0]), int(X.shape[1]), pr)  # biased low by ~ pr / n
-    return _pca_result(fn, pr, ev, X, {}, {"finite_sample": fs}, n_boot, seed, ci_level,
+    return _pca_result(fn, pr, ev, X, {}, fs, n_boot, seed, ci_level,
                        participation_ratio_from_eigenvalues)
 
 

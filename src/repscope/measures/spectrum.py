@@ -9,7 +9,7 @@ Spread (anisotropy, IsoScore), outlier and diffusion measures live in ``_spectra
 Eigenvalues are computed in float64 whatever the input dtype. A covariance with zero trace
 (constant data) makes the normalised measures undefined: they return NaN with a RuntimeWarning.
 Zero-variance columns are allowed: they are zero eigenvalues. Every spectral result records
-``diagnostics["finite_sample"]`` and warns (:class:`FiniteSampleWarning`) when n is too small
+``diagnostics["finite_sample_*"]`` and warns (:class:`FiniteSampleWarning`) when n is too small
 for its spectrum (``n <= d`` or fewer than 10 rows per effective dimension; see
 ``_finite_sample``).
 
@@ -106,7 +106,7 @@ def _spectrum(state: Moments, *, method: str = "exact", n_components: int | None
     pr = float(np.trace(m2) ** 2 / np.sum(m2 * m2)) if total > 0 else float("nan")  # exact, any method
     diag: dict[str, Any] = {"eigenvalues": ev, "total_variance": total,
                             "rank_limit": min(state.n - 1, state.d),
-                            "finite_sample": finite_sample_check("spectrum", state.n, state.d, pr)}
+                            **finite_sample_check("spectrum", state.n, state.d, pr)}
     if total > 0:
         diag["explained_variance_ratio"] = ev / total
         diag["cumulative_explained_variance"] = np.cumsum(ev) / total
@@ -177,7 +177,7 @@ def _power_law_alpha(state: Moments, *, rank_min: int = 1, rank_max: int | None 
         params={"rank_min": rank_min, "rank_max": rank_max},
         diagnostics={"eigenvalues": ev, "r2": fit["r2"], "intercept": fit["intercept"],
                      "fit_range": (int(lo), int(hi)),
-                     "finite_sample": _finite("power_law_alpha", state, ev)},
+                     **_finite("power_law_alpha", state, ev)},
     )
 
 
@@ -213,7 +213,7 @@ def _effective_rank(state: Moments) -> Estimate:
     return Estimate(measure="effective_rank", value=effective_rank_from_eigenvalues(ev),
                     n_samples=state.n, params={"convention": "centred"},
                     diagnostics={"eigenvalues": ev,
-                                 "finite_sample": _finite("effective_rank", state, ev)})
+                                 **_finite("effective_rank", state, ev)})
 
 
 @register("effective_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
@@ -248,7 +248,7 @@ def _spectral_entropy(state: Moments, *, normalized: bool = False) -> Estimate:
                     params={"normalized": normalized, "convention": "centred_covariance"},
                     diagnostics={"eigenvalues": ev, "entropy_nats": float(h),
                                  "exp_entropy": float(np.exp(h)),
-                                 "finite_sample": _finite("spectral_entropy", state, ev)})
+                                 **_finite("spectral_entropy", state, ev)})
 
 
 @register("spectral_entropy", family="spectrum", invariances=_INV, bounds=(0.0, None),
@@ -274,7 +274,7 @@ def _stable_rank(state: Moments) -> Estimate:
     value = ev.sum() / ev[0] if ev[0] > 0 else degenerate("stable_rank", "constant data")
     return Estimate(measure="stable_rank", value=float(value), n_samples=state.n, params={},
                     diagnostics={"eigenvalues": ev,
-                                 "finite_sample": _finite("stable_rank", state, ev)})
+                                 **_finite("stable_rank", state, ev)})
 
 
 @register("stable_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
@@ -308,7 +308,7 @@ def _effective_rank_uncentred(state: Moments) -> Estimate:
     return Estimate(measure=fn, value=value, n_samples=state.n,
                     params={"convention": "roy_vetterli2007"},
                     diagnostics={"singular_values": s * np.sqrt(state.n),
-                                 "finite_sample": _finite(fn, state, ev)})
+                                 **_finite(fn, state, ev)})
 
 
 @register("effective_rank_uncentred", family="spectrum", invariances={"rotation", "scale",
@@ -361,5 +361,5 @@ def von_neumann_entropy(X: ArrayLike) -> Estimate:
                     params={"convention": "kim2023"},
                     diagnostics={"eigenvalues": np.ascontiguousarray(ev),
                                  "exp_entropy": float(np.exp(h)),
-                                 "finite_sample": finite_sample_check(
-                                     fn, int(n), int(d), participation_ratio_of(ev))})
+                                 **finite_sample_check(fn, int(n), int(d),
+                                                       participation_ratio_of(ev))})
