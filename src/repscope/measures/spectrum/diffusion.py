@@ -42,7 +42,7 @@ from repscope._validate import (
     check_int,
     param_error,
 )
-from repscope.measures._spectral_stream import entropy
+from repscope.measures.spectrum.stream import entropy
 from repscope.registry import register
 from repscope.results import Estimate
 
