@@ -31,7 +31,7 @@ from repscope.report.data import (
     gather,
     preferred_spectrum,
 )
-from repscope.report.features import FeaturePageInfo, find_feature_pages
+from repscope.feature_pages import FeaturePageInfo, find_feature_pages
 
 __all__ = ["render_report", "write_report"]
 
