@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from repscope.errors import UsageError
+
 __all__ = [
     "AnalyzeConfig",
     "Item",
@@ -48,8 +50,8 @@ __all__ = [
 ]
 
 
-class PlanError(ValueError):
-    """A configuration that cannot run; raised before any work starts."""
+class PlanError(UsageError):
+    """A configuration that cannot run; raised before any work starts (a ``ValueError``)."""
 
 
 def _help(text: str, **meta: Any) -> dict[str, Any]:
@@ -434,6 +436,8 @@ def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[s
     if cfg.address is not None and cfg.executor != "ray":
         raise PlanError(f"The 'address' option needs executor 'ray'. Got address={cfg.address!r} "
                         f"with executor {cfg.executor!r}.")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise PlanError(f"The 'seed' option must be an int >= 0. Got {cfg.seed!r}.")
     if cfg.permutations < 0:
         raise PlanError(f"The 'permutations' option must be an int >= 0. Got {cfg.permutations!r}.")
     if cfg.retries < 0:

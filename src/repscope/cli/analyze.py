@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
+from repscope.errors import UserError
 from repscope.analysis.plan import AnalyzeConfig
-from repscope.config import cli_options
+from repscope.config import cli_options, with_config
 
 
 def _console() -> Any:
@@ -96,52 +97,28 @@ def _all_rows_option(fn: Any) -> Any:
             param.type = _MaxRows()
             param.help = ("Rows per layer to analyse, sampled with SEED, the same rows for every "
                           "layer; 'all' analyses every row (streamable measures then run as "
-                          "map + merge on large stores). In a config file: max_rows: null. "
+                          "map + merge on large stores). In a config file: max_rows: all (or null). "
                           "[default: 2000]")
     return fn
 
 
 @click.command()
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), default=None,
-              help="YAML/TOML/JSON file with AnalyzeConfig keys; options given here override it.")
+@with_config(AnalyzeConfig, symbols={"max_rows": {ALL_ROWS: None}})
 @_all_rows_option
 @cli_options(AnalyzeConfig)
-def analyze(config_file: Path | None, **kwargs: Any) -> None:
+def analyze(cfg: AnalyzeConfig) -> None:
     """Capture (or open a store), measure every layer, write results.duckdb and report.html.
 
     With no options: the bundled MiniLM model on the bundled pydoc corpus, every layer, the
     default measure panel and layer x layer similarity. Re-running skips results already in
-    the database; an interrupted run resumes.
+    the database; an interrupted run resumes. Exit code: 0 when every result was computed,
+    1 when a task failed or the run stopped (a one-line summary says which), 2 for a usage
+    error (an option or config value refused before any work).
     """
-    from repscope.analysis.plan import PlanError
     from repscope.analysis.run import analyze as run_analysis
-    from repscope.config import load_config
 
     console = _console()
-    all_rows = kwargs.get("max_rows") == ALL_ROWS
-    if all_rows:
-        kwargs["max_rows"] = None  # None means "not given" to load_config: set it after
-    try:
-        cfg = load_config(AnalyzeConfig, config_file, **kwargs)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.UsageError(str(exc)) from None
-    if all_rows:
-        import dataclasses
-
-        cfg = dataclasses.replace(cfg, max_rows=None)
-    try:
-        run = run_analysis(cfg, progress=True, console=console)
-    except PlanError as exc:
-        raise click.UsageError(str(exc)) from None
-    except (FileNotFoundError, KeyError) as exc:
-        raise click.ClickException(str(exc.args[0] if exc.args else exc)) from None
-    except Exception as exc:
-        from repscope.capture import StoreError
-
-        if isinstance(exc, StoreError):
-            raise click.ClickException(str(exc)) from None
-        raise
+    run = run_analysis(cfg, progress=True, console=console)
     console.print(_summary_table(run.db_path, run.plan))
     if len(run.plans) > 1:
         steps = ", ".join(f"{p.source.get('checkpoint')}" for p in run.plans)
@@ -157,8 +134,26 @@ def analyze(config_file: Path | None, **kwargs: Any) -> None:
     if run.report_path is not None:
         console.print(f"report:   [bold]{run.report_path}[/]")
     if run.n_failed:
-        console.print("[yellow]Some measures failed; see the report's 'Run status' section or "
-                      f"'repscope results {run.db_path} --status error'.[/]")
+        raise UserError(_failure_summary(run.db_path, run.run_id, run.n_failed,
+                                         run.n_computed + run.n_failed))
+
+
+def _failure_summary(db_path: Path, run_id: str, n_failed: int, n_run: int) -> str:
+    """One line: how many results of the run failed, by measure, with each first error."""
+    from repscope.analysis.db import load_results
+
+    df = load_results(db_path, status="error")
+    df = df[df["run_id"] == run_id]
+    parts = []
+    for (measure, variant), g in df.groupby(["measure", "variant"], sort=True):
+        name = measure + (f" ({variant})" if variant else "")
+        first = str(g["error"].iloc[0] or "").strip().splitlines()
+        reason = first[0][:120] if first else "unknown error"
+        parts.append(f"{name} on {g['layer'].nunique()} layer(s) x{len(g)} [{reason}]")
+    what = "; ".join(parts) if parts else "see the database"
+    return (f"{n_failed} of {n_run} result(s) of run {run_id} failed: {what}. Details: "
+            f"'repscope results {db_path.parent} --status error'; rerun the same command to "
+            f"retry the failed ones.")
 
 
 @click.command()
