@@ -1,12 +1,14 @@
 """Crash-safe file writes: write to a temporary name in the same directory, fsync, rename.
 
 A write killed before its rename leaves a temporary file ``.<name>.<8 random chars>.tmp``
-beside its target; :func:`stale_temporaries` finds them, so a writer that holds the lock of a
-directory (no other writer can be alive) removes its dead predecessor's debris.
+beside its target. The writer holds an ``flock`` on its temporary file until the rename, so
+:func:`stale_temporaries` tells a dead writer's file (no lock) from a live one's, and the next
+run removes the debris without ever touching a write in progress.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import tempfile
@@ -60,12 +62,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # "live": held until after the rename (stale_temporaries)
         os.fchmod(fd, _file_mode())  # mkstemp creates 0o600; match a normally created file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -86,22 +89,34 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def stale_temporaries(directory: Path, names: Callable[[str], bool] | None = None) -> list[Path]:
-    """Temporary files of :func:`atomic_write` in ``directory`` (for targets ``names`` accepts).
-
-    Only call this while holding the directory's writer lock: a live writer's temporary file
-    matches the same pattern.
-    """
+    """Temporary files that a killed :func:`atomic_write` left in ``directory`` (for targets
+    ``names`` accepts): those whose writer's ``flock`` is gone."""
     found = []
     for p in sorted(Path(directory).iterdir()) if Path(directory).is_dir() else []:
         m = _TMP_RE.match(p.name)
-        if m and p.is_file() and (names is None or names(m.group("name"))):
+        if m and p.is_file() and (names is None or names(m.group("name"))) and not _live(p):
             found.append(p)
     return found
 
 
+def _live(path: Path) -> bool:
+    """True while a process holds the ``flock`` of ``path`` (a write in progress)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def remove_stale_temporaries(directory: Path, names: Callable[[str], bool] | None = None
                              ) -> list[Path]:
-    """Delete :func:`stale_temporaries` (the caller holds the lock); return what was removed."""
+    """Delete :func:`stale_temporaries`; return what was removed."""
     removed = stale_temporaries(directory, names)
     for p in removed:
         try:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from repscope._io import check_output_dir
+from repscope._io import check_output_dir, remove_stale_temporaries
 from repscope._version import __version__
 from repscope.analysis.db import ResultsDB
 from repscope.analysis.plan import (
@@ -433,6 +433,7 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
     t_start = time.perf_counter()
     measures, skipped = check_config(cfg)
     out = check_output_dir(Path(cfg.out), "out", "analyze")
+    remove_stale_temporaries(out, lambda name: name in ("plan.json", "report.html"))
     sources = _sources(cfg, progress)
     plans = tuple(make_plan(cfg, s.store, s.path, measures, skipped, checkpoint=s.checkpoint)
                   for s in sources)

@@ -114,6 +114,8 @@ class StoreWriter:
                                                 dict(info or {}), documents, vocab)
             self._shards = self._recover()
         except BaseException:
+            if not self._had_lock and not (self.path / "manifest.json").exists():
+                (self.path / ".lock").unlink(missing_ok=True)  # leave no mark where we refused
             self._release_lock()
             raise
         self.n_rows = sum(int(s["rows"]) for s in self._shards)

@@ -69,6 +69,13 @@ def _fmt(v: Any) -> str:
     return "-" if f != f else f"{f:.3g}"
 
 
+def _text(v: Any) -> str:
+    """A table cell: '' for a missing value (None, or NaN where pandas filled a gap)."""
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return str(v)
+
+
 class _MaxRows(click.ParamType):
     """``--max-rows``: an int (rows sampled per layer) or ``all`` (every row, no sampling)."""
 
@@ -157,6 +164,7 @@ def _failure_summary(db_path: Path, run_id: str, n_failed: int, n_run: int) -> s
 
 
 @click.command()
+@with_config()
 @click.argument("results", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="HTML file to write (default: report.html next to the database).")
@@ -173,6 +181,7 @@ def report(results: Path, out: Path | None, run_id: str | None) -> None:
 
 
 @click.command()
+@with_config()
 @click.argument("results", type=click.Path(exists=True, path_type=Path))
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory for the figures (default: figures/ next to the database).")
@@ -199,6 +208,7 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: 
 
 
 @click.command()
+@with_config()
 @click.argument("db", type=click.Path(exists=True, path_type=Path))
 @click.option("--measure", default=None, help="Only this measure.")
 @click.option("--layer", default=None, help="Only this layer.")
@@ -210,6 +220,7 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: 
 def results(db: Path, measure: str | None, layer: str | None, status: str,
             export: Path | None, limit: int) -> None:
     """Print results from a database (a results directory or .duckdb file), or export them."""
+    from rich.markup import escape
     from rich.table import Table
 
     from repscope.analysis.db import load_results
@@ -236,9 +247,11 @@ def results(db: Path, measure: str | None, layer: str | None, status: str,
     for r in df.head(limit).itertuples():
         interval = (f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if _fmt(r.ci_low) != "-"
                     else (f"± {_fmt(r.stderr)}" if _fmt(r.stderr) != "-" else ""))
-        state = r.status if r.status == "ok" else f"[red]{(r.error or '').splitlines()[0][:60]}[/]"
-        table.add_row(r.measure, r.variant or "", r.layer, r.layer_b or "", _fmt(r.value),
-                      interval, "" if r.n != r.n or r.n is None else str(int(r.n)), state)
+        error = (_text(r.error).splitlines() or [""])[0][:60]
+        state = _text(r.status) if r.status == "ok" else f"[red]{escape(error)}[/]"
+        n = "" if _fmt(r.n) == "-" else str(int(r.n))
+        table.add_row(_text(r.measure), _text(r.variant), _text(r.layer), _text(r.layer_b),
+                      _fmt(r.value), interval, n, state)
     console.print(table)
     if len(df) > limit:
         console.print(f"... {len(df) - limit} more; use --limit or --export.")

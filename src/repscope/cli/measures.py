@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from repscope.config import with_config
+
 
 @click.command()
+@with_config()
 @click.option("--family", default=None, help="Only this family (dimension, spectrum, ...).")
 def measures(family: str | None) -> None:
     """List registered measures with their family, kind and defaults."""
