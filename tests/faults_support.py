@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+
 def assert_killed(child: Child) -> None:
     assert child.code == -signal.SIGKILL, (child.code, child.stderr[-3000:])
 
@@ -233,3 +234,19 @@ def write_toy_store(path: Path, *, n_chunks: int = 6, shard_rows: int = 10):
         for c in range(writer.resume_point[0], n_chunks):
             writer.append(*chunks[c], chunk=c)
         return writer.finish()
+
+
+def run_in_read_only(directory: Path, fn: Callable[[], Any]) -> tuple[Child, str]:
+    """Run ``fn`` in a child that cannot write ``directory``; return the child and how
+    repscope words the reason. An ordinary user gets mode 0o555 (permission bits bind them);
+    root, whom they do not bind, a read-only bind mount in a private namespace (skipped where
+    the OS allows none)."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            return fork(fn), "is not writable (permission denied)"
+        finally:
+            directory.chmod(0o755)
+    require_namespaces()
+    return (fork(lambda: (private_mounts(), bind_read_only(directory), fn())),
+            "is on a read-only file system")

@@ -19,7 +19,6 @@ from click.testing import CliRunner
 from analysis_support import LAYERS, make_store, toys  # noqa: F401 (fixture)
 from faults_support import (
     assert_killed,
-    bind_read_only,
     cli,
     error_line,
     fork,
@@ -27,6 +26,7 @@ from faults_support import (
     mount_tmpfs,
     private_mounts,
     require_namespaces,
+    run_in_read_only,
     start,
 )
 from repscope.analysis.db import load_results, load_runs
@@ -54,7 +54,17 @@ def reference(store, tmp_path_factory, request):
     out = tmp_path_factory.mktemp("ref")
     res = CliRunner().invoke(app, _args(store, out))
     assert res.exit_code == 0, res.output
+    _REFERENCE_DIR["out"] = out
     return _rows(out)
+
+
+_REFERENCE_DIR: dict[str, Path] = {}
+
+
+def _copy_of_reference(reference, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(_REFERENCE_DIR["out"], out)
+    return out
 
 
 def _rows(out: Path):
@@ -132,10 +142,9 @@ def test_debug_shows_the_traceback_and_internal_errors_say_so(store, tmp_path, m
 # -- the results table and damaged databases ----------------------------------------------------
 
 
-def test_results_prints_single_and_pair_rows(reference, tmp_path, store):
-    res = CliRunner().invoke(app, _args(store, tmp_path))  # a fresh copy of the reference run
-    assert res.exit_code == 0
-    res = CliRunner().invoke(app, ["results", str(tmp_path), "--limit", "100"])
+def test_results_prints_single_and_pair_rows(reference, tmp_path):
+    out = _copy_of_reference(reference, tmp_path)
+    res = CliRunner().invoke(app, ["results", str(out), "--limit", "100"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.stdout.split())
     assert f"{len(reference)} result(s)" in text
@@ -151,23 +160,22 @@ DAMAGED = {
 
 @pytest.mark.parametrize("damage", list(DAMAGED))
 def test_a_damaged_results_database_is_one_line_naming_it(reference, store, tmp_path, damage):
-    res = CliRunner().invoke(app, _args(store, tmp_path))
-    assert res.exit_code == 0
-    db = tmp_path / "results.duckdb"
-    for p in tmp_path.glob(".results.duckdb.work*"):  # only the published file remains
+    out = _copy_of_reference(reference, tmp_path)
+    db = out / "results.duckdb"
+    for p in out.glob(".results.duckdb.work*"):  # only the published file remains
         p.unlink()
     DAMAGED[damage](db)
     prefix = (f"error: Cannot open the results database '{db}': it is not a DuckDB database, or "
               f"it is damaged (")
-    for args in (["results", str(tmp_path)], ["report", str(tmp_path)], _args(store, tmp_path)):
+    for args in (["results", str(out)], ["report", str(out)], _args(store, out)):
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 1, (args, res.output)
         assert res.stderr.count("\n") == 1 and res.stderr.startswith(prefix), (args, res.stderr)
         assert res.stderr.endswith("). Move it away to start a new one.\n"), res.stderr
     db.unlink()  # moved away: the same command recomputes everything
-    res = CliRunner().invoke(app, _args(store, tmp_path))
+    res = CliRunner().invoke(app, _args(store, out))
     assert res.exit_code == 0, res.output
-    _same_results(tmp_path, reference)
+    _same_results(out, reference)
 
 
 # -- readers never break a writer ---------------------------------------------------------------
@@ -326,11 +334,9 @@ def test_a_really_full_file_system_during_analyze(store, reference, tmp_path):
 
 
 def test_analyze_into_a_read_only_directory_is_one_line(store, tmp_path):
-    require_namespaces()
     ro = tmp_path / "ro"
     ro.mkdir()
-    child = fork(lambda: (private_mounts(), bind_read_only(ro), cli(*_args(store, ro / "o"))()))
+    child, why = run_in_read_only(ro, cli(*_args(store, ro / "o")))
     assert child.code == 1, child.stderr
-    assert error_line(child) == (
-        f"Cannot write the output directory '{ro / 'o'}': '{ro}' is on a read-only file system. "
-        f"Choose a writable directory with --out.")
+    assert error_line(child) == (f"Cannot write the output directory '{ro / 'o'}': '{ro}' {why}. "
+                                 f"Choose a writable directory with --out.")

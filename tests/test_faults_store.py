@@ -14,13 +14,11 @@ from click.testing import CliRunner
 
 from faults_support import (
     assert_killed,
-    bind_read_only,
     cli,
     error_line,
     fork,
     kill_when,
-    private_mounts,
-    require_namespaces,
+    run_in_read_only,
     tiny_model,
     tree_bytes,
     write_toy_store,
@@ -138,7 +136,7 @@ def test_reading_documents_checks_them(copy):
     store = ActivationStore.open(copy)  # same size: open passes
     assert store.read("emb", rows=[0]).shape == (1, 4)
     with pytest.raises(StoreError, match=r"documents.json' is corrupt: its size or sha256"):
-        store.documents
+        _ = store.documents
 
 
 # -- kills --------------------------------------------------------------------------------------
@@ -264,14 +262,12 @@ def test_capture_errors_are_one_line(tmp_path):
 
 
 def test_capture_into_a_read_only_directory_is_one_line(tmp_path):
-    require_namespaces()
     ro = tmp_path / "ro"
     ro.mkdir()
     corpus = tmp_path / "c.txt"
     corpus.write_text("one\ntwo\n")
-    run = cli("capture", "--corpus", str(corpus), "--out", str(ro / "store"), "--no-progress")
-    child = fork(lambda: (private_mounts(), bind_read_only(ro), run()))
+    child, why = run_in_read_only(ro, cli("capture", "--corpus", str(corpus), "--out",
+                                          str(ro / "store"), "--no-progress"))
     assert child.code == 1, child.stderr
-    assert error_line(child) == (
-        f"Cannot write the output directory '{ro / 'store'}': '{ro}' is on a read-only file "
-        "system. Choose a writable directory with --out.")
+    assert error_line(child) == (f"Cannot write the output directory '{ro / 'store'}': '{ro}' "
+                                 f"{why}. Choose a writable directory with --out.")

@@ -36,7 +36,6 @@ import fcntl
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field

@@ -30,15 +30,14 @@ from repscope.errors import UserError, one_line
 DEBUG = {"on": False}
 
 _OS_HINTS = {
-    errno.ENOSPC: "the disk is full; free space and rerun the same command to resume",
-    errno.EDQUOT: "the disk quota is exhausted; free space and rerun the same command to resume",
-    errno.EFBIG: "the file size limit was reached; rerun the same command to resume once it "
-                 "is lifted",
-    errno.EROFS: "the file system is read-only; choose a writable output directory",
-    errno.EACCES: "permission denied; choose a directory you can write to",
-    errno.EPERM: "operation not permitted; choose a directory you can write to",
-    errno.ENOTDIR: "a part of the path is a file, not a directory",
-    errno.EISDIR: "the path is a directory, not a file",
+    errno.ENOSPC: "free space and rerun the same command to resume",
+    errno.EDQUOT: "free space and rerun the same command to resume",
+    errno.EFBIG: "rerun the same command to resume once the file size limit is lifted",
+    errno.EROFS: "choose a writable output directory",
+    errno.EACCES: "choose a path you can read and write",
+    errno.EPERM: "choose a path you can read and write",
+    errno.ENOTDIR: "a part of the path is a file",
+    errno.EISDIR: "pass a file, not a directory",
 }
 
 
@@ -61,6 +60,10 @@ def exit_code_for(exc: BaseException, ctx_name: str | None = None) -> int:
         return exc.exit_code
     if isinstance(exc, SystemExit):
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
+    if no_args and isinstance(exc, no_args):  # `repscope` or `repscope sae` alone: the help
+        exc.show()
+        return exc.exit_code
     if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
         _echo("error: interrupted")
         return 130

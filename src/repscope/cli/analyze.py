@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from repscope.errors import UserError
 from repscope.analysis.plan import AnalyzeConfig
 from repscope.config import cli_options, with_config
+from repscope.errors import UserError
 
 
 def _console() -> Any:
