@@ -148,6 +148,7 @@ def test_the_documented_plan_yaml_computes_what_it_names(toy_store, tmp_path):
     assert pairs.extra.str.contains('"n_perm": 2').all()  # the flag's permutation count
 
 
+@pytest.mark.slow
 def test_the_documented_capture_yaml_captures_the_layers_it_names(tmp_path):
     text = _doc_yaml("capture.md", "capture.yaml")
     model = tiny_model(tmp_path / "tiny")

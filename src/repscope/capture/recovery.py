@@ -10,7 +10,8 @@ finds is then debris of a dead one:
   creation killed before its manifest (the commit point) was written.
 
 Both are removed, so a kill at any point of store creation is resumed by running the same
-capture again. Shard debris (``shards/.tmp-NNNNNN`` and incomplete shards) is handled by the
+capture again (a temporary file is removed only when no process holds its ``flock``, see
+:mod:`repscope._io`). Shard debris (``shards/.tmp-NNNNNN`` and incomplete shards) is handled by the
 writer's own recovery. A directory without ``.lock`` was never a store: nothing in it is
 touched.
 """

@@ -173,10 +173,7 @@ def report(results: Path, out: Path | None, run_id: str | None) -> None:
     """Regenerate the HTML report from a results directory or .duckdb file."""
     from repscope.report.html import write_report
 
-    try:
-        path = write_report(results, out, run_id=run_id)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    path = write_report(results, out, run_id=run_id)  # errors: one line (repscope.cli._errors)
     _console().print(f"report: [bold]{path}[/]")
 
 
@@ -199,11 +196,8 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: 
 
     db = ResultsDB.at(results)
     out_dir = out_dir or db.path.parent / "figures"
-    try:
-        paths = write_figures(db.path, out_dir, formats=formats, run_id=run_id,
-                              checkpoint=checkpoint)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    paths = write_figures(db.path, out_dir, formats=formats, run_id=run_id,
+                          checkpoint=checkpoint)
     _console().print(f"{len(paths)} figure files in [bold]{out_dir}[/]")
 
 
@@ -225,11 +219,8 @@ def results(db: Path, measure: str | None, layer: str | None, status: str,
 
     from repscope.analysis.db import load_results
 
-    try:
-        df = load_results(db, status=None if status == "any" else status, measure=measure,
-                          layer=layer)
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
+    df = load_results(db, status=None if status == "any" else status, measure=measure,
+                      layer=layer)
     console = _console()
     if export is not None:
         from repscope.analysis.db import export_results
