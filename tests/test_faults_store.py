@@ -24,7 +24,7 @@ from faults_support import (
     write_toy_store,
 )
 from repscope.capture import ActivationStore, StoreError
-from repscope.capture.integrity import MANIFEST_DIGEST
+from repscope.capture.format import MANIFEST_DIGEST
 from repscope.cli import app
 
 

@@ -3,7 +3,7 @@
 Every file of a store is covered by a checksum the store records:
 
 - ``manifest.json`` carries ``manifest_sha256``, the sha256 of its own canonical JSON without
-  that key (sorted keys, compact separators), so an edit of any field (a shard's row count, a
+  that key (:mod:`repscope.capture.format`), so an edit of any field (a shard's row count, a
   layer's width) is caught when the store is opened;
 - the manifest's ``files`` maps ``documents.json`` and ``vocab.json`` to their byte size and
   sha256 (checked on first use, or all at once by :func:`verify_store`);
@@ -27,21 +27,17 @@ from typing import Any
 
 import numpy as np
 
+from repscope.capture.format import STORAGE_DTYPES, check_manifest_digest
 from repscope.errors import StoreError
 
 __all__ = [
-    "MANIFEST_DIGEST",
     "SIDE_FILES",
     "IntegrityReport",
-    "check_manifest_digest",
+    "check_side_file_sizes",
     "file_record",
-    "manifest_digest",
     "read_side_file",
     "verify_store",
-    "write_manifest",
 ]
-
-MANIFEST_DIGEST = "manifest_sha256"
 #: files beside the shards whose checksums the manifest records (under ``files``)
 SIDE_FILES = ("documents.json", "vocab.json")
 
@@ -59,38 +55,6 @@ def file_record(path: Path) -> dict[str, Any]:
             h.update(chunk)
             size += len(chunk)
     return {"bytes": size, "sha256": h.hexdigest()}
-
-
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest's canonical JSON, without its own ``manifest_sha256``."""
-    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
-    text = json.dumps(json.loads(json.dumps(body)), sort_keys=True, separators=(",", ":"))
-    return _sha256(text.encode("utf-8"))
-
-
-def write_manifest(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write ``path/manifest.json`` atomically with its checksum; return what was written."""
-    from repscope._io import atomic_write_text
-
-    stamped = json.loads(json.dumps({k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}))
-    stamped[MANIFEST_DIGEST] = manifest_digest(stamped)
-    atomic_write_text(Path(path) / "manifest.json", json.dumps(stamped, indent=2))
-    return stamped
-
-
-def check_manifest_digest(file: Path, manifest: dict[str, Any]) -> bool:
-    """True when the manifest's checksum matches, False when it records none (a store written
-    before checksums); a mismatch raises :class:`StoreError`."""
-    recorded = manifest.get(MANIFEST_DIGEST)
-    if recorded is None:
-        return False
-    if recorded != manifest_digest(manifest):
-        raise StoreError(
-            f"Manifest {str(file)!r} was modified after it was written: its content does not "
-            f"match its recorded checksum {str(recorded)[:16]}.... Restore it, or re-run the "
-            f"capture into a fresh directory."
-        )
-    return True
 
 
 def read_side_file(store_path: Path, manifest: dict[str, Any], name: str,
@@ -170,8 +134,7 @@ def verify_store(store: Any, progress: Any = None) -> IntegrityReport:
                                     f"the file parses)")
     report.checked.append("documents and vocabulary")
     meta_dtype = np.dtype([(k, v) for k, v in manifest["meta_columns"].items()])
-    storage = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"),
-               "bfloat16": np.dtype("<u2")}[manifest["dtype"]]
+    storage = STORAGE_DTYPES[manifest["dtype"]]
     dims = {e["file"]: int(e["dim"]) for e in manifest["layers"]}
     n_docs, n_vocab = len(side["documents.json"]), len(side["vocab.json"])
     for shard in store.shards:
