@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from repscope._io import check_output_dir, remove_stale_temporaries
 from repscope._progress import ProgressBar
 from repscope._version import __version__
 from repscope.analysis.db import ResultsDB
@@ -430,7 +431,8 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
     """
     t_start = time.perf_counter()
     measures, skipped = check_config(cfg)
-    out = Path(cfg.out)
+    out = check_output_dir(Path(cfg.out), "out", "analyze")
+    remove_stale_temporaries(out, lambda name: name in ("plan.json", "report.html"))
     sources = _sources(cfg, progress)
     plans = tuple(make_plan(cfg, s.store, s.path, measures, skipped, checkpoint=s.checkpoint)
                   for s in sources)
@@ -472,13 +474,19 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
             for task, rows in _execute(cfg, pending):
                 complete = completers[task.key]  # pending tasks keep their plan key
                 rows = [complete(r) for r in rows]
-                db.write_results(rows)
+                db.write_results(rows, publish="due")
                 n_ok += sum(r["status"] == "ok" for r in rows)
                 n_failed += sum(r["status"] != "ok" for r in rows)
                 bar.update(advance=len(rows), description=task.label)
         status = "done"
     finally:
-        db.finish_run(run_id, status=status, n_done=n_ok, n_failed=n_failed, finished_at=_now())
+        try:
+            db.finish_run(run_id, status=status, n_done=n_ok, n_failed=n_failed,
+                          finished_at=_now())
+        except Exception as exc:  # noqa: BLE001 (the run's own error, if any, is what matters)
+            if status == "done":
+                raise
+            log.info("could not record the end of run %s: %s", run_id, exc)
     report_path = None
     if cfg.report:
         from repscope.report.html import write_report

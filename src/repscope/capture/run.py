@@ -74,7 +74,7 @@ def _check(cfg: CaptureConfig) -> None:
     check_int(cfg.batch_size, "batch_size", fn, low=1)
     check_int(cfg.max_length, "max_length", fn, low=1)
     check_int(cfg.shard_rows, "shard_rows", fn, low=1)
-    check_int(cfg.seed, "seed", fn)
+    check_int(cfg.seed, "seed", fn, low=0)
     if cfg.max_docs is not None:
         check_int(cfg.max_docs, "max_docs", fn, low=1)
 
@@ -104,6 +104,7 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
     """
     import torch
 
+    from repscope._io import check_output_dir
     from repscope.capture.hf import default_layers, iter_chunks
     from repscope.capture.hooks import resolve_layers
     from repscope.config import config_to_dict
@@ -111,6 +112,7 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
     from repscope.data.models import load_model
 
     _check(cfg)
+    check_output_dir(cfg.out, "out", "CaptureConfig")
     corpus = load_corpus(cfg.corpus)
     documents = select_documents(corpus.documents, cfg.max_docs, cfg.seed)
     model, tokenizer, model_id, digest = loaded or load_model(cfg.model, device=cfg.device)
