@@ -67,14 +67,12 @@ def checkpoint_sources(cfg: Any, *, progress: bool = False) -> list[Source]:
     mismatched names.
     """
     from repscope.analysis.checkpoints import capture_checkpoints, discover_checkpoints
-    from repscope.capture import CaptureConfig
+    from repscope.capture.run import capture_config
 
     ckpts = discover_checkpoints(parse_checkpoints(cfg.checkpoints))
     log.info("checkpoint sweep over %d checkpoints: %s", len(ckpts), [c.name for c in ckpts])
     stores_dir = Path(cfg.out) / "stores"
-    ccfg = CaptureConfig(model=cfg.model, corpus=cfg.corpus, layers=tuple(cfg.layers),
-                         pooling=cfg.pooling, out=stores_dir, max_docs=cfg.max_docs,
-                         max_length=cfg.max_length, device=cfg.device, seed=cfg.seed)
+    ccfg = capture_config(cfg, out=stores_dir, layers=tuple(cfg.layers))
     captured = capture_checkpoints(ccfg, ckpts, stores_dir, progress=progress)
     return [Source(store, Path(store.path), ckpt) for ckpt, store in captured]
 

@@ -32,8 +32,8 @@ from repscope.capture.tokens import (
     DocumentTokens,
     Segment,
     Template,
-    TokenSelection,
     Tokenization,
+    TokenSelection,
     chunk_plan,
     plan_documents,
     segments,
@@ -209,8 +209,10 @@ def is_causal(model: nn.Module, module: str, tpl: Template, content: Sequence[in
 def to_storage(t: torch.Tensor, dtype: str) -> np.ndarray:
     """Convert a tensor to a numpy array in a storage dtype (bfloat16 -> its uint16 bits).
 
-    The array owns its memory (never a view into a larger tensor, which would keep that
-    tensor alive while the writer holds the rows)."""
+    The array is a numpy-owned copy: a view would keep the tensor's storage, allocated by
+    torch in the middle of the forward pass's temporaries, alive while the writer holds the
+    rows, and small long-lived blocks there fragment the heap (pooled captures grew by about
+    40x the size of their rows; ``benchmarks/capture.md``)."""
     if dtype == "float32":
         t = t.to(torch.float32)
     elif dtype == "float16":
@@ -222,9 +224,7 @@ def to_storage(t: torch.Tensor, dtype: str) -> np.ndarray:
             f"The 'dtype' parameter of to_storage must be one of {{'float32', 'float16', "
             f"'bfloat16'}}. Got {dtype!r} instead."
         )
-    t = t.detach().cpu()
-    whole = t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size()
-    out = t.numpy() if whole else t.numpy().copy()  # a view would pin the whole storage
+    out = np.array(t.detach().cpu().numpy(), copy=True, order="C")  # (rows, d), numpy-owned
     return out.view(np.uint16) if dtype == "bfloat16" else out
 
 
