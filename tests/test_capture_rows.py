@@ -11,14 +11,8 @@ import torch
 
 from capture_support import ARCHS, alone, documents, tiny_model, word_tokenizer
 from repscope.capture import CaptureConfig, StopForward, capture, run_capture
-from repscope.capture.hf import (
-    default_layers,
-    final_norm,
-    iter_batch_chunks,
-    iter_chunks,
-    layer_modules,
-    right_pad,
-)
+from repscope.capture.batches import iter_batch_chunks, right_pad
+from repscope.capture.hf import default_layers, final_norm, iter_chunks, layer_modules
 from repscope.capture.run import CaptureStats
 from repscope.capture.tokens import TokenSelection
 
@@ -207,6 +201,8 @@ def test_windows_store_every_token_once_with_its_text(nets, docs, corpus: Path, 
                 expect = 0 if arch == "gpt2" else len(shared_prev) // 2
                 assert len(kept_here) == expect, (d, w, kept_here)
     assert store.manifest["tokens"]["n_windowed"] == int((table["n_windows"] > 1).sum())
+    assert store.manifest["tokens"]["window_rule"].startswith(
+        "earlier window" if arch == "gpt2" else "first half")
     # text_around shows a token in its text
     i = int(np.flatnonzero(~meta["special"].to_numpy())[5])
     shown = store.text_around([i], chars=10)[0]
@@ -351,3 +347,46 @@ def test_python_module_with_batches_into_a_store(nets, docs, tmp_path: Path) -> 
     assert again.n_rows == store.n_rows  # same identity: complete, not recomputed
     sel = TokenSelection(exclude_special_tokens=True)
     assert sel.keep(np.arange(3), np.array([True, False, False])).tolist() == [False, True, True]
+
+
+def test_windows_keep_every_token_once_for_any_frame_and_overlap() -> None:
+    from repscope.capture.tokens import Tokenization, segments
+
+    for p, s in ((0, 0), (1, 0), (1, 1), (2, 1)):
+        for c in (0, 1, 5, 17, 40):
+            n = p + c + s
+            tok = Tokenization(np.arange(n), np.zeros(n, bool), np.full((n, 2), -1),
+                               np.zeros(n, np.int64), p, s)
+            for max_length in (p + s + 2, p + s + 7):
+                room = max_length - p - s
+                for overlap in range(room):
+                    for causal in (True, False):
+                        segs = segments(tok, 0, max_length=max_length, mode="window",
+                                        overlap=overlap, causal=causal)
+                        kept = np.concatenate([sg.index[sg.keep] for sg in segs])
+                        assert kept.tolist() == list(range(n)), (p, s, c, max_length, overlap)
+                        assert all(sg.index.shape[0] <= max_length for sg in segs)
+                        for a, b in zip(segs, segs[1:], strict=False):  # consecutive overlap
+                            shared = np.intersect1d(a.index[p:a.index.shape[0] - s],
+                                                    b.index[p:b.index.shape[0] - s])
+                            assert shared.shape[0] == overlap
+                trunc = segments(tok, 0, max_length=max_length, mode="truncate", overlap=0,
+                                 causal=True)
+                assert len(trunc) == 1 and trunc[0].keep.all()
+                assert trunc[0].index.tolist() == list(range(p + min(c, room))) + \
+                    list(range(p + c, n))
+
+
+def test_stores_without_the_new_metadata_still_read(tmp_path: Path) -> None:
+    from repscope.capture import ActivationStore
+
+    writer = ActivationStore.create(tmp_path / "old", layers={"a": 3}, shard_rows=4,
+                                    documents=["first doc", "second"], vocab=["x", "y", "z"])
+    meta = {"doc_id": np.array([0, 0, 1]), "position": np.array([0, 1, 0]),
+            "token_id": np.array([0, 2, 1])}
+    writer.append({"a": np.ones((3, 3), np.float32)}, meta, chunk=0)
+    store = writer.finish()
+    assert list(store.metadata().columns) == ["doc_id", "position", "token_id", "token"]
+    assert store.document_tokens().index.tolist() == [0, 1]
+    assert store.text_around([1]) == store.contexts([1]) == ["x [[z]]"]
+    assert "tokens" not in store.manifest and store.read("a").shape == (3, 3)

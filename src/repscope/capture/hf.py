@@ -51,10 +51,10 @@ __all__ = [
     "default_layers",
     "final_norm",
     "is_causal",
-    "iter_batch_chunks",
     "iter_chunks",
     "layer_modules",
     "position_limit",
+    "probe_causal",
     "to_storage",
 ]
 
@@ -203,6 +203,17 @@ def is_causal(model: nn.Module, module: str, tpl: Template, content: Sequence[in
     return bool(torch.allclose(h[0], h[1], rtol=1e-4, atol=1e-5))
 
 
+def probe_causal(model: nn.Module, tokenizer: Any, documents: Sequence[str],
+                 layers: Sequence[str], device: str | torch.device = "cpu") -> bool:
+    """:func:`is_causal` at the deepest of ``layers``, on the first words of ``documents[0]``."""
+    tpl = template(tokenizer)
+    probe = tokenize_documents(tokenizer, tpl, [documents[0][:200]])[0]
+    content = probe.input_ids[probe.n_prefix:probe.n_prefix + probe.n_content]
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    deepest = max(layer_modules(model, layers).values(), key=order.__getitem__)
+    return is_causal(model, deepest, tpl, content.tolist(), device)
+
+
 # -- conversion -------------------------------------------------------------------------------
 
 
@@ -270,7 +281,7 @@ def _forward(model: nn.Module, modules: Mapping[str, str], inputs: Mapping[str, 
 
 
 @dataclass
-class _Pass:
+class Pass:
     """One forward pass: right-padded inputs and, per sequence, what its tokens are."""
 
     inputs: dict[str, torch.Tensor]
@@ -280,7 +291,7 @@ class _Pass:
 
 
 def _make_pass(seqs: list[tuple[Segment, Tokenization, int]], tpl: Template, pad_id: int,
-               selection: TokenSelection, first_doc: int, device: Any) -> _Pass:
+               selection: TokenSelection, first_doc: int, device: Any) -> Pass:
     b, t = len(seqs), max(sg.index.shape[0] for sg, _, _ in seqs)
     ids = np.full((b, t), pad_id, dtype=np.int64)  # (b, t)
     mask = np.zeros((b, t), dtype=np.int64)
@@ -312,13 +323,14 @@ def _make_pass(seqs: list[tuple[Segment, Tokenization, int]], tpl: Template, pad
     if tpl.type_ids:
         inputs["token_type_ids"] = torch.from_numpy(types).to(device)
     meta = {k: np.concatenate(v).astype(TOKEN_COLUMNS[k]) for k, v in cols.items()}
-    return _Pass(inputs, select, doc, meta)
+    return Pass(inputs, select, doc, meta)
 
 
-def _rows(passes: Iterable[tuple[_Pass, str]], model: nn.Module, modules: Mapping[str, str],
-          pooling: Pooling, n_docs: int, dtype: str) -> tuple[dict[str, np.ndarray],
-                                                              dict[str, np.ndarray], int, np.ndarray]:
-    """Run the passes of one chunk; (layer rows, token metadata, real tokens, pooled counts)."""
+def run_passes(passes: Iterable[tuple[Pass, str]], model: nn.Module,
+               modules: Mapping[str, str], pooling: Pooling, n_docs: int, dtype: str,
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int, np.ndarray]:
+    """Run the passes of one chunk (package-internal; also used by
+    :mod:`repscope.capture.batches`): (layer rows, token metadata, real tokens, pooled counts)."""
     token_parts: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     meta_parts: list[dict[str, np.ndarray]] = []
     pooled = DocumentPool(pooling, n_docs) if pooling != "none" else None
@@ -369,11 +381,7 @@ def iter_chunks(model: nn.Module, tokenizer: Any, documents: Sequence[str], *,
     if causal is None:
         causal = True
         if long_documents == "window" and overlap > 0 and bool((plan.n_windows > 1).any()):
-            probe = tokenize_documents(tokenizer, tpl, documents[:1])[0]
-            content = probe.input_ids[probe.n_prefix:probe.n_prefix + probe.n_content]
-            order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-            deepest = max(modules.values(), key=order.__getitem__)
-            causal = is_causal(model, deepest, tpl, content.tolist(), device)
+            causal = probe_causal(model, tokenizer, documents, layers, device)
     pad_id = _pad_id(tokenizer)
     for index, (lo, hi) in enumerate(chunk_plan(plan.n_windows, batch_size)):
         if index < start:
@@ -392,7 +400,7 @@ def iter_chunks(model: nn.Module, tokenizer: Any, documents: Sequence[str], *,
                     f", pass {p + 1} of {n_pass}" if n_pass > 1 else "")
                 yield _make_pass(part, tpl, pad_id, selection, lo, device), where
 
-        acts, meta, n_tokens, counts = _rows(passes(), model, modules, pooling, hi - lo, dtype)
+        acts, meta, n_tokens, counts = run_passes(passes(), model, modules, pooling, hi - lo, dtype)
         if pooling != "none":
             meta = {"doc_id": np.arange(lo, hi, dtype=np.int64)}
         yield Chunk(index=index, acts=acts, meta=meta, n_tokens=n_tokens,
@@ -405,90 +413,3 @@ def _pad_id(tokenizer: Any) -> int:
         if isinstance(value, int):
             return value
     return 0
-
-
-# -- user batches -----------------------------------------------------------------------------
-
-
-def right_pad(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Move each sequence's real tokens to the front (right padding), per ``attention_mask``.
-
-    Every ``(b, t)`` tensor of the batch moves with the tokens (padding positions are filled
-    with 0, ``attention_mask`` with 0); other entries pass unchanged. The mask must be one run
-    of ones per sequence (left or right padding); a mask with holes raises ``ValueError``.
-    """
-    ids = torch.as_tensor(batch["input_ids"])
-    if ids.ndim != 2:
-        raise ValueError(f"A batch's 'input_ids' must have shape (batch, seq); got "
-                         f"{tuple(ids.shape)}.")
-    mask = torch.as_tensor(batch.get("attention_mask", torch.ones_like(ids))).to(torch.bool)
-    if mask.shape != ids.shape:
-        raise ValueError(f"A batch's 'attention_mask' has shape {tuple(mask.shape)}; its "
-                         f"'input_ids' {tuple(ids.shape)}.")
-    lengths = mask.sum(dim=1)  # (b,)
-    first = torch.where(mask, torch.arange(ids.shape[1]), ids.shape[1]).amin(dim=1)
-    last = torch.where(mask, torch.arange(ids.shape[1]), -1).amax(dim=1)
-    holes = (lengths > 0) & (last - first + 1 != lengths)
-    if bool(holes.any()):
-        raise ValueError(
-            f"Sequence {int(holes.nonzero()[0])} of a batch has padding between real tokens; "
-            f"repscope takes left- or right-padded batches only."
-        )
-    src = (torch.arange(ids.shape[1]) + first.clamp_max(ids.shape[1] - 1).unsqueeze(1))  # (b, t)
-    src = src.clamp_max(ids.shape[1] - 1)
-    inside = torch.arange(ids.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (b, t)
-    out: dict[str, torch.Tensor] = {}
-    for key, value in batch.items():
-        v = torch.as_tensor(value) if not isinstance(value, torch.Tensor) else value
-        if v.ndim == 2 and tuple(v.shape) == tuple(ids.shape):
-            moved = torch.gather(v, 1, src.to(v.device))
-            out[key] = torch.where(inside.to(v.device), moved, torch.zeros_like(moved))
-        else:
-            out[key] = value
-    out["attention_mask"] = inside.to(ids.dtype).to(ids.device)
-    return out
-
-
-def iter_batch_chunks(model: nn.Module, batches: Sequence[Mapping[str, Any]], *,
-                      layers: Sequence[str], pooling: Pooling = "none", dtype: str = "float32",
-                      device: str | torch.device = "cpu", start: int = 0,
-                      selection: TokenSelection | None = None,
-                      specials: Iterable[int] = ()) -> Iterator[Chunk]:
-    """Capture from ready-made batches (dicts with ``input_ids`` and ``attention_mask``, any
-    padding side): one chunk per batch, sequences numbered as documents across batches.
-
-    Batches are re-padded on the right (:func:`right_pad`), so ``position`` counts from the
-    first real token. ``specials``: token ids flagged (and excludable) as special tokens.
-    """
-    selection = selection or TokenSelection()
-    modules = layer_modules(model, layers)
-    special_ids = np.fromiter((int(s) for s in specials), dtype=np.int64)
-    first_doc = 0
-    for index, raw in enumerate(batches):
-        batch = right_pad(raw)
-        ids = batch["input_ids"]
-        b, t = ids.shape
-        if index >= start:
-            check_max_length(model, t, "iter_batch_chunks (a batch's sequence length)")
-            mask = batch["attention_mask"].to(torch.bool).cpu().numpy()  # (b, t)
-            ids_np = ids.cpu().numpy()
-            pos = np.broadcast_to(np.arange(t), (b, t))
-            special = np.isin(ids_np, special_ids)
-            select = mask & selection.keep(pos, special)
-            seq, col = np.nonzero(select)
-            meta = {"doc_id": (first_doc + seq).astype(np.int64), "position": col,
-                    "token_id": ids_np[select], "doc_position": col,
-                    "char_start": np.full(seq.shape[0], -1), "char_end": np.full(seq.shape[0], -1),
-                    "window": np.zeros(seq.shape[0]), "special": special[select]}
-            meta = {k: np.asarray(v).astype(TOKEN_COLUMNS[k]) for k, v in meta.items()}
-            inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
-                      for k, v in batch.items()}
-            ps = _Pass(inputs, select, np.arange(b), meta)
-            acts, meta, n_tokens, counts = _rows(
-                [(ps, f"batch {index} (sequences {first_doc}..{first_doc + b - 1})")], model,
-                modules, pooling, b, dtype)
-            if pooling != "none":
-                meta = {"doc_id": np.arange(first_doc, first_doc + b, dtype=np.int64)}
-            yield Chunk(index=index, acts=acts, meta=meta, n_tokens=n_tokens,
-                        pooled=counts if pooling != "none" else None)
-        first_doc += b

@@ -213,14 +213,15 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
     """
     import torch
 
+    from repscope.capture.batches import iter_batch_chunks
     from repscope.capture.hf import (
         POOLED_COLUMNS,
         TOKEN_COLUMNS,
         check_max_length,
         default_layers,
-        iter_batch_chunks,
         iter_chunks,
         layer_modules,
+        probe_causal,
     )
     from repscope.capture.hooks import resolve_layers
     from repscope.capture.tokens import TokenSelection, plan_documents, template
@@ -260,6 +261,9 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
                 f"Document {d} has no token left to pool after the token selection "
                 f"{selection.to_dict()}; it is {int(plan.n_tokens[d])} token(s) long.")
         data_id, data_hash, n_corpus = corpus.id, corpus.hash, len(corpus)
+        causal = True
+        if cfg.long_documents == "window" and overlap and bool((plan.n_windows > 1).any()):
+            causal = probe_causal(net, tok, documents, names, cfg.device)
         dims = _probe_dims(net, iter_chunks(net, tok, documents[:1], layers=names,
                                             pooling="first", max_length=min(8, cfg.max_length),
                                             device=cfg.device))
@@ -269,13 +273,13 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
                                dtype=cfg.dtype, batch_size=cfg.batch_size,
                                max_length=cfg.max_length, device=cfg.device, start=start,
                                long_documents=cfg.long_documents, overlap=overlap,
-                               selection=selection, plan=plan)
+                               selection=selection, plan=plan, causal=causal)
         n_chunks = len(_chunk_ranges(plan, cfg.batch_size))
     else:
         batch_list = list(batches)
         if not batch_list:
             raise ValueError("run_capture: 'batches' is empty.")
-        documents, plan, overlap = None, None, 0
+        documents, plan, overlap, causal = None, None, 0, True
         data_id, data_hash, n_corpus = "batches", _batches_digest(batch_list), None
         specials = getattr(tok, "all_special_ids", []) if tok is not None else []
 
@@ -289,6 +293,10 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
     n_docs = len(documents) if documents is not None else None
     token_info = {"long_documents": cfg.long_documents, "max_length": cfg.max_length,
                   "overlap": overlap, "padding": "right"}
+    rule = None
+    if cfg.long_documents == "window":
+        rule = ("earlier window (causal model)" if causal
+                else "first half of the overlap from the earlier window (bidirectional model)")
     identity = {
         "model": {"id": net_id, "weights_sha256": digest},
         "data": {"id": data_id, "sha256": data_hash, "max_docs": cfg.max_docs, "seed": cfg.seed,
@@ -303,7 +311,8 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
                  "n_corpus_documents": n_corpus, "max_docs": cfg.max_docs, "seed": cfg.seed},
         "pooling": cfg.pooling, "max_length": cfg.max_length, "batch_size": cfg.batch_size,
         "config": config_to_dict(cfg), "token_selection": selection.to_dict(),
-        "tokens": {**token_info, **(plan.summary() if plan is not None else {})},
+        "tokens": {**token_info, "window_rule": rule,
+                   **(plan.summary() if plan is not None else {})},
         "layer_modules": modules,
     }
     if plan is not None:
