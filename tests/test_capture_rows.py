@@ -390,3 +390,28 @@ def test_stores_without_the_new_metadata_still_read(tmp_path: Path) -> None:
     assert store.document_tokens().index.tolist() == [0, 1]
     assert store.text_around([1]) == store.contexts([1]) == ["x [[z]]"]
     assert "tokens" not in store.manifest and store.read("a").shape == (3, 3)
+
+
+def test_cli_summary_warns_about_truncation(nets, docs, corpus: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from repscope.cli import app
+
+    model, tok = nets["bert"]
+    monkeypatch.setattr("repscope.data.models.load_model",
+                        lambda *a, **k: (model, tok, "tiny-bert", "0" * 64))
+    out = tmp_path / "s"
+    result = CliRunner().invoke(app, ["capture", "--corpus", str(corpus), "--max-length", "12",
+                                      "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    cut = sum(len(tok(d)["input_ids"]) > 12 for d in docs)
+    assert f"warning: {cut} of {len(docs)} documents exceed max_length and were truncated" in text
+    info = CliRunner().invoke(app, ["info", str(out), "--no-verify"])
+    text = " ".join(info.output.split())
+    assert f"truncate at max_length 12: {cut} truncated" in text and "special tokens kept" in text
+    result = CliRunner().invoke(app, ["capture", "--corpus", str(corpus), "--max-length", "999",
+                                      "--out", str(tmp_path / "t"), "--no-progress"])
+    assert result.exit_code == 1 and "must be at most 64, the position limit of BertModel" in \
+        result.output and "Traceback" not in result.output
