@@ -375,13 +375,14 @@ def iter_chunks(model: nn.Module, tokenizer: Any, documents: Sequence[str], *,
     check_max_length(model, max_length, "iter_chunks")
     tpl = template(tokenizer)
     modules = layer_modules(model, layers)
-    if plan is None:
-        plan = plan_documents(tokenizer, tpl, documents, max_length=max_length,
-                              mode=long_documents, overlap=overlap, selection=selection)
     if causal is None:
         causal = True
-        if long_documents == "window" and overlap > 0 and bool((plan.n_windows > 1).any()):
+        if long_documents == "window" and overlap > 0 and len(documents):
             causal = probe_causal(model, tokenizer, documents, layers, device)
+    if plan is None:
+        plan = plan_documents(tokenizer, tpl, documents, max_length=max_length,
+                              mode=long_documents, overlap=overlap, selection=selection,
+                              causal=causal)
     pad_id = _pad_id(tokenizer)
     for index, (lo, hi) in enumerate(chunk_plan(plan.n_windows, batch_size)):
         if index < start:

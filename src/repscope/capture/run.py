@@ -253,17 +253,18 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
         documents = select_documents(corpus.documents, cfg.max_docs, cfg.seed)
         tpl = template(tok)
         overlap = _overlap(cfg, tpl.frame)
+        causal = True
+        if cfg.long_documents == "window" and overlap:
+            causal = probe_causal(net, tok, documents, names, cfg.device)
         plan = plan_documents(tok, tpl, documents, max_length=cfg.max_length,
-                              mode=cfg.long_documents, overlap=overlap, selection=selection)
+                              mode=cfg.long_documents, overlap=overlap, selection=selection,
+                              causal=causal)
         if not token_level and (plan.n_selected == 0).any():
             d = int(np.flatnonzero(plan.n_selected == 0)[0])
             raise ValueError(
                 f"Document {d} has no token left to pool after the token selection "
                 f"{selection.to_dict()}; it is {int(plan.n_tokens[d])} token(s) long.")
         data_id, data_hash, n_corpus = corpus.id, corpus.hash, len(corpus)
-        causal = True
-        if cfg.long_documents == "window" and overlap and bool((plan.n_windows > 1).any()):
-            causal = probe_causal(net, tok, documents, names, cfg.device)
         dims = _probe_dims(net, iter_chunks(net, tok, documents[:1], layers=names,
                                             pooling="first", max_length=min(8, cfg.max_length),
                                             device=cfg.device))

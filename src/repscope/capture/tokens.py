@@ -16,7 +16,7 @@ longer than ``max_length`` tokens are handled as the user chooses:
 
 Rows are then selected by :class:`TokenSelection` (positions, special tokens; padding never
 enters). ``position`` is the token's index in the sequence the model saw (0 = first token,
-whatever the padding side); ``doc_position`` its index in the document's tokenisation; the
+whatever the padding side; with windows, within the window that gives the row); ``doc_position`` its index in the document's tokenisation; the
 character span ``[char_start, char_end)`` locates it in the document text (-1 for special
 tokens and for tokenizers without offsets).
 """
@@ -252,16 +252,18 @@ class DocumentTokens:
 
 
 def plan_documents(tokenizer: Any, tpl: Template, documents: Sequence[str], *, max_length: int,
-                   mode: str, overlap: int, selection: TokenSelection,
+                   mode: str, overlap: int, selection: TokenSelection, causal: bool = True,
                    batch: int = 1024) -> DocumentTokens:
-    """Tokenise every document once and count its tokens, windows and selected rows."""
+    """Tokenise every document once and count its tokens, windows and selected rows
+    (``causal``: the window rule, see :func:`segments`)."""
     n = len(documents)
     n_tokens, n_kept = np.zeros(n, np.int64), np.zeros(n, np.int64)
     n_windows, n_selected = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for lo in range(0, n, batch):
         for j, tok in enumerate(tokenize_documents(tokenizer, tpl, documents[lo:lo + batch])):
             d = lo + j
-            segs = segments(tok, d, max_length=max_length, mode=mode, overlap=overlap, causal=True)
+            segs = segments(tok, d, max_length=max_length, mode=mode, overlap=overlap,
+                            causal=causal)
             n_tokens[d] = tok.input_ids.shape[0]
             n_windows[d] = len(segs)
             seen = np.unique(np.concatenate([sg.index for sg in segs]))
