@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from repscope.capture.hooks import capture, natural_key
+from repscope._names import natural_key
+from repscope.capture.hooks import capture
 from repscope.capture.pooling import DocumentPool, Pooling
 from repscope.capture.tokens import (
     DocumentTokens,
