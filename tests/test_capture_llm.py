@@ -52,7 +52,9 @@ def test_smollm2_rows_equal_each_document_alone(smollm2) -> None:
         hs = model(input_ids=torch.tensor([tok(docs[1])["input_ids"]]),
                    output_hidden_states=True).hidden_states
     final = np.concatenate([c.acts["final_norm"] for c in chunks])[meta["doc_id"] == 1]
+    last = np.concatenate([c.acts["model.layers.29"] for c in chunks])[meta["doc_id"] == 1]
     np.testing.assert_allclose(final, hs[-1][0].numpy(), rtol=0, atol=1e-3)
+    assert np.abs(last - hs[-1][0].numpy()).mean() > 1  # the last block is not hidden_states[-1]
 
 
 def test_analyze_smollm2_without_the_first_position(tmp_path: Path) -> None:
