@@ -137,15 +137,30 @@ class DuplicateReport:
     "(n_kept,) int64 number of input rows each kept row stands for (all ones for 'keep')."
     inverse: np.ndarray
     "(n_input,) int64 position in ``kept`` of the row that stands for each input row."
+    n_exact: int = 0
+    "Rows bitwise equal to an earlier row (the rest of the duplicates are near duplicates)."
 
     @property
     def n_kept(self) -> int:
         return int(self.kept.shape[0])
 
+    @property
+    def n_duplicates(self) -> int:
+        "Rows that duplicate another row, exact or near: ``fraction * n_input``."
+        return int(round(self.fraction * self.n_input))
+
+    def describe(self) -> str:
+        """The fraction and both kinds in the words of every duplicates message, e.g.
+        ``'12 % duplicates (fraction 0.12 of 1100 rows: 100 exact, 32 near (closer than
+        tol=1e-06 x rms radius))'``."""
+        return (f"{100 * self.fraction:.2g} % duplicates "
+                f"({_kinds(self.n_duplicates, self.n_input, self.n_exact, self.tol)}))")
+
     def summary(self) -> dict[str, Any]:
         """Scalars for an estimate's params/diagnostics."""
         return {"duplicates": self.policy, "duplicate_fraction": float(self.fraction),
-                "duplicate_threshold": float(self.threshold), "n_input": self.n_input}
+                "duplicate_threshold": float(self.threshold), "n_input": self.n_input,
+                "n_exact_duplicates": self.n_exact}
 
 
 @dataclass(frozen=True)
@@ -258,37 +273,46 @@ def knn(
         P = _with_lowrank(P, strategy, dtype, seed)
     threshold = tol * P.rms_radius
     kept, inverse, mult = _exact_groups(as_numpy(X))
-    n_groups = kept.shape[0]
-    if duplicates == "raise" and n_groups < n:  # exact duplicates: no search needed to know
-        _raise_duplicates(1.0 - n_groups / n, n, tol, threshold)
+    n_exact = n - kept.shape[0]  # rows bitwise equal to an earlier row
+    if duplicates == "raise" and n_exact and k >= kept.shape[0]:  # no search possible: exact only
+        _raise_duplicates(n_exact / n, n, n_exact, tol, threshold)
+    exact_inverse = inverse
     if duplicates == "keep":
         kept, inverse, mult = np.arange(n), np.arange(n), np.ones(n, dtype=np.int64)
     search = _searcher(backend, metric, device, dtype, memory_budget, seed)
     idx, dist, info = _search_checked(search, P, kept, k, n, duplicates)
-    if duplicates != "keep" and threshold > 0:
+    n_groups = n - n_exact
+    if threshold > 0:  # near duplicates: the same single linkage counts them under every policy
         merged = _merge_near(idx, dist, threshold, kept, inverse, mult)
-        if merged is not None:
+        if merged is not None and duplicates == "keep":  # groups of both kinds, joined
+            n_groups = _count_joined(merged[1], exact_inverse)
+        elif merged is not None:
             kept, inverse, mult = merged
-            idx, dist, info = _search_checked(search, P, kept, k, n, duplicates)
-        n_groups = kept.shape[0]
-    elif threshold > 0:
-        n_groups = min(n_groups, n - _count_near(dist, threshold))
-    fraction = 1.0 - n_groups / n
+            n_groups = kept.shape[0]
+            if duplicates != "raise":
+                idx, dist, info = _search_checked(search, P, kept, k, n, duplicates)
+    fraction = 1.0 - n_groups / n  # exact + near, the one number every report gives
     if duplicates == "raise" and fraction > 0:
-        _raise_duplicates(fraction, n, tol, threshold)
+        _raise_duplicates(fraction, n, n_exact, tol, threshold)
     report = DuplicateReport(duplicates, tol, threshold, n, fraction, kept.astype(np.int64),
-                             mult.astype(np.int64), inverse.astype(np.int64))
+                             mult.astype(np.int64), inverse.astype(np.int64), n_exact)
     if fraction > 0:
         log.info("knn: %.3g of %d rows are duplicates (policy %r)", fraction, n, duplicates)
     return Neighbors(idx, dist, metric, k, backend == "exact", backend, report, d, *info)
 
 
-def _raise_duplicates(fraction: float, n: int, tol: float, threshold: float) -> None:
+def _raise_duplicates(fraction: float, n: int, n_exact: int, tol: float, threshold: float) -> None:
+    n_dup = int(round(fraction * n))
     raise ValueError(
-        f"knn found duplicate rows in X (fraction {fraction:.4g} of {n} rows within "
-        f"tol={tol:g} x rms radius = {threshold:.3g}) and duplicates='raise'. Use "
-        f"duplicates='drop' (default), 'weight' or 'keep'."
+        f"knn found duplicate rows in X ({_kinds(n_dup, n, n_exact, tol)} = {threshold:.3g}) and "
+        f"duplicates='raise'. Use duplicates='drop' (default), 'weight' or 'keep'."
     )
+
+
+def _kinds(n_dup: int, n: int, n_exact: int, tol: float) -> str:
+    """'fraction 0.12 of 1100 rows: 100 exact, 32 near (closer than tol=1e-06 x rms radius'."""
+    return (f"fraction {n_dup / n:.4g} of {n} rows: {n_exact} exact, {n_dup - n_exact} near "
+            f"(closer than tol={tol:g} x rms radius")
 
 
 def count_pairs_within(
@@ -520,9 +544,15 @@ def _merge_near(idx, dist, threshold, kept, inverse, mult):
     return kept[first[order]], group[inverse], new_mult
 
 
-def _count_near(dist, threshold) -> int:
-    """Near-duplicate pairs seen as nearest neighbours (for the 'keep' report)."""
-    return int((dist[:, 0] <= threshold).sum()) // 2
+def _count_joined(a: np.ndarray, b: np.ndarray) -> int:
+    """Number of groups when rows in the same group of labelling ``a`` or of ``b`` are joined."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = a.shape[0]
+    graph = coo_matrix((np.ones(n), (a, n + b)), shape=(2 * n, 2 * n))  # label nodes, one edge a row
+    _, label = connected_components(graph, directed=False)
+    return int(np.unique(label[a]).size)
 
 
 def _blocks(n_query: int, n_ref: int, budget: int, itemsize: int):

@@ -28,10 +28,30 @@ from repscope._validate import (
     ArrayLike,
     as_numpy,
     as_torch,
-    check_array,
     check_choice,
     check_float,
     check_int,
+)
+from repscope.measures._corrected_mle import geomle
+from repscope.measures._danco import danco
+from repscope.measures._id_common import (
+    _DIM,
+    _LOCAL,
+    IDEstimate,
+    _boot,
+    _cap,
+    _check_X,
+    _ci_level,
+    _common,
+    _dup_diag,
+    _k,
+    _local_result,
+    _Table,
+    _table,
+    _unit_rows,
+    _valid_rows,
+    _wmean,
+    _z,
 )
 from repscope.measures._id_core import (
     broken_stick_rank,
@@ -45,142 +65,37 @@ from repscope.measures._id_core import (
     twonn_linear_fit_sorted,
     variance_threshold_rank,
 )
-from repscope.neighbors import POLICIES, Neighbors, knn
+from repscope.measures._local_estimators import mada, tle
+from repscope.measures._mind import mind_ml
+from repscope.measures._recommended import intrinsic_dimension
+from repscope.neighbors import Neighbors, knn
 from repscope.registry import register
-from repscope.results import Estimate, result_type
-from repscope.stats import Moments, bootstrap
+from repscope.stats import Moments
 
 __all__ = [
     "IDEstimate",
     "ScaleCurve",
     "correlation_dimension",
+    "danco",
     "ess",
+    "geomle",
     "gride",
     "id_scale_curve",
+    "intrinsic_dimension",
     "local_mle",
     "local_twonn",
+    "mada",
+    "mind_ml",
     "mle",
     "participation_ratio",
     "participation_ratio_from_eigenvalues",
     "pca",
     "pca_noise",
+    "tle",
     "twonn",
 ]
 
 log = logging.getLogger(__name__)
-
-_EUCLID = {"rotation", "translation", "scale", "permutation"}
-_DIM = dict(family="dimension", invariances=_EUCLID, bounds=(0.0, None))
-_LOCAL = dict(family="local_dimension", invariances=_EUCLID, bounds=(0.0, None))
-
-
-@result_type
-@dataclass(frozen=True)
-class IDEstimate(Estimate):
-    """An intrinsic-dimension estimate and the scale it refers to."""
-
-    scale: float | None = None
-    "Length scale of the estimate: median distance to the largest neighbour rank used (kNN), or the RMS radius of the data (PCA-based)."
-    rank: int | None = None
-    "Largest neighbour rank the estimate uses (None for PCA-based estimates)."
-
-
-# ============================================================================ shared plumbing
-
-
-@dataclass(frozen=True)
-class _Table:
-    nb: Neighbors
-    lengths: np.ndarray  # (m, k) Euclidean or chord lengths
-    weights: np.ndarray  # (m,) multiplicities ('weight') or ones
-
-
-def _table(X: ArrayLike, k: int, fn: str, *, metric: str, duplicates: str,
-           neighbors: Neighbors | None, device: Any) -> _Table:
-    """Validated neighbour table with ``k`` columns, reusing ``neighbors`` when compatible."""
-    n, d = X.shape
-    check_choice(metric, "metric", fn, ("euclidean", "cosine"))
-    check_choice(duplicates, "duplicates", fn, POLICIES)
-    nb = neighbors
-    if nb is not None:
-        if not isinstance(nb, Neighbors):
-            raise TypeError(f"{fn} expects 'neighbors' as a repscope.neighbors.Neighbors; got {type(nb).__name__}.")
-        if nb.duplicates.n_input != n or nb.n_features != d:
-            raise ValueError(
-                f"{fn} got a neighbour table computed on X of shape "
-                f"({nb.duplicates.n_input}, {nb.n_features}), but X has shape ({n}, {d})."
-            )
-        if nb.k < k or nb.metric != metric or nb.duplicates.policy != duplicates:
-            log.info("%s: the given neighbour table (k=%d, %s, %s) does not fit (k=%d, %s, %s); "
-                     "computing a new one", fn, nb.k, nb.metric, nb.duplicates.policy, k, metric,
-                     duplicates)
-            nb = None
-    if nb is None:
-        try:
-            nb = knn(X, k, metric=metric, duplicates=duplicates, device=device)
-        except ValueError as err:
-            raise ValueError(str(err).replace("of knn", f"of {fn}")) from None
-    nb = nb.head(k)
-    lengths = nb.lengths()
-    w = nb.duplicates.multiplicity.astype(np.float64) if duplicates == "weight" else np.ones(nb.n)
-    return _Table(nb, lengths, w)
-
-
-def _valid_rows(lengths: np.ndarray, cols: int, fn: str) -> np.ndarray:
-    """Rows whose first ``cols`` distances are positive; warns when some are not (policy 'keep')."""
-    ok = lengths[:, 0] > 0 if cols >= 1 else np.ones(lengths.shape[0], bool)
-    if not ok.all():
-        warnings.warn(
-            f"{fn}: {int((~ok).sum())} point(s) have a zero neighbour distance (duplicates kept); "
-            "they are excluded. Use duplicates='drop' or 'weight'.", RuntimeWarning, stacklevel=3)
-    if ok.sum() < 3:
-        raise ValueError(f"{fn}: fewer than 3 points with non-zero neighbour distances.")
-    return ok
-
-
-def _check_X(X: ArrayLike, fn: str, min_samples: int = 3):
-    return check_array(X, fn, min_samples=min_samples)
-
-
-def _k(k: Any, name: str, fn: str, n: int, low: int = 2) -> int:
-    return check_int(k, name, fn, low=low, high=n, high_name="n_samples")
-
-
-def _ci_level(ci_level: float, fn: str) -> float:
-    return check_float(ci_level, "ci_level", fn, low=0.0, high=1.0, low_inclusive=False,
-                       high_inclusive=False)
-
-
-def _boot(stat: Callable[[np.ndarray], float], m: int, n_boot: int, seed: int, ci_level: float):
-    if n_boot == 0:
-        return None, None
-    se, ci, _ = bootstrap(stat, m, n_boot=n_boot, seed=seed, ci_level=ci_level)
-    return se, ci
-
-
-def _common(t: _Table, metric: str, device: Any) -> dict[str, Any]:
-    return {"metric": metric, "device": None if device is None else str(device),
-            "duplicates": t.nb.duplicates.policy, "duplicate_tol": t.nb.duplicates.tol,
-            "neighbor_backend": t.nb.backend}
-
-
-def _dup_diag(t: _Table) -> dict[str, Any]:
-    rep = t.nb.duplicates
-    return {"duplicate_fraction": float(rep.fraction), "n_input": rep.n_input,
-            "neighbor_strategy": t.nb.strategy, "neighbor_rank": int(t.nb.rank),
-            "neighbor_fallback_fraction": float(t.nb.fallback_fraction),
-            "neighbor_float64_fraction": float(t.nb.float64_fraction),
-            "neighbor_direct_fraction": float(t.nb.direct_fraction)}
-
-
-def _expand(local: np.ndarray, t: _Table) -> np.ndarray:
-    """Per-kept-row values -> one value per input row (duplicates share their group's value)."""
-    return local[t.nb.duplicates.inverse]
-
-
-def _wmean(v: np.ndarray, w: np.ndarray) -> float:
-    return float((v * w).sum() / w.sum())
-
 
 # ============================================================================ PCA-based
 
@@ -226,7 +141,11 @@ def pca(X: ArrayLike, *, variance: float = 0.95, n_boot: int = 20, seed: int = 0
     ``value = min{m : sum_{i<=m} l_i / sum_i l_i >= variance}`` with ``l_i`` the eigenvalues of
     the sample covariance (float64, via the streaming :class:`repscope.stats.Moments`). Counts
     linear directions, so it overestimates the intrinsic dimension of curved manifolds and
-    counts noise dimensions. Uncertainty: bootstrap over rows (``n_boot``, 0 disables).
+    counts noise dimensions. Variance-based, so not invariant to per-feature scaling: one
+    coordinate with a much larger spread takes the whole count (the suite's paraboloids Mp2 and
+    Mp3 read 1: their ``y^2`` coordinates carry over 95 % of the variance; standardise first
+    when features have arbitrary units). Uncertainty: bootstrap over rows (``n_boot``, 0
+    disables). Cost: ``O(n d^2 + d^3)``, and the same per bootstrap resample.
     Reference: Jolliffe, *Principal Component Analysis* (2002), sec. 6.1.1.
     """
     fn = "pca"
@@ -251,7 +170,11 @@ def pca_noise(X: ArrayLike, *, rule: str = "marchenko_pastur", n_boot: int = 20,
     ``rule="broken_stick"``: components whose variance share exceeds the broken-stick
     expectation ``(1/d) sum_{j>=i} 1/j`` (Frontier 1976; Jackson 1993). The Marchenko-Pastur
     rule needs noise that is roughly isotropic; both count linear directions.
-    Uncertainty: bootstrap over rows (``n_boot``, 0 disables).
+    A spectrum with no eigenvalue above the edge (isotropic data such as a round sphere, or
+    pure noise) reads 0 under ``marchenko_pastur``: "no component stands out of a noise floor",
+    not "dimension 0"; a warning says so (the noise floor cannot be told from the signal).
+    Uncertainty: bootstrap over rows (``n_boot``, 0 disables). Cost: ``O(n d^2 + d^3)``, and the
+    same per bootstrap resample.
     """
     fn = "pca_noise"
     X = _check_X(X, fn)
@@ -268,6 +191,12 @@ def pca_noise(X: ArrayLike, *, rule: str = "marchenko_pastur", n_boot: int = 20,
             return marchenko_pastur_rank(e, n)[0]
         r, s2 = marchenko_pastur_rank(ev, n)
         diag = {"noise_variance": s2, "bulk_edge": s2 * (1 + math.sqrt((ev.size - r) / n)) ** 2}
+        if r == 0:
+            warnings.warn(f"{fn}: no eigenvalue stands above the Marchenko-Pastur edge "
+                          f"{diag['bulk_edge']:.3g}: the spectrum is that of isotropic data or "
+                          "pure noise; 0 means no component above a noise floor, not dimension "
+                          "0. Use participation_ratio or a kNN estimator.", RuntimeWarning,
+                          stacklevel=2)
     return _pca_result(fn, count(ev), ev, X, {"rule": rule}, diag, n_boot, seed, ci_level, count)
 
 
@@ -279,7 +208,8 @@ def participation_ratio(X: ArrayLike, *, n_boot: int = 20, seed: int = 0,
     A continuous linear dimension: 1 when one direction carries all the variance, ``d`` when all
     carry the same (Gao et al. 2017; Recanatesi et al. 2019). This is the one implementation in
     repscope (:func:`participation_ratio_from_eigenvalues`), shared with the spectrum measures.
-    Uncertainty: bootstrap over rows (``n_boot``, 0 disables).
+    Uncertainty: bootstrap over rows (``n_boot``, 0 disables). Cost: ``O(n d^2 + d^3)``, and
+    the same per bootstrap resample.
     """
     fn = "participation_ratio"
     X = _check_X(X, fn)
@@ -306,6 +236,7 @@ def twonn(X: ArrayLike, *, fit: str = "linear", discard_fraction: float = 0.1,
     the ratios; uncertainty by bootstrap over points. ``fit="mle"``: maximum likelihood
     ``d = (N - 1) / sum_i log(mu_i)`` (the unbiased form, Denti et al. 2022) with the analytic
     standard error ``d / sqrt(N)`` and the exact chi-square interval. Scale: median ``r2``.
+    Cost: the neighbour table (2 columns) plus ``O(n log n)`` per bootstrap resample.
     """
     fn = "twonn"
     X = _check_X(X, fn, 4)
@@ -314,7 +245,8 @@ def twonn(X: ArrayLike, *, fit: str = "linear", discard_fraction: float = 0.1,
                                    high_inclusive=False)
     n_boot = check_int(n_boot, "n_boot", fn, low=0)
     ci_level = _ci_level(ci_level, fn)
-    t = _table(X, 2, fn, metric=metric, duplicates=duplicates, neighbors=neighbors, device=device)
+    t = _table(X, 2, fn, metric=metric, duplicates=duplicates, neighbors=neighbors, device=device,
+               takes_k=False)
     ok = _valid_rows(t.lengths, 1, fn)
     L, w = t.lengths[ok], t.weights[ok]
     log_mu = np.log(L[:, 1] / L[:, 0])  # (m,)
@@ -365,7 +297,8 @@ def mle(X: ArrayLike, *, k: int = 20, average: str = "inverse", metric: str = "e
     inverting the average of the unbiased estimates of ``1/d``. ``average="mean"``: the average
     of the per-point unbiased estimates ``(k - 2) / S(x)`` (Levina and Bickel's corrected form).
     Uncertainty: bootstrap over points (ignores the overlap of neighbourhoods, so it is a lower
-    bound). Scale: median ``T_k``.
+    bound). Scale: median ``T_k``. Cost: the neighbour table (``k`` columns) plus ``O(n k)``,
+    and ``O(n)`` per bootstrap resample.
     """
     fn = "mle"
     X = _check_X(X, fn, 4)
@@ -394,18 +327,22 @@ def mle(X: ArrayLike, *, k: int = 20, average: str = "inverse", metric: str = "e
 
 
 @register("gride", **_DIM, min_samples=4, default_panel=True)
-def gride(X: ArrayLike, *, n1: int = 4, n2: int | None = None, k: int = 32,
+def gride(X: ArrayLike, *, n1: int = 1, n2: int | None = None, k: int = 32,
           metric: str = "euclidean", duplicates: str = "drop", ci_level: float = 0.95,
           neighbors: Neighbors | None = None, device: Any = None) -> IDEstimate:
     """GRIDE (Denti et al. 2022): maximum likelihood on the generalised ratio ``r_{n2} / r_{n1}``.
 
     With a locally uniform density up to ``r_{n2}``, ``mu = r_{n2} / r_{n1}`` has density
     ``d (mu^d - 1)^(n2-n1-1) / (B(n2-n1, n1) mu^(d(n2-1)+1))``; the MLE of ``d`` is the value
-    (default ``n1 = 4``, ``n2 = 2 n1``). Larger ``n1`` looks at a larger scale and averages out
-    noise. The multiscale curve (``n1 = 1, 2, 4, ...`` with ``n2 = 2 n1 <= k``) is in
+    (default ``n1 = 1``, ``n2 = 2 n1``: the TwoNN likelihood, as the anchors' GRIDE). Larger
+    ``n1`` looks at a larger scale and averages out noise, but on reference data it reads lower
+    at every ID >= 5 (n = 2500, balls/cubes/spheres/Gaussians: -7 % at ID 10 and -18 % at 20
+    for ``n1 = 1``, -11 % and -23 % for ``n1 = 4``; ``docs/dimension.md``), so the smallest
+    scale is the default; raise ``n1`` on noisy data, guided by the curve. The multiscale curve (``n1 = 1, 2, 4, ...`` with ``n2 = 2 n1 <= k``) is in
     ``diagnostics`` (``curve_rank``, ``curve_id``, ``curve_stderr``, ``curve_scale`` = median
     ``r_{n2}``): a plateau is the scale range where the ID is well defined. Uncertainty: the
-    analytic (observed Fisher information) standard error.
+    analytic (observed Fisher information) standard error. Cost: the neighbour table (``k``
+    columns) plus ``O(n log k)`` Newton work.
     """
     fn = "gride"
     X = _check_X(X, fn, 4)
@@ -431,12 +368,6 @@ def gride(X: ArrayLike, *, n1: int = 4, n2: int | None = None, k: int = 32,
                       scale=float(np.median(L[:, n2 - 1])), rank=n2)
 
 
-def _z(ci_level: float) -> float:
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(0.5 + ci_level / 2)
-
-
 # ============================================================================ correlation dim
 
 
@@ -453,6 +384,7 @@ def correlation_dimension(X: ArrayLike, *, k1: int = 5, k2: int = 20, n_radii: i
     counted blockwise (no ``n x n`` matrix) on at most ``max_samples`` rows drawn with ``seed``.
     Uncertainty: the least-squares standard error of the slope (a lower bound: pairs are not
     independent). ``duplicates="weight"`` is not available (pair counts are unweighted).
+    Cost: the neighbour table plus ``O(m^2 d)`` pair counting on ``m = min(n, max_samples)`` rows.
     """
     from repscope.neighbors import count_pairs_within
 
@@ -520,6 +452,10 @@ def _invert(curve: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.interp(s, curve, dims)
 
 
+#: ESS caps: its calibration costs ~ n_sim (k+1)^2 max_dim (k = 20: 20 s, k = 100: 5 min, 0.8 GB)
+ESS_MAX_K, ESS_MAX_DIM, ESS_MAX_SIM, ESS_MAX_WORK = 64, 256, 20_000, 6e8
+
+
 @register("ess", **_DIM, min_samples=4)
 def ess(X: ArrayLike, *, k: int = 20, max_dim: int = 64, n_sim: int = 2000, seed: int = 0,
         metric: str = "euclidean", duplicates: str = "drop", n_boot: int = 200,
@@ -541,12 +477,23 @@ def ess(X: ArrayLike, *, k: int = 20, max_dim: int = 64, n_sim: int = 2000, seed
     on curved manifolds, e.g. ``1 + 0.65 * pi * k / n`` on a circle and ~1.3 on the suite's
     1-D curves at n = 1000, k = 20; the excess vanishes as ``k / n`` shrinks
     (``docs/dimension.md``, "ESS on curves").
+
+    Cost: the neighbour table, ``O(n k^2 d)`` for the statistic, and once per
+    ``(k, max_dim, n_sim, seed)`` in a process the reference curve, ``~ n_sim (k+1)^2 m``
+    multiply-adds up to the dimension ``m`` needed (about 20 s at the defaults up to m = 64, one
+    core). Caps: ``k <= 64``, ``max_dim <= 256``, ``n_sim <= 20000`` and
+    ``n_sim (k+1)^2 max_dim <= 6e8``.
     """
     fn = "ess"
     X = _check_X(X, fn, 4)
     k = _k(k, "k", fn, X.shape[0], low=2)
+    _cap(k, "k", fn, ESS_MAX_K, "calibration cost grows as n_sim k^2 max_dim")
     max_dim = check_int(max_dim, "max_dim", fn, low=2)
+    _cap(max_dim, "max_dim", fn, ESS_MAX_DIM, "calibration cost grows as max_dim")
     n_sim = check_int(n_sim, "n_sim", fn, low=10)
+    _cap(n_sim, "n_sim", fn, min(ESS_MAX_SIM, int(ESS_MAX_WORK // ((k + 1) ** 2 * max_dim))),
+         f"calibration work n_sim (k+1)^2 max_dim <= {ESS_MAX_WORK:.0e} at k={k}, "
+         f"max_dim={max_dim}; and <= {ESS_MAX_SIM}")
     n_boot = check_int(n_boot, "n_boot", fn, low=0)
     ci_level = _ci_level(ci_level, fn)
     t = _table(X, k, fn, metric=metric, duplicates=duplicates, neighbors=neighbors, device=device)
@@ -581,44 +528,7 @@ def _ess_curve(k: int, max_dim: int, n_sim: int, seed: int, stat: float) -> np.n
         m = min(2 * m, max_dim)
 
 
-def _unit_rows(X: ArrayLike) -> Any:
-    if isinstance(X, torch.Tensor):
-        return X / torch.linalg.vector_norm(X, dim=1, keepdim=True)
-    return X / np.linalg.norm(X, axis=1, keepdims=True)
-
-
 # ============================================================================ local ID
-
-
-def _local_result(fn, local_kept, t, ok, summary, n_boot, seed, ci_level, params, rank, scale):
-    vals, w = local_kept[ok], t.weights[ok]
-    full = np.full(local_kept.shape, np.nan)
-    full[ok] = vals
-    per_input = _expand(full, t)  # (n_input,)
-
-    def stat(i: np.ndarray) -> float:
-        if summary == "mean":
-            return _wmean(vals[i], w[i])
-        return _wquantile(vals[i], w[i], 0.5)
-
-    se, ci = _boot(stat, vals.size, n_boot, seed, ci_level)
-    qs = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
-    diag = {"local": per_input, "quantile_levels": qs,
-            "quantiles": np.array([_wquantile(vals, w, q) for q in qs]),
-            "mean": _wmean(vals, w), "median": _wquantile(vals, w, 0.5), **_dup_diag(t)}
-    params = {**params, "summary": summary, "n_boot": n_boot, "seed": seed, "ci_level": ci_level,
-              "uncertainty": "bootstrap" if n_boot else "none"}
-    return IDEstimate(fn, stat(np.arange(vals.size)), int(ok.sum()), se, ci, params, diag,
-                      scale=scale, rank=rank)
-
-
-def _wquantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
-    """Weighted quantile, inverted-CDF definition (smallest v with cumulative weight >= q)."""
-    if w[0] == 1 and (w == 1).all():
-        return float(np.quantile(v, q, method="inverted_cdf"))  # O(n) partition
-    order = np.argsort(v, kind="stable")
-    cw = np.cumsum(w[order])
-    return float(v[order][np.searchsorted(cw, q * cw[-1] - 1e-12)])
 
 
 @register("local_mle", **_LOCAL, min_samples=4, default_panel=True)
@@ -632,7 +542,7 @@ def local_mle(X: ArrayLike, *, k: int = 20, unbiased: bool = True, summary: str 
     Levina and Bickel 2004). ``diagnostics["local"]`` holds one value per input row (duplicates
     share their representative's value), with quantiles, mean and median; the value is the
     ``summary`` (median by default: local estimates are right-skewed). Uncertainty: bootstrap
-    over points of the summary.
+    over points of the summary. Cost: the neighbour table (``k`` columns) plus ``O(n k)``.
     """
     fn = "local_mle"
     X = _check_X(X, fn, 4)
@@ -662,7 +572,7 @@ def local_twonn(X: ArrayLike, *, k: int = 20, summary: str = "median", metric: s
     ``d(x) = (k - 1) / sum_{j in S} log(r2_j / r1_j)`` (the unbiased TwoNN MLE, Facco et al.
     2017, restricted to the neighbourhood, as in DADApy's local estimates). Less sensitive to
     the density than the distance-based local MLE, noisier at small ``k``. ``diagnostics``
-    as for ``local_mle``.
+    as for ``local_mle``. Cost: the neighbour table (``k - 1`` columns) plus ``O(n k)``.
     """
     fn = "local_twonn"
     X = _check_X(X, fn, 4)
