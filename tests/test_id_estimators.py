@@ -4,6 +4,7 @@ definitions on small data (full distance matrices, numerical integration, brute 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -277,3 +278,49 @@ def test_bad_arrays(name):
         fn(bad)
     with pytest.raises(ValueError, match="constant data"):
         fn(np.ones((60, 3)))
+
+
+# ----------------------------------------------------------------------------- decisions on evidence
+
+
+def test_gride_default_scale_is_the_least_biased_on_reference_data():
+    """docs/dimension.md: on uniform balls, cubes and Gaussians GRIDE reads lower at larger n1,
+    so n1 = 1 (the anchors' choice) is the default."""
+    from repscope.measures._id_calibration import reference_sample
+
+    for fam in ("ball", "cube", "gaussian"):
+        Y = reference_sample(fam, 1500, 10, np.random.default_rng([7, len(fam)]))
+        nb = knn(Y, 32)
+        g1, g4 = (D.gride(Y, n1=n1, neighbors=nb).value for n1 in (1, 4))
+        assert D.gride(Y, neighbors=nb).params["n1"] == 1
+        assert g4 < g1 < 10.5, (fam, g1, g4)
+
+
+def test_pca_reads_one_on_the_paraboloids_because_one_coordinate_dominates():
+    X, _ = M.paraboloid(1000, 9, seed=0)
+    est = D.pca(X, n_boot=0)
+    assert est.value == 1 and est.diagnostics["explained_variance_ratio"][0] > 0.95
+    Z = (X - X.mean(0)) / X.std(0)  # standardised: every coordinate counts
+    assert D.pca(Z, n_boot=0).value > 5
+
+
+def test_pca_noise_on_isotropic_data_reads_zero_and_says_why():
+    X, _ = M.sphere(2000, 10, seed=0)  # round: all 11 covariance eigenvalues equal
+    with pytest.warns(RuntimeWarning, match=r"pca_noise: no eigenvalue stands above the "
+                                            r"Marchenko-Pastur edge .* not dimension 0"):
+        assert D.pca_noise(X, n_boot=0).value == 0
+    assert D.participation_ratio(X, n_boot=0).value > 10
+
+
+def test_every_id_result_says_what_its_interval_covers():
+    from repscope import registry
+
+    X = M.sphere(200, 2, seed=1).X
+    for spec in registry.specs():  # intrinsic_dimension: tests/test_id_recommended.py
+        if spec.family not in ("dimension", "local_dimension") or spec.name == "intrinsic_dimension":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = spec.fn(X)
+        want = "none" if est.ci is None and est.stderr is None else "sampling"
+        assert est.params["interval"] == want, spec.name

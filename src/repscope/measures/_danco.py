@@ -126,20 +126,29 @@ def kl_von_mises(nu1: float, tau1: float, nu2: float, tau2: float) -> float:
 
 def danco_reference(n: int, k: int, max_dim: int, seed: int) -> dict[str, np.ndarray]:
     """``d_ML``, ``nu``, ``tau`` on ``n`` points uniform in the unit ``m``-ball, ``m = 1..max_dim``
-    (statistics over ``min(n, 2500)`` query points; seeded per ``m``; cached on disk)."""
+    (statistics over ``min(n, 2500)`` query points; seeded per ``m``; cached on disk in blocks
+    of :data:`_BLOCK` dimensions, so calls with different ``max_dim`` share them)."""
+    q = min(n, MAX_QUERIES)
 
-    def compute() -> dict[str, np.ndarray]:
-        out = np.empty((max_dim, 3))
-        for m in range(1, max_dim + 1):
+    def block(lo: int) -> dict[str, np.ndarray]:
+        out = np.empty((_BLOCK, 3))
+        for m in range(lo, lo + _BLOCK):
             rng = np.random.default_rng([seed, m])
             Y = reference_sample("ball", n, m, rng)
-            q = np.sort(rng.choice(n, min(n, MAX_QUERIES), replace=False))
-            idx, dist = query_neighbors(Y, q, k + 1)
-            out[m - 1] = _statistics(torch.from_numpy(Y), q, idx, dist, k, np.ones(q.size))
-        return {"d_ml": out[:, 0], "nu": out[:, 1], "tau": out[:, 2]}
+            rows = np.sort(rng.choice(n, q, replace=False))
+            idx, dist = query_neighbors(Y, rows, k + 1)
+            out[m - lo] = _statistics(torch.from_numpy(Y), rows, idx, dist, k, np.ones(q))
+        return {"stats": out}
 
-    return cached("danco", {"n": n, "k": k, "max_dim": max_dim, "seed": seed,
-                            "n_queries": min(n, MAX_QUERIES)}, compute)
+    parts = [cached("danco", {"n": n, "k": k, "seed": seed, "n_queries": q,
+                              "dims": [lo, lo + _BLOCK - 1]}, lambda lo=lo: block(lo))["stats"]
+             for lo in range(1, max_dim + 1, _BLOCK)]
+    stats = np.concatenate(parts)[:max_dim]
+    stats.setflags(write=False)
+    return {"d_ml": stats[:, 0], "nu": stats[:, 1], "tau": stats[:, 2]}
+
+
+_BLOCK = 16
 
 
 def _statistics(rows: torch.Tensor, q: np.ndarray, idx: np.ndarray, lengths: np.ndarray,
