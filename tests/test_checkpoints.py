@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from repscope.analysis.checkpoints import (
+from repscope.capture.checkpoints import (
     Checkpoint,
     discover_checkpoints,
     load_checkpoint,
@@ -163,8 +163,8 @@ def test_capture_checkpoints_of_the_default_model(tmp_path):
     base model) and perturbed weights (activations differ); one store per checkpoint."""
     import numpy as np
 
-    from repscope.analysis.checkpoints import capture_checkpoints, checkpoint_digest
     from repscope.capture import CaptureConfig, run_capture
+    from repscope.capture.checkpoints import capture_checkpoints, checkpoint_digest
     from repscope.data.models import load_model
 
     loaded = load_model("minilm")

@@ -150,3 +150,39 @@ def test_duplicate_fraction_is_one_number_everywhere():
     with warnings.catch_warnings():  # below 1 %: quiet
         warnings.simplefilter("error")
         D.mle(np.vstack([X, X[:5]]), n_boot=0)
+
+
+@pytest.mark.slow
+def test_minilm_layers_show_the_panel_disagreement_in_the_interval_and_verdict():
+    """Mean-pooled MiniLM layers (the issue: ESS reads ~2x what TwoNN/MLE read, each with a
+    narrow interval): intrinsic_dimension's interval spans the panel and the verdict says why."""
+    from repscope.data.corpus import load_corpus
+    from repscope.data.models import load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, tok, *_ = load_model("minilm")
+        paragraphs = [p.strip() for d in load_corpus().documents for p in d.split("\n\n")
+                      if len(p.strip()) > 40]
+        docs = list(dict.fromkeys(paragraphs))[:N]  # distinct texts
+        pooled = [[] for _ in range(7)]
+        with torch.no_grad():
+            for i in range(0, N, 50):
+                b = tok(docs[i:i + 50], padding=True, truncation=True, max_length=48,
+                        return_tensors="pt")
+                hidden = model(**b, output_hidden_states=True).hidden_states
+                mask = b["attention_mask"][..., None].float()
+                for j, h in enumerate(hidden):
+                    pooled[j].append(((h * mask).sum(1) / mask.sum(1)).numpy())
+    finally:
+        torch.set_num_threads(threads)
+    for j in (2, 4, 6):
+        X = np.concatenate(pooled[j]).astype(np.float64)  # (300, 384)
+        r = intrinsic_dimension(X)
+        panel = np.array(list(r.diagnostics["panel"].values()))
+        sampling_only = D.twonn(X, fit="mle").ci
+        assert r.diagnostics["sd_disagreement"] > 2 * r.diagnostics["sd_sampling"], j
+        assert r.ci[1] - r.ci[0] > 3 * (sampling_only[1] - sampling_only[0]), j
+        assert r.ci[0] <= np.median(panel) <= r.ci[1], j
+        assert any(v.startswith("kNN estimators disagree") for v in r.diagnostics["verdict"]), j

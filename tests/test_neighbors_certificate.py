@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import repscope.neighbors as neighbors
+import repscope.neighbors.fallbacks as fallbacks
+import repscope.neighbors.prepare as prepare
 from repscope.neighbors import knn
 
 
@@ -72,13 +73,13 @@ def test_degenerate_cosine_is_exact_through_the_direct_fallback(collinear):
 
 def test_without_the_certificate_the_float32_candidates_are_wrong(collinear, clusters, monkeypatch):
     """What the certificate guards against: accepting every float32 candidate list."""
-    certify = neighbors._certify
+    certify = fallbacks._certify  # the brute search's certificate
 
     def accept_all(L, q, cand, vals, k, rho_max, rel):
         ok, _ = certify(L, q, cand, vals, k, rho_max, rel)
         return np.ones_like(ok), cand
 
-    monkeypatch.setattr(neighbors, "_certify", accept_all)
+    monkeypatch.setattr(fallbacks, "_certify", accept_all)
     for X, metric in [(collinear, "cosine"), (clusters, "euclidean")]:
         nb = knn(X, 6, metric=metric, duplicates="keep", strategy="brute")
         idx, _ = _reference(X, 6, metric)
@@ -187,7 +188,7 @@ def test_local_recentring_settles_collinear_rows(collinear, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the direct last resort ran")
 
-    monkeypatch.setattr(neighbors, "_pruned_rerank", refuse)
+    monkeypatch.setattr(fallbacks, "_pruned_rerank", refuse)
     nb = knn(collinear, 6, metric="cosine", duplicates="keep", strategy="brute")
     assert nb.direct_fraction > 0.5
     _assert_exact(nb, collinear, "cosine")
@@ -196,8 +197,8 @@ def test_local_recentring_settles_collinear_rows(collinear, monkeypatch):
 def test_direct_fallback_in_pieces(collinear, monkeypatch):
     """Without the local search (groups too large for its memory cap), the rows that the
     float64 bounds cannot exclude are re-ranked directly, in pieces of 40 rows."""
-    monkeypatch.setattr(neighbors, "_LOCAL_MAX_BYTES", 0)
-    monkeypatch.setattr(neighbors, "_RERANK_PIECE", 40 * collinear.shape[1])
+    monkeypatch.setattr(fallbacks, "_LOCAL_MAX_BYTES", 0)
+    monkeypatch.setattr(fallbacks, "_RERANK_PIECE", 40 * collinear.shape[1])
     nb = knn(collinear, 6, metric="cosine", duplicates="keep", strategy="brute")
     assert nb.direct_fraction > 0.5
     _assert_exact(nb, collinear, "cosine")
@@ -239,7 +240,7 @@ def test_nested_clusters_at_random_scales_are_never_wrong():
 def test_accelerator_code_path_on_cpu(collinear, clusters, monkeypatch, metric):
     X = torch.from_numpy(collinear if metric == "cosine" else clusters)
     host = knn(X, 6, metric=metric, duplicates="keep", strategy="brute")
-    monkeypatch.setattr(neighbors, "_NUMPY_ON_CPU", False)
+    monkeypatch.setattr(prepare, "_NUMPY_ON_CPU", False)
     got = knn(X, 6, metric=metric, duplicates="keep", strategy="brute")
     np.testing.assert_array_equal(got.indices, host.indices)
     np.testing.assert_allclose(got.distances, host.distances, rtol=1e-12)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import repscope.neighbors as neighbors
+import repscope.neighbors.certificate as certificate
+import repscope.neighbors.lowrank as lowrank
+import repscope.neighbors.prepare as prepare
 from repscope.neighbors import knn
 from test_neighbors import _naive
 
@@ -52,7 +54,7 @@ def test_fallback_rows_are_searched_again_and_exact(monkeypatch, metric):
     """Noise comparable to the neighbour gaps: some rows fail the certificate (their bounds
     overlap) and are searched by brute force; the table is still the brute one."""
     # keep r small despite the noise (5 for Euclidean; the unit rows need more directions)
-    monkeypatch.setattr(neighbors, "_LOWRANK_TAIL", 0.05 if metric == "euclidean" else 0.005)
+    monkeypatch.setattr(lowrank, "_LOWRANK_TAIL", 0.05 if metric == "euclidean" else 0.005)
     X = _low_rank(1500, 100, 5, seed=2, noise=0.2)
     low = knn(X, 10, metric=metric, strategy="lowrank", memory_budget=2**20)  # several blocks
     assert low.strategy == "lowrank" and 5 <= low.rank <= 30
@@ -63,7 +65,7 @@ def test_fallback_rows_are_searched_again_and_exact(monkeypatch, metric):
 
 
 def test_auto_switches_to_brute_when_the_probe_fails(monkeypatch):
-    monkeypatch.setattr(neighbors, "_LOWRANK_TAIL", 0.05)
+    monkeypatch.setattr(lowrank, "_LOWRANK_TAIL", 0.05)
     X = _low_rank(1500, 100, 5, seed=2, noise=0.5)  # bounds far too wide: almost no row certifies
     auto = knn(X, 10)
     assert auto.strategy == "lowrank" and auto.fallback_fraction > 0.9
@@ -146,7 +148,7 @@ def test_accelerator_code_path_on_cpu(X5, monkeypatch, metric):
     numpy path up to the summation order of the distances."""
     X = torch.from_numpy(X5[:400].astype(np.float32))
     host = knn(X, 7, metric=metric, strategy="brute")
-    monkeypatch.setattr(neighbors, "_NUMPY_ON_CPU", False)
+    monkeypatch.setattr(prepare, "_NUMPY_ON_CPU", False)
     got = knn(X, 7, metric=metric)
     assert got.strategy == "lowrank" and got.fallback_fraction == 0.0
     _same(got, knn(X, 7, metric=metric, strategy="brute"))
@@ -168,7 +170,8 @@ def test_reduced_precision_products_widen_the_margins(X5, monkeypatch):
         assert _unit_roundoff(torch.float32, cpu) == 2.0**-11
     finally:
         torch.set_float32_matmul_precision(before)
-    monkeypatch.setattr(neighbors, "_unit_roundoff", lambda dtype, device: 2.0**-8)
+    for module in (certificate, lowrank):  # the brute and the projected margins
+        monkeypatch.setattr(module, "_unit_roundoff", lambda dtype, device: 2.0**-8)
     X = X5[:600] + 1e-3 * np.random.default_rng(6).standard_normal((600, 100))
     low = knn(X, 9, strategy="lowrank")
     _same(low, knn(X, 9, strategy="brute"))

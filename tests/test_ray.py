@@ -83,10 +83,11 @@ def ray_cluster():
         # can connect to it as a second driver
         os.environ["RAY_AUTH_MODE"] = "disabled"
         # the workers import this module's task functions by name, as they would a user's
-        # installed package
-        tests_dir = str(Path(__file__).resolve().parent)
+        # installed package (and the driver's own PYTHONPATH, which the env var would hide)
+        path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent),
+                                             os.environ.get("PYTHONPATH")]))
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
-                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": tests_dir}})
+                 log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()

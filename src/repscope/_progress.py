@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["rich_progress"]
+__all__ = ["ProgressBar", "rich_progress"]
 
 
 def rich_progress(label: str, *fields: str, console: Any = None) -> Any:
@@ -27,3 +27,47 @@ def rich_progress(label: str, *fields: str, console: Any = None) -> Any:
         TimeElapsedColumn(), TimeRemainingColumn(),
         console=console if console is not None else Console(stderr=True), transient=False,
     )
+
+
+class ProgressBar:
+    """The :func:`rich_progress` layout over one task, as a context manager; a no-op when
+    ``enabled`` is False (rich is then not even imported).
+
+    ``label`` and ``fields`` are the column templates of :func:`rich_progress`; ``description``,
+    ``completed`` and ``values`` (the initial ``task.fields``) start the task. Inside the block,
+    :meth:`update` takes ``rich.progress.Progress.update``'s keywords (``advance=``,
+    ``completed=``, ``description=``, field values)::
+
+        with ProgressBar(len(items), "{task.description}", "{task.fields[rate]}",
+                         description="capture", enabled=progress, rate="") as bar:
+            for item in items:
+                ...
+                bar.update(advance=1, rate=f"{speed:,.0f} tok/s")
+    """
+
+    def __init__(self, total: int, label: str = "{task.description}", *fields: str,
+                 description: str = "", completed: int = 0, enabled: bool = True,
+                 console: Any = None, **values: Any) -> None:
+        self.total, self.label, self.fields = total, label, fields
+        self.description, self.completed, self.values = description, completed, values
+        self.enabled, self.console = enabled, console
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        if self.enabled:
+            self._bar = rich_progress(self.label, *self.fields, console=self.console)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total,
+                                            completed=self.completed, **self.values)
+        return self
+
+    def update(self, **changes: Any) -> None:
+        """Update the task (no-op when disabled)."""
+        if self._bar is not None:
+            self._bar.update(self._task, **changes)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -18,7 +18,7 @@ _EXPORTS = {
     "load_runs": "repscope.analysis.db",
     "export_results": "repscope.analysis.db",
     "make_executor": "repscope.analysis.executors",
-    "discover_checkpoints": "repscope.analysis.checkpoints",
+    "discover_checkpoints": "repscope.capture.checkpoints",
 }
 __all__ = sorted(_EXPORTS)
 

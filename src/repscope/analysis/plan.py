@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from repscope.analysis.executors import executor_option_problem
+
 __all__ = [
     "AnalyzeConfig",
     "Item",
@@ -428,24 +430,18 @@ def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[s
             raise PlanError(f"The '{name}' option must be an int >= {low} or None. Got {value!r}.")
     if cfg.max_length < 2:
         raise PlanError(f"The 'max_length' option must be an int >= 2. Got {cfg.max_length!r}.")
-    if cfg.executor == "local" and cfg.workers not in (None, 1):
-        raise PlanError(f"The 'workers' option needs executor 'process' or 'ray'; the local "
-                        f"executor runs one task at a time. Got workers={cfg.workers}.")
-    if cfg.address is not None and cfg.executor != "ray":
-        raise PlanError(f"The 'address' option needs executor 'ray'. Got address={cfg.address!r} "
-                        f"with executor {cfg.executor!r}.")
+    problem = executor_option_problem(cfg.executor, workers=cfg.workers, address=cfg.address,
+                                      timeout=cfg.task_timeout)
+    if problem is not None:
+        raise PlanError(problem.config_message("task_timeout" if problem.name == "timeout"
+                                               else problem.name))
     if cfg.permutations < 0:
         raise PlanError(f"The 'permutations' option must be an int >= 0. Got {cfg.permutations!r}.")
     if cfg.retries < 0:
         raise PlanError(f"The 'retries' option must be an int >= 0. Got {cfg.retries!r}.")
-    if cfg.task_timeout is not None:
-        if not cfg.task_timeout > 0:
-            raise PlanError(f"The 'task_timeout' option must be a number of seconds > 0. "
-                            f"Got {cfg.task_timeout!r}.")
-        if cfg.executor == "local":
-            raise PlanError("The 'task_timeout' option needs executor 'process' or 'ray': the "
-                            "local executor runs tasks in this process and cannot stop one. "
-                            f"Got task_timeout={cfg.task_timeout!r} with executor 'local'.")
+    if cfg.task_timeout is not None and not cfg.task_timeout > 0:
+        raise PlanError(f"The 'task_timeout' option must be a number of seconds > 0. "
+                        f"Got {cfg.task_timeout!r}.")
     dry_n = min(cfg.max_rows or 256, 256)
     return resolve_measures(cfg.measures, labels=cfg.labels, pairs=cfg.pairs, seed=cfg.seed,
                             device=cfg.device, dry_run_rows=dry_n)
@@ -512,7 +508,7 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
               checkpoint: Any = None) -> Plan:
     """Expand ``cfg`` over an open store into tasks (one per layer, one per layer pair).
 
-    ``checkpoint`` (a :class:`~repscope.analysis.checkpoints.Checkpoint`) marks the store as
+    ``checkpoint`` (a :class:`~repscope.capture.checkpoints.Checkpoint`) marks the store as
     one checkpoint of a sweep: its name and step go into ``source`` and into every result key.
     When every row is selected and the store has more than ``cfg.stream_rows`` rows, the
     streamable single measures of each layer form a ``'stream'`` task (map over row ranges +

@@ -36,8 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from repscope._progress import ProgressBar
 from repscope._version import __version__
 from repscope.analysis.db import ResultsDB
+from repscope.analysis.executors import make_executor
 from repscope.analysis.plan import (
     AnalyzeConfig,
     Item,
@@ -47,6 +49,7 @@ from repscope.analysis.plan import (
     check_config,
     make_plan,
 )
+from repscope.analysis.sweep import Source, checkpoint_sources, sweep_summary
 from repscope.results import Estimate
 
 __all__ = ["AnalysisRun", "TaskResult", "analyze", "run_task"]
@@ -266,8 +269,6 @@ def _execute(cfg: AnalyzeConfig, tasks: list[Task]) -> Iterator[tuple[Task, list
 
     Stream tasks run after the others, each as map over its row ranges + ordered merge.
     """
-    from repscope.analysis.executors import make_executor
-
     by_key = {t.key: t for t in tasks}
     batch = [t for t in tasks if t.kind != "stream"]
     with make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address) as ex:
@@ -330,8 +331,6 @@ def _store_class() -> Any:
 
 def _sources(cfg: AnalyzeConfig, progress: bool) -> list[Any]:
     """The stores to analyse: one per checkpoint in a sweep, else the store or a capture."""
-    from repscope.analysis.sweep import Source, checkpoint_sources
-
     if cfg.checkpoints is not None:
         return checkpoint_sources(cfg, progress=progress)
     store, path = _open_or_capture(cfg, progress)
@@ -445,7 +444,6 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
         import json
 
         from repscope._io import atomic_write_text
-        from repscope.analysis.sweep import sweep_summary
 
         plan_dict = sweep_summary(plans)
         atomic_write_text(plan_path, json.dumps(plan_dict, indent=2, default=str))
@@ -469,14 +467,15 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
     n_ok = n_failed = 0
     status = "failed"
     try:
-        with _progress_bar(progress, console, n_todo) as advance:
+        with ProgressBar(n_todo, "[bold]measures[/] {task.description}", enabled=progress,
+                         console=console) as bar:
             for task, rows in _execute(cfg, pending):
                 complete = completers[task.key]  # pending tasks keep their plan key
                 rows = [complete(r) for r in rows]
                 db.write_results(rows)
                 n_ok += sum(r["status"] == "ok" for r in rows)
                 n_failed += sum(r["status"] != "ok" for r in rows)
-                advance(len(rows), task.label)
+                bar.update(advance=len(rows), description=task.label)
         status = "done"
     finally:
         db.finish_run(run_id, status=status, n_done=n_ok, n_failed=n_failed, finished_at=_now())
@@ -504,24 +503,3 @@ def _say(progress: bool, console: Any, message: str) -> None:
 
         (console or Console(stderr=True)).print(message)
 
-
-class _progress_bar:
-    """A rich progress bar over results (or a no-op), as a context manager yielding advance()."""
-
-    def __init__(self, enabled: bool, console: Any, total: int) -> None:
-        self.enabled, self.console, self.total = enabled, console, total
-        self.bar: Any = None
-
-    def __enter__(self) -> Callable[[int, str], None]:
-        if not self.enabled:
-            return lambda n, what: None
-        from repscope._progress import rich_progress
-
-        self.bar = rich_progress("[bold]measures[/] {task.description}", console=self.console)
-        self.bar.start()
-        tid = self.bar.add_task("", total=self.total)
-        return lambda n, what: self.bar.update(tid, advance=n, description=what)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.stop()

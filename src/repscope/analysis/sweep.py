@@ -3,11 +3,11 @@
 ``repscope analyze --model BASE --checkpoints DIR`` (``AnalyzeConfig.checkpoints``) turns
 "metrics over training" into a single plan:
 
-1. :func:`parse_checkpoints` + :func:`~repscope.analysis.checkpoints.discover_checkpoints`
+1. :func:`parse_checkpoints` + :func:`~repscope.capture.checkpoints.discover_checkpoints`
    find the checkpoints (a directory of state dicts, of Hugging Face checkpoint directories,
    a local HF cache entry, or a comma-separated list), ordered by training step;
 2. :func:`checkpoint_sources` captures each into its own store ``OUT/stores/<name>`` with
-   :func:`~repscope.analysis.checkpoints.capture_checkpoints` (the base model loaded once, each
+   :func:`~repscope.capture.checkpoints.capture_checkpoints` (the base model loaded once, each
    checkpoint's weights loaded into it; complete stores are reused, so a rerun captures
    nothing);
 3. :func:`~repscope.analysis.plan.make_plan` expands the same config over every store; every
@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repscope.capture.checkpoints import HF_WEIGHT_FILES, capture_checkpoints, discover_checkpoints
+from repscope.capture.run import CaptureConfig
+
 __all__ = ["Source", "checkpoint_sources", "parse_checkpoints", "sweep_summary"]
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,7 @@ class Source:
     "An open :class:`~repscope.capture.ActivationStore`."
     path: Path
     checkpoint: Any = None
-    "The :class:`~repscope.analysis.checkpoints.Checkpoint`, None outside a sweep."
+    "The :class:`~repscope.capture.checkpoints.Checkpoint`, None outside a sweep."
 
 
 def parse_checkpoints(text: str) -> str | list[str]:
@@ -48,8 +51,6 @@ def parse_checkpoints(text: str) -> str | list[str]:
     names those checkpoints; otherwise the text is a comma-separated list of checkpoint files
     or directories, kept in its order.
     """
-    from repscope.analysis.checkpoints import HF_WEIGHT_FILES
-
     text = str(text).strip()
     path = Path(text)
     if path.is_dir() and any((path / f).is_file() for f in HF_WEIGHT_FILES):
@@ -66,9 +67,6 @@ def checkpoint_sources(cfg: Any, *, progress: bool = False) -> list[Source]:
     are loaded into it strictly, so a checkpoint of another architecture fails with the list of
     mismatched names.
     """
-    from repscope.analysis.checkpoints import capture_checkpoints, discover_checkpoints
-    from repscope.capture import CaptureConfig
-
     ckpts = discover_checkpoints(parse_checkpoints(cfg.checkpoints))
     log.info("checkpoint sweep over %d checkpoints: %s", len(ckpts), [c.name for c in ckpts])
     stores_dir = Path(cfg.out) / "stores"

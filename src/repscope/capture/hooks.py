@@ -24,6 +24,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from repscope._names import natural_key
+
 __all__ = [
     "LayerNotFoundError",
     "StopForward",
@@ -43,11 +45,6 @@ class LayerNotFoundError(KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError would show the message in quotes
         return str(self.args[0]) if self.args else ""
-
-
-def natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key ordering ``layer.2`` before ``layer.10`` (numbers compared as numbers)."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
 def _is_pattern(name: str) -> bool:

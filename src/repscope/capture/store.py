@@ -30,19 +30,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from repscope.capture.writer import StoreWriter
-
-from repscope._version import __version__
+from repscope.capture.format import (
+    _SHARD_RE,
+    FORMAT_VERSION,
+    STORAGE_DTYPES,
+    StoreError,
+    read_manifest,
+)
+from repscope.capture.writer import StoreWriter
 
 __all__ = [
     "FORMAT_VERSION",
@@ -54,20 +57,7 @@ __all__ = [
 ]
 
 
-FORMAT_NAME = "repscope.activation_store"
-FORMAT_VERSION = 1
-#: storage dtype name -> numpy dtype of the bytes on disk
-STORAGE_DTYPES: dict[str, np.dtype[Any]] = {
-    "float32": np.dtype("<f4"),
-    "float16": np.dtype("<f2"),
-    "bfloat16": np.dtype("<u2"),  # the upper 16 bits of a float32
-}
 Verify = Literal["lazy", "full", "size"]
-_SHARD_RE = re.compile(r"^\d{6}$")
-
-
-class StoreError(Exception):
-    """An ActivationStore is missing, incomplete, corrupt, of a newer format, or different."""
 
 
 def _sha256_file(path: Path) -> str:
@@ -167,13 +157,12 @@ class ActivationStore:
                ) -> StoreWriter:
         """Create a store, or resume writing the store of the same identity at ``path``.
 
-        See :class:`StoreWriter` for the arguments and the resume protocol.
+        See :class:`StoreWriter` for the arguments and the resume protocol; its
+        :meth:`~StoreWriter.finish` returns the finished store opened with :meth:`open`.
         """
-        from repscope.capture.writer import StoreWriter
-
         return StoreWriter(Path(path), layers=layers, dtype=dtype, shard_rows=shard_rows,
                            meta_columns=meta_columns, identity=identity, info=info,
-                           documents=documents, vocab=vocab)
+                           documents=documents, vocab=vocab, opener=ActivationStore.open)
 
     # -- description -----------------------------------------------------------------
 
@@ -457,28 +446,6 @@ class ActivationStore:
                       for j, tok in enumerate(toks) if keep[j]]
             out.append(" ".join(pieces))
         return out
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """Load and check ``manifest.json`` (format name and version)."""
-    file = Path(path) / "manifest.json"
-    if not Path(path).is_dir():
-        raise StoreError(f"Store {str(path)!r} does not exist (no such directory).")
-    if not file.is_file():
-        raise StoreError(f"{str(path)!r} is not an ActivationStore: it has no manifest.json.")
-    try:
-        manifest = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"Manifest {str(file)!r} is not valid JSON: {exc}.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise StoreError(f"Manifest {str(file)!r} does not describe a {FORMAT_NAME}.")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise StoreError(
-            f"Store {str(path)!r} has format version {version!r}, newer than the version "
-            f"{FORMAT_VERSION} this repscope {__version__} reads. Upgrade repscope to open it."
-        )
-    return manifest
 
 
 def _list_shard_dirs(path: Path) -> list[int]:

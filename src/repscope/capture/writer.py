@@ -17,7 +17,7 @@ import queue
 import re
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,11 @@ import numpy as np
 
 from repscope._io import atomic_write_text, fsync_dir
 from repscope._version import __version__
-from repscope.capture.store import (
+from repscope.capture.format import (
     _SHARD_RE,
     FORMAT_NAME,
     FORMAT_VERSION,
     STORAGE_DTYPES,
-    ActivationStore,
     StoreError,
     read_manifest,
 )
@@ -77,12 +76,16 @@ class StoreWriter:
             ``path`` with a different identity raises :class:`StoreError`.
         info: extra provenance for the manifest (model, data, pooling, config, ...).
         documents, vocab: saved beside the shards for :meth:`ActivationStore.metadata`.
+        opener: opens the finished store for :meth:`finish` to return
+            (:meth:`ActivationStore.create` passes :meth:`ActivationStore.open`, so the writer
+            does not import the reader that creates it).
     """
 
     def __init__(self, path: Path, *, layers: Mapping[str, int], dtype: str = "float32",
                  shard_rows: int = 8192, meta_columns: Mapping[str, str] | None = None,
                  identity: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
-                 documents: Sequence[str] | None = None, vocab: Sequence[str] | None = None) -> None:
+                 documents: Sequence[str] | None = None, vocab: Sequence[str] | None = None,
+                 opener: Callable[..., Any]) -> None:
         from repscope._validate import check_choice, check_int
 
         check_choice(dtype, "dtype", "ActivationStore.create", STORAGE_DTYPES)
@@ -90,6 +93,7 @@ class StoreWriter:
         if not layers:
             raise ValueError("ActivationStore.create needs at least one layer; got none.")
         self.path = path
+        self._opener = opener
         self.shard_rows = shard_rows
         self.dtype = dtype
         self._storage = STORAGE_DTYPES[dtype]
@@ -341,8 +345,9 @@ class StoreWriter:
 
     # -- finishing -------------------------------------------------------------------
 
-    def finish(self, extra: Mapping[str, Any] | None = None) -> ActivationStore:
-        """Write the remaining rows as a last shard, complete the manifest, return the store."""
+    def finish(self, extra: Mapping[str, Any] | None = None) -> Any:
+        """Write the remaining rows as a last shard, complete the manifest, return the store
+        (an :class:`~repscope.capture.store.ActivationStore`, opened with ``verify="size"``)."""
         if not self.complete:
             if self._pending_rows:
                 self._emit(self._pending_rows)
@@ -357,7 +362,7 @@ class StoreWriter:
             atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=2))
             self._manifest = manifest
         self.close()
-        return ActivationStore.open(self.path, verify="size")
+        return self._opener(self.path, verify="size")
 
     def close(self) -> None:
         """Wait for queued shards and release the store lock (no manifest update)."""

@@ -26,7 +26,7 @@ benchmark's answers):
    ``value +- z sqrt(s^2 + f^2 + g^2)`` with ``s`` and ``f`` the TwoNN's ``sd_sampling`` and
    ``sd_family``, and ``g`` the root-mean-square difference between the other six calibrated
    readings and the estimate: what larger neighbourhoods and angles say beyond it (curvature,
-   non-uniform density, several scales).
+   non-uniform density, several scales). The lower end is at least 1 (IDs below 1 read as 1).
 6. **Verdict**: sentences for the report, from the same numbers (``diagnostics["verdict"]``).
 """
 
@@ -117,7 +117,7 @@ def combine(cal: dict[str, np.ndarray], ci_level: float) -> dict[str, Any]:
     g = float(np.sqrt(np.mean((v[1:] - value) ** 2)))  # how far the larger scales / angles read
     sd = max(math.sqrt(s * s + f * f + g * g), 1e-12)
     half = _z(ci_level) * sd
-    return {"value": value, "stderr": sd, "ci": (max(value - half, 0.0), value + half),
+    return {"value": value, "stderr": sd, "ci": (max(value - half, 1.0), value + half),
             "sd_sampling": s, "sd_family": f, "sd_disagreement": g}
 
 

@@ -30,6 +30,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from repscope._names import natural_key
+from repscope.capture.run import run_capture
+from repscope.data.models import load_model
+
 __all__ = ["Checkpoint", "CheckpointKind", "capture_checkpoints", "checkpoint_digest",
            "discover_checkpoints", "load_checkpoint", "load_state_dict"]
 
@@ -82,14 +86,9 @@ def parse_step(name: str) -> int | None:
     return int(numbers[-1]) if numbers else None
 
 
-def _natural_key(name: str) -> list[Any]:
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
-            for t in re.split(r"(\d+)", name) if t]
-
-
 def _order(ckpts: list[Checkpoint]) -> list[Checkpoint]:
     """By step, then naturally by name; checkpoints without a step come last."""
-    return sorted(ckpts, key=lambda c: (c.step is None, c.step or 0, _natural_key(c.name)))
+    return sorted(ckpts, key=lambda c: (c.step is None, c.step or 0, natural_key(c.name)))
 
 
 def _is_hf_dir(path: Path) -> bool:
@@ -343,9 +342,6 @@ def capture_checkpoints(
     ``"<model id>@<checkpoint name>"`` with the checkpoint's own weights hash. Every capture
     resumes like a single one: rerunning after a crash skips complete stores.
     """
-    from repscope.capture import run_capture
-    from repscope.data.models import load_model
-
     model, tokenizer, model_id, _ = load_model(cfg.model, device=cfg.device)
     stores = []
     for ckpt in checkpoints:
