@@ -257,6 +257,7 @@ def test_low_id_read_and_table_shared(name):
     ("danco", {"k": 31}, r"The 'k' parameter of danco must be <= 30 \(.*\). Got 31 instead."),
     ("danco", {"max_dim": 257}, r"The 'max_dim' parameter of danco must be <= 256 \(.*\). Got 257"),
     ("tle", {"k": 201}, r"The 'k' parameter of tle must be <= 200 \(.*\). Got 201 instead."),
+    ("correlation_dimension", {"max_samples": 60_000}, r"The 'max_samples' parameter of correlation_dimension must be <= 50000"),
     ("intrinsic_dimension", {"max_samples": 50_001}, r"The 'max_samples' parameter of intrinsic_dimension must be <= 50000"),
     ("mind_ml", {"variant": "ML"}, r"'variant' parameter of mind_ml must be one of \{'MLk', 'MLi'\}"),
     ("geomle", {"k1": 50}, r"The 'k1' parameter of geomle must be an int in \[4, k2=40\). Got 50"),

@@ -384,7 +384,8 @@ def correlation_dimension(X: ArrayLike, *, k1: int = 5, k2: int = 20, n_radii: i
     counted blockwise (no ``n x n`` matrix) on at most ``max_samples`` rows drawn with ``seed``.
     Uncertainty: the least-squares standard error of the slope (a lower bound: pairs are not
     independent). ``duplicates="weight"`` is not available (pair counts are unweighted).
-    Cost: the neighbour table plus ``O(m^2 d)`` pair counting on ``m = min(n, max_samples)`` rows.
+    Cost: the neighbour table plus ``O(m^2 d)`` pair counting on ``m = min(n, max_samples)`` rows;
+    ``max_samples <= 50000``.
     """
     from repscope.neighbors import count_pairs_within
 
@@ -395,6 +396,7 @@ def correlation_dimension(X: ArrayLike, *, k1: int = 5, k2: int = 20, n_radii: i
     k1 = check_int(k1, "k1", fn, low=1, high=k2, high_name="k2")
     n_radii = check_int(n_radii, "n_radii", fn, low=2)
     max_samples = check_int(max_samples, "max_samples", fn, low=k2 + 1)
+    _cap(max_samples, "max_samples", fn, 50_000, "pair counting costs max_samples^2 d")
     check_choice(duplicates, "duplicates", fn, ("drop", "raise", "keep"))
     rows = np.arange(n)
     if n > max_samples:
