@@ -42,6 +42,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPSCOPE_ESTIMATORS = ["intrinsic_dimension", "twonn", "mle", "gride", "ess", "danco", "mind_ml",
+                       "mind_kl",
                        "geomle", "tle", "mada", "local_mle", "local_twonn",
                        "correlation_dimension", "pca", "pca_noise", "participation_ratio"]
 QUICK = ["M1_sphere", "M5a_helix_1d", "M8_nonlinear", "M10b_hypercube", "Mn1_nonlinear",

@@ -1,4 +1,4 @@
-"""DANCo, MiND_ML, GeoMLE, TLE and MADA against independent computations of their papers'
+"""DANCo, MiND_ML, MiND_KL, GeoMLE, TLE and MADA against independent computations of their papers'
 definitions on small data (full distance matrices, numerical integration, brute force)."""
 
 from __future__ import annotations
@@ -162,6 +162,26 @@ def test_danco_reads_its_reference_dimension_and_caches_it():
     assert np.all(np.diff(a["tau"][1:]) > 0)  # angles concentrate as the dimension grows
 
 
+def test_mind_kl_is_the_argmin_of_the_nearest_neighbour_kl(small):
+    X, r, _ = small
+    k, max_dim = 8, 9
+    est = D.mind_kl(X, k=k, max_dim=max_dim)
+    rho = r[:, 0] / r[:, k]
+    ref = danco_reference(X.shape[0], k, max_dim, 0)["rho"]
+    kl = []
+    for m in range(max_dim):  # Wang-Kulkarni-Verdu, k = 1, by brute force
+        b = ref[m]
+        s = np.array([np.min(np.abs(np.delete(rho, i) - rho[i])) for i in range(rho.size)])
+        nu = np.array([np.min(np.abs(b - x)) for x in rho])
+        kl.append(np.mean(np.log(nu / s)) + math.log(b.size / (rho.size - 1)))
+    np.testing.assert_allclose(est.diagnostics["kl"], kl, rtol=1e-10)
+    assert est.value == 1 + int(np.argmin(kl))
+    from repscope.measures._id_calibration import reference_sample
+
+    Y = reference_sample("ball", 400, 6, np.random.default_rng(9))
+    assert abs(D.mind_kl(Y, max_dim=12).value - 6) <= 1
+
+
 # ----------------------------------------------------------------------------- GeoMLE
 
 
@@ -236,7 +256,7 @@ def test_mada_local_and_mean(small):
     assert D.mada(X, k=12, summary="median", n_boot=0).value == pytest.approx(np.median(ref), rel=1e-2)
 
 
-@pytest.mark.parametrize("name", ["mind_ml", "danco", "geomle", "tle", "mada"])
+@pytest.mark.parametrize("name", ["mind_ml", "mind_kl", "danco", "geomle", "tle", "mada"])
 def test_low_id_read_and_table_shared(name):
     X, d = M.swiss_roll(800, seed=3)
     nb = knn(X, 41)
@@ -269,7 +289,7 @@ def test_caps_and_parameter_errors_are_one_line(name, kw, msg):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["mind_ml", "danco", "geomle", "tle", "mada"])
+@pytest.mark.parametrize("name", ["mind_ml", "mind_kl", "danco", "geomle", "tle", "mada"])
 def test_bad_arrays(name):
     fn = getattr(D, name)
     X = M.sphere(60, 2, seed=0).X

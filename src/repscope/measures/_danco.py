@@ -19,6 +19,9 @@ The same three numbers are computed on ``n`` points uniform in the unit ``m``-ba
 minimises ``KL(g_{d_ML} || g_{d_ML(m)}) + KL(vM(nu, tau) || vM(nu(m), tau(m)))``: the exact
 Kullback-Leibler divergences between the MiND densities ``g(rho; k, d)`` and between von Mises
 densities (closed forms below).
+
+MiND_KL (Rozza et al. 2012), the calibrated member of the MiND family, lives here too: it
+compares the distribution of ``rho`` alone with that of the same reference balls.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ from repscope.measures._mind import mind_fit, mind_rho
 from repscope.neighbors import Neighbors
 from repscope.registry import register
 
-__all__ = ["a_inverse", "danco", "danco_reference", "kl_mind", "kl_von_mises", "neighbour_angles"]
+__all__ = ["a_inverse", "danco", "danco_reference", "kl_mind", "kl_von_mises", "kl_nn_1d",
+           "mind_kl", "neighbour_angles"]
 
 #: largest k (the closed-form KL sums binomial coefficients of k), and largest max_dim
 MAX_K = 30
@@ -127,25 +131,29 @@ def kl_von_mises(nu1: float, tau1: float, nu2: float, tau2: float) -> float:
 def danco_reference(n: int, k: int, max_dim: int, seed: int) -> dict[str, np.ndarray]:
     """``d_ML``, ``nu``, ``tau`` on ``n`` points uniform in the unit ``m``-ball, ``m = 1..max_dim``
     (statistics over ``min(n, 2500)`` query points; seeded per ``m``; cached on disk in blocks
-    of :data:`_BLOCK` dimensions, so calls with different ``max_dim`` share them)."""
+    of :data:`_BLOCK` dimensions, so calls with different ``max_dim`` share them), and the
+    query points' ``rho = r_1 / r_{k+1}`` (``(max_dim, n_queries)``, for MiND_KL)."""
     q = min(n, MAX_QUERIES)
 
     def block(lo: int) -> dict[str, np.ndarray]:
-        out = np.empty((_BLOCK, 3))
+        out, rho = np.empty((_BLOCK, 3)), np.empty((_BLOCK, q))
         for m in range(lo, lo + _BLOCK):
             rng = np.random.default_rng([seed, m])
             Y = reference_sample("ball", n, m, rng)
             rows = np.sort(rng.choice(n, q, replace=False))
             idx, dist = query_neighbors(Y, rows, k + 1)
             out[m - lo] = _statistics(torch.from_numpy(Y), rows, idx, dist, k, np.ones(q))
-        return {"stats": out}
+            rho[m - lo] = dist[:, 0] / dist[:, k]
+        return {"stats": out, "rho": rho}
 
     parts = [cached("danco", {"n": n, "k": k, "seed": seed, "n_queries": q,
-                              "dims": [lo, lo + _BLOCK - 1]}, lambda lo=lo: block(lo))["stats"]
-             for lo in range(1, max_dim + 1, _BLOCK)]
-    stats = np.concatenate(parts)[:max_dim]
+                              "dims": [lo, lo + _BLOCK - 1], "arrays": ["stats", "rho"]},
+                    lambda lo=lo: block(lo)) for lo in range(1, max_dim + 1, _BLOCK)]
+    stats = np.concatenate([p["stats"] for p in parts])[:max_dim]
+    rho = np.concatenate([p["rho"] for p in parts])[:max_dim]
     stats.setflags(write=False)
-    return {"d_ml": stats[:, 0], "nu": stats[:, 1], "tau": stats[:, 2]}
+    rho.setflags(write=False)
+    return {"d_ml": stats[:, 0], "nu": stats[:, 1], "tau": stats[:, 2], "rho": rho}
 
 
 _BLOCK = 16
@@ -245,4 +253,60 @@ def danco(X: ArrayLike, *, k: int = 10, max_dim: int | None = None, fractal: boo
     diag = {"d_ml": stats[0], "nu": stats[1], "tau": stats[2], "kl": kl,
             "kl_min": float(kl.min()), **_dup_diag(t)}
     return IDEstimate(fn, value, int(ok.sum()), se, ci, params, diag,
+                      scale=float(np.median(t.lengths[ok, k])), rank=k + 1)
+
+
+# ============================================================================ MiND_KL
+
+
+def kl_nn_1d(a: np.ndarray, b: np.ndarray) -> float:
+    """Nearest-neighbour estimate of ``KL(p_a || p_b)`` from samples ``a`` (N) and ``b`` (M) on
+    the line (Wang, Kulkarni and Verdu 2009, k = 1, dimension 1):
+    ``mean_i log(nu_i / s_i) + log(M / (N - 1))``, ``s_i`` the distance from ``a_i`` to the
+    nearest other ``a``, ``nu_i`` to the nearest ``b``. Points at distance 0 are left out."""
+    sa, sb = np.sort(a), np.sort(b)
+    gaps = np.diff(sa)
+    s = np.minimum(np.append(gaps, np.inf), np.insert(gaps, 0, np.inf))  # (N,) in sorted order
+    j = np.searchsorted(sb, sa)
+    left = np.abs(sa - sb[np.clip(j - 1, 0, sb.size - 1)])
+    right = np.abs(sb[np.clip(j, 0, sb.size - 1)] - sa)
+    nu = np.minimum(left, right)
+    ok = (s > 0) & (nu > 0)
+    return float(np.mean(np.log(nu[ok] / s[ok])) + math.log(b.size / (a.size - 1)))
+
+
+@register("mind_kl", **_DIM, min_samples=4)
+def mind_kl(X: ArrayLike, *, k: int = 10, max_dim: int | None = None, seed: int = 0,
+            metric: str = "euclidean", duplicates: str = "drop",
+            neighbors: Neighbors | None = None, device: Any = None) -> IDEstimate:
+    """MiND_KL (Rozza et al. 2012): the dimension ``m`` in ``1..max_dim`` whose uniform
+    ``m``-ball, sampled with the same ``n`` and ``k``, has the distribution of
+    ``rho = r_1 / r_{k+1}`` closest to the data's, in a nearest-neighbour estimate of the
+    Kullback-Leibler divergence (:func:`kl_nn_1d`).
+
+    The reference balls are DANCo's (seeded, cached; ``max_dim`` default: the number of columns,
+    at most 100). An integer; no uncertainty. Cost: the neighbour table (``k + 1`` columns),
+    ``O(n log n)`` per candidate dimension, and DANCo's calibration (shared with it).
+    """
+    fn = "mind_kl"
+    X = _check_X(X, fn, 4)
+    n, d_amb = X.shape
+    k = check_int(k, "k", fn, low=1, high=n - 1, high_name="n_samples - 1")
+    _cap(k, "k", fn, MAX_K, "as DANCo, whose reference it shares")
+    max_dim = min(d_amb, 100) if max_dim is None else check_int(max_dim, "max_dim", fn, low=2)
+    _cap(max_dim, "max_dim", fn, MAX_DIM, "calibration cost grows as max_dim^2")
+    t = _table(X, k + 1, fn, metric=metric, duplicates=duplicates, neighbors=neighbors,
+               device=device)
+    ok = _valid_rows(t.lengths, 1, fn)
+    rho = t.lengths[ok, 0] / t.lengths[ok, k]
+    ref = danco_reference(t.nb.n, k, max_dim, seed)
+    kl = np.array([kl_nn_1d(rho, ref["rho"][m]) for m in range(max_dim)])
+    value = float(np.argmin(kl) + 1)
+    if value >= max_dim:
+        warnings.warn(f"{fn}: the estimate reached max_dim={max_dim}; it is censored there. "
+                      "Increase max_dim.", RuntimeWarning, stacklevel=2)
+    params = {"k": k, "max_dim": max_dim, "seed": seed, "uncertainty": "none",
+              "calibration": "uniform balls, same n and k", **_common(t, metric, device)}
+    diag = {"kl": kl, **_dup_diag(t)}
+    return IDEstimate(fn, value, int(ok.sum()), None, None, params, diag,
                       scale=float(np.median(t.lengths[ok, k])), rank=k + 1)

@@ -33,7 +33,7 @@ from repscope._validate import (
     check_int,
 )
 from repscope.measures._corrected_mle import geomle
-from repscope.measures._danco import danco
+from repscope.measures._danco import danco, mind_kl
 from repscope.measures._id_common import (
     _DIM,
     _LOCAL,
@@ -85,6 +85,7 @@ __all__ = [
     "local_mle",
     "local_twonn",
     "mada",
+    "mind_kl",
     "mind_ml",
     "mle",
     "participation_ratio",
