@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure_browser.sh
+	PY=$(PY) bash scripts/ensure_interop.sh
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900
 
 bench: $(STAMP)
@@ -38,4 +39,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(OUT) test-artifacts .pytest_cache
+	rm -rf $(VENV) .venv-interop $(OUT) test-artifacts .pytest_cache

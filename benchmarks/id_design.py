@@ -105,8 +105,8 @@ def development_manifolds():
 
 
 def gride_scale(ns, lines):
-    from repscope.measures._id_calibration import reference_sample
     from repscope.measures.dimension import gride
+    from repscope.measures.dimension._calibration import reference_sample
     from repscope.neighbors import knn
 
     fams, ids, n1s = ("ball", "cube", "sphere", "gaussian"), (2, 5, 10, 20, 40), (1, 2, 4, 8)

@@ -15,7 +15,7 @@ from scipy.special import i0, i0e, i1
 
 from repscope.data import manifolds as M
 from repscope.measures import dimension as D
-from repscope.measures._danco import (
+from repscope.measures.dimension.danco import (
     a_inverse,
     danco_reference,
     kl_mind,
@@ -152,7 +152,7 @@ def test_danco_is_the_kl_argmin_over_its_reference_balls(small):
 
 
 def test_danco_reads_its_reference_dimension_and_caches_it():
-    from repscope.measures._id_calibration import reference_sample
+    from repscope.measures.dimension._calibration import reference_sample
 
     for m in (3, 7):
         Y = reference_sample("ball", 400, m, np.random.default_rng([5, m]))
@@ -176,7 +176,7 @@ def test_mind_kl_is_the_argmin_of_the_nearest_neighbour_kl(small):
         kl.append(np.mean(np.log(nu / s)) + math.log(b.size / (rho.size - 1)))
     np.testing.assert_allclose(est.diagnostics["kl"], kl, rtol=1e-10)
     assert est.value == 1 + int(np.argmin(kl))
-    from repscope.measures._id_calibration import reference_sample
+    from repscope.measures.dimension._calibration import reference_sample
 
     Y = reference_sample("ball", 400, 6, np.random.default_rng(9))
     assert abs(D.mind_kl(Y, max_dim=12).value - 6) <= 1
@@ -307,7 +307,7 @@ def test_bad_arrays(name):
 def test_gride_default_scale_is_the_least_biased_on_reference_data():
     """docs/dimension.md: on uniform balls, cubes and Gaussians GRIDE reads lower at larger n1,
     so n1 = 1 (the anchors' choice) is the default."""
-    from repscope.measures._id_calibration import reference_sample
+    from repscope.measures.dimension._calibration import reference_sample
 
     for fam in ("ball", "cube", "gaussian"):
         Y = reference_sample(fam, 1500, 10, np.random.default_rng([7, len(fam)]))

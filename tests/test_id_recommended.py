@@ -11,10 +11,11 @@ import torch
 
 import repscope
 from repscope.data import manifolds as M
-from repscope.measures import _id_calibration as C
 from repscope.measures import dimension as D
-from repscope.measures._id_calibration import reference_sample
+from repscope.measures.dimension import _calibration as C
 from repscope.measures.dimension import intrinsic_dimension
+from repscope.measures.dimension._calibration import reference_sample
+from repscope.neighbors import knn
 
 N = 300  # every data set below has N distinct rows: one calibration serves them all
 
@@ -138,7 +139,7 @@ def test_duplicate_fraction_is_one_number_everywhere():
     Xd = np.vstack([X, X[rng.choice(1000, 100, replace=False)], near])
     frac = 130 / 1130
     with pytest.raises(ValueError, match=rf"fraction {frac:.4g} of 1130 rows: 100 exact, 30 near"):
-        D.knn(Xd, 5, duplicates="raise")
+        knn(Xd, 5, duplicates="raise")
     with pytest.warns(RuntimeWarning, match=rf"mle: 12 % duplicates \(fraction {frac:.4g} of 1130 "
                                             r"rows: 100 exact, 30 near .*dropped"):
         est = D.mle(Xd, n_boot=0)

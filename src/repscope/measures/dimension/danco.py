@@ -7,7 +7,7 @@ angles between neighbours (von Mises).
 For every point, with its ``k`` nearest neighbours:
 
 * ``rho = r_1 / r_{k+1}``; all of them give the MiND_MLk estimate ``d_ML``
-  (:mod:`repscope.measures._mind`);
+  (:mod:`repscope.measures.dimension.mind`);
 * the ``k (k - 1) / 2`` angles ``theta`` between the vectors to pairs of neighbours, fitted by a
   von Mises distribution: ``nu = arctan(sum sin theta / sum cos theta)`` and
   ``tau = A^{-1}(eta)``, ``eta = sqrt(mean(cos theta)^2 + mean(sin theta)^2)``, with the
@@ -15,7 +15,7 @@ For every point, with its ``k`` nearest neighbours:
   means over points.
 
 The same three numbers are computed on ``n`` points uniform in the unit ``m``-ball for
-``m = 1..max_dim`` (seeded, cached: :mod:`repscope.measures._id_calibration`), and the estimate
+``m = 1..max_dim`` (seeded, cached: :mod:`repscope.measures.dimension._calibration`), and the estimate
 minimises ``KL(g_{d_ML} || g_{d_ML(m)}) + KL(vM(nu, tau) || vM(nu(m), tau(m)))``: the exact
 Kullback-Leibler divergences between the MiND densities ``g(rho; k, d)`` and between von Mises
 densities (closed forms below).
@@ -35,13 +35,13 @@ import torch
 from scipy.special import comb, i0e, i1e, psi
 
 from repscope._validate import ArrayLike, check_int
-from repscope.measures._id_calibration import (
+from repscope.measures.dimension._calibration import (
     MAX_QUERIES,
     cached,
     query_neighbors,
     reference_sample,
 )
-from repscope.measures._id_common import (
+from repscope.measures.dimension._common import (
     _DIM,
     IDEstimate,
     _boot,
@@ -54,7 +54,7 @@ from repscope.measures._id_common import (
     _table,
     _valid_rows,
 )
-from repscope.measures._mind import mind_fit, mind_rho
+from repscope.measures.dimension.mind import mind_fit, mind_rho
 from repscope.neighbors import Neighbors
 from repscope.registry import register
 

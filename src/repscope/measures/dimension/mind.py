@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from repscope._validate import ArrayLike, check_choice, check_int
-from repscope.measures._id_common import (
+from repscope.measures.dimension._common import (
     _DIM,
     IDEstimate,
     _check_X,
@@ -28,9 +28,9 @@ from repscope.measures._id_common import (
     _valid_rows,
     _z,
 )
-from repscope.measures._id_core import _newton_bracketed
+from repscope.measures.dimension._core import _newton_bracketed
 from repscope.neighbors import Neighbors
-from repscope.registry import register
+from repscope.registry import ScaleParam, register
 
 __all__ = ["mind_fit", "mind_loglik", "mind_ml"]
 
@@ -88,7 +88,7 @@ def mind_rho(lengths: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return log_rho, ok
 
 
-@register("mind_ml", **_DIM, min_samples=4)
+@register("mind_ml", **_DIM, min_samples=4, scale_param=ScaleParam("k", start=2))
 def mind_ml(X: ArrayLike, *, k: int = 10, variant: str = "MLk", max_dim: int | None = None,
             metric: str = "euclidean", duplicates: str = "drop", ci_level: float = 0.95,
             neighbors: Neighbors | None = None, device: Any = None) -> IDEstimate:

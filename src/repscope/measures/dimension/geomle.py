@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from repscope._validate import ArrayLike, check_choice, check_float, check_int
-from repscope.measures._id_common import (
+from repscope.measures.dimension._common import (
     _DIM,
     IDEstimate,
     _boot,
@@ -27,7 +27,7 @@ from repscope.measures._id_common import (
     _valid_rows,
 )
 from repscope.neighbors import Neighbors
-from repscope.registry import register
+from repscope.registry import ScaleParam, register
 
 __all__ = ["geomle", "geomle_fit", "ridge_intercept"]
 
@@ -78,7 +78,7 @@ def geomle_fit(lengths: np.ndarray, k1: int, k2: int, alpha: float, variant: str
     return float(est), mk, R
 
 
-@register("geomle", **_DIM, min_samples=6)
+@register("geomle", **_DIM, min_samples=6, scale_param=ScaleParam("k2", start=16))
 def geomle(X: ArrayLike, *, k1: int = 10, k2: int = 40, alpha: float = 5e-3,
            variant: str = "fast", metric: str = "euclidean", duplicates: str = "drop",
            n_boot: int = 100, seed: int = 0, ci_level: float = 0.95,
@@ -90,7 +90,7 @@ def geomle(X: ArrayLike, *, k1: int = 10, k2: int = 40, alpha: float = 5e-3,
     ``"pointwise"``: its GeoMLE (one regression per point, intercepts averaged). Definition and
     the two deviations (one neighbour table instead of bootstrap resamples; radii in units of
     the median ``T_{k2}``, so the ridge penalty is scale free):
-    :func:`repscope.measures._corrected_mle.geomle_fit`. The value is clipped to
+    :func:`repscope.measures.dimension.geomle.geomle_fit`. The value is clipped to
     ``[0, n_features]`` as in the paper. Uncertainty: bootstrap over points (sampling only).
     Cost: the neighbour table (``k2`` columns) plus ``O(n (k2 - k1))`` per fit.
     """

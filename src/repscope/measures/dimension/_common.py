@@ -1,8 +1,6 @@
-"""Plumbing shared by every intrinsic-dimension estimator: the result type, the neighbour table
-(validated, reused when it fits, duplicates reported), parameter checks and summaries.
-
-The estimators themselves live in :mod:`repscope.measures.dimension` and the modules it imports.
-"""
+"""Shared plumbing of the intrinsic-dimension estimators: the result type, the validated
+neighbour table (reused when it fits, duplicates reported once, in the same words everywhere),
+parameter checks and caps, bootstrap and weighting helpers, and the registration defaults."""
 
 from __future__ import annotations
 
@@ -20,6 +18,8 @@ from repscope._validate import ArrayLike, check_array, check_choice, check_float
 from repscope.neighbors import POLICIES, Neighbors, knn
 from repscope.results import Estimate, result_type
 from repscope.stats import bootstrap
+
+__all__ = ["IDEstimate"]
 
 log = logging.getLogger("repscope.measures.dimension")
 
@@ -207,28 +207,6 @@ def _unit_rows(X: ArrayLike) -> Any:
     if isinstance(X, torch.Tensor):
         return X / torch.linalg.vector_norm(X, dim=1, keepdim=True)
     return X / np.linalg.norm(X, axis=1, keepdims=True)
-
-
-def _local_result(fn, local_kept, t, ok, summary, n_boot, seed, ci_level, params, rank, scale):
-    vals, w = local_kept[ok], t.weights[ok]
-    full = np.full(local_kept.shape, np.nan)
-    full[ok] = vals
-    per_input = _expand(full, t)  # (n_input,)
-
-    def stat(i: np.ndarray) -> float:
-        if summary == "mean":
-            return _wmean(vals[i], w[i])
-        return _wquantile(vals[i], w[i], 0.5)
-
-    se, ci = _boot(stat, vals.size, n_boot, seed, ci_level)
-    qs = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
-    diag = {"local": per_input, "quantile_levels": qs,
-            "quantiles": np.array([_wquantile(vals, w, q) for q in qs]),
-            "mean": _wmean(vals, w), "median": _wquantile(vals, w, 0.5), **_dup_diag(t)}
-    params = {**params, "summary": summary, "n_boot": n_boot, "seed": seed, "ci_level": ci_level,
-              "uncertainty": "bootstrap" if n_boot else "none"}
-    return IDEstimate(fn, stat(np.arange(vals.size)), int(ok.sum()), se, ci, params, diag,
-                      scale=scale, rank=rank)
 
 
 def _wquantile(v: np.ndarray, w: np.ndarray, q: float) -> float:

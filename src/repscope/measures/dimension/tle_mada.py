@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from repscope._validate import ArrayLike, check_choice, check_float, check_int
-from repscope.measures._id_common import (
+from repscope.measures.dimension._common import (
     _LOCAL,
     IDEstimate,
     _cap,
@@ -23,12 +23,12 @@ from repscope.measures._id_common import (
     _common,
     _k,
     _kept_rows,
-    _local_result,
     _table,
     _valid_rows,
 )
+from repscope.measures.dimension.local import _local_result
 from repscope.neighbors import Neighbors
-from repscope.registry import register
+from repscope.registry import ScaleParam, register
 
 __all__ = ["mada", "mada_local", "tle", "tle_local"]
 
@@ -106,7 +106,7 @@ def _pair_sqdist(rows: torch.Tensor, idx: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-@register("tle", **_LOCAL, min_samples=4)
+@register("tle", **_LOCAL, min_samples=4, scale_param=ScaleParam("k"))
 def tle(X: ArrayLike, *, k: int = 20, central: bool = False, eps: float = 1e-5,
         summary: str = "mean", metric: str = "euclidean", duplicates: str = "drop",
         n_boot: int = 200, seed: int = 0, ci_level: float = 0.95,
@@ -118,7 +118,7 @@ def tle(X: ArrayLike, *, k: int = 20, central: bool = False, eps: float = 1e-5,
     Using the distances among the neighbours, not only to the centre, makes the local estimate
     far less noisy than the local MLE at the same ``k`` (the authors' default variant: without
     central measurements, with reflections; ``central=True`` adds them). Definition:
-    :func:`repscope.measures._local_estimators.tle_local`; ``eps`` is relative to the
+    :func:`repscope.measures.dimension.tle_mada.tle_local`; ``eps`` is relative to the
     neighbourhood radius (scale invariant). The value is the ``summary`` of the local estimates
     (mean, as in the paper's global use; or median); uncertainty: bootstrap over points.
     Cost: ``O(n k^2 d)`` for the neighbour distances plus ``O(n k^2)``; ``k <= 200``.
@@ -144,7 +144,7 @@ def tle(X: ArrayLike, *, k: int = 20, central: bool = False, eps: float = 1e-5,
                          float(np.median(t.lengths[ok, k - 1])))
 
 
-@register("mada", **_LOCAL, min_samples=4)
+@register("mada", **_LOCAL, min_samples=4, scale_param=ScaleParam("k"))
 def mada(X: ArrayLike, *, k: int = 20, summary: str = "mean", metric: str = "euclidean",
          duplicates: str = "drop", n_boot: int = 200, seed: int = 0, ci_level: float = 0.95,
          neighbors: Neighbors | None = None, device: Any = None) -> IDEstimate:

@@ -18,7 +18,7 @@ Panel (``k = 20`` neighbours, ``k / 2`` for MiND and the angles; fewer on tiny d
 Five read distance ratios (second order in curvature), two read angles (first order in
 curvature, insensitive to how distances concentrate). Each raw reading is a statistic that
 increases with the dimension; :func:`reference_table` says what it is on ``n`` points of each
-reference family (:mod:`repscope.measures._id_calibration`) for every ID of :data:`GRID`.
+reference family (:mod:`repscope.measures.dimension._calibration`) for every ID of :data:`GRID`.
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from repscope.measures._id_calibration import (
+from repscope.measures.dimension._calibration import (
     FAMILIES,
     MAX_QUERIES,
     cached,
     query_neighbors,
     reference_sample,
 )
-from repscope.measures._id_core import ess_local_statistic
-from repscope.measures._local_estimators import mada_local, tle_local
-from repscope.measures._mind import mind_fit, mind_rho
+from repscope.measures.dimension._core import ess_local_statistic
+from repscope.measures.dimension.mind import mind_fit, mind_rho
+from repscope.measures.dimension.tle_mada import mada_local, tle_local
 
 __all__ = ["GRID", "PANEL", "REPLICATES", "panel_k", "panel_statistics", "reference_table"]
 

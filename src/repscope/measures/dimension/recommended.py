@@ -5,10 +5,10 @@ Design (every number below comes from reference data or from the data itself, ne
 benchmark's answers):
 
 1. **One neighbour table** (``k = 20``) of the distinct rows (at most ``max_samples``, a seeded
-   subsample above) feeds the seven panel readings of :mod:`repscope.measures._id_panel`.
+   subsample above) feeds the seven panel readings of :mod:`repscope.measures.dimension._panel`.
 2. **Calibration at the same n.** The panel is read on reference data of every candidate ID
-   (:data:`~repscope.measures._id_panel.GRID`, 1-128) from four families: uniform balls,
-   uniform cubes, uniform spheres, Gaussians (:mod:`repscope.measures._id_calibration`;
+   (:data:`~repscope.measures.dimension._panel.GRID`, 1-128) from four families: uniform balls,
+   uniform cubes, uniform spheres, Gaussians (:mod:`repscope.measures.dimension._calibration`;
    ``n`` points each, two seeded replicates, cached on disk). Each reading is mapped to the ID
    whose reference gives that reading, once per family (monotone interpolation in ``log m``).
    This removes the finite-sample bias that makes every kNN estimator read low at high ID.
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from repscope._validate import ArrayLike, check_choice, check_int
-from repscope.measures._id_calibration import FAMILIES, MAX_QUERIES
-from repscope.measures._id_common import (
+from repscope.measures.dimension._calibration import FAMILIES, MAX_QUERIES
+from repscope.measures.dimension._common import (
     _DIM,
     IDEstimate,
     _cap,
@@ -54,7 +54,7 @@ from repscope.measures._id_common import (
     _valid_rows,
     _z,
 )
-from repscope.measures._id_panel import (
+from repscope.measures.dimension._panel import (
     GRID,
     PANEL,
     REPLICATES,
@@ -198,7 +198,7 @@ def intrinsic_dimension(X: ArrayLike, *, max_samples: int = 5000, seed: int = 0,
     interval is ``params["interval"] = "sampling + estimator bias"``: its sampling scatter, the
     spread between reference families and how far the other six calibrated estimators read
     from it, combined in quadrature
-    (``repscope.measures._recommended`` docstring, ``docs/dimension.md``). ``diagnostics``:
+    (``repscope.measures.dimension.recommended`` docstring, ``docs/dimension.md``). ``diagnostics``:
     ``verdict`` (sentences for the report), ``panel`` / ``panel_raw`` / ``panel_by_family``
     (what each estimator read, calibrated or not), and the three standard deviations.
 
