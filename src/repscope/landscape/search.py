@@ -85,6 +85,7 @@ class SweepPlan:
     n_params: int
     n_scales: int
     metric: str
+    metric_label: str
     higher_is_better: bool
     projection: str
     said: bool
@@ -118,6 +119,7 @@ class SweepPlan:
         return {"task": task, "task_name": self.task_name, "task_key": self.task_key,
                 "sweep_key": self.key, "description": self.description,
                 "n_params": self.n_params, "n_scales": self.n_scales, "metric": self.metric,
+                "metric_label": self.metric_label,
                 "higher_is_better": self.higher_is_better, "projection": self.projection,
                 "said": self.said, "seeds": list(self.seeds), "fractions": list(self.fractions),
                 "grid": list(self.grid), "precision": self.precision,
@@ -130,13 +132,11 @@ def _digest(*parts: Any) -> str:
 
 
 def geometric_grid(d_min: int, d_max: int, growth: float) -> tuple[int, ...]:
-    """``d_min, round(d_min g), round(d_min g^2), ...`` below ``d_max``, then ``d_max``."""
-    out, x = [], float(d_min)
-    while round(x) < d_max:
-        if not out or round(x) > out[-1]:
-            out.append(int(round(x)))
-        x *= growth
-    out.append(int(d_max))
+    """``d_min``, then each value ``max(previous + 1, round(previous * growth))`` below ``d_max``,
+    then ``d_max``."""
+    out = [int(d_min)]
+    while out[-1] < d_max:
+        out.append(min(int(d_max), max(out[-1] + 1, int(round(out[-1] * growth)))))
     return tuple(out)
 
 
@@ -180,10 +180,21 @@ def plan_sweep(task: str | SupervisedTask | TaskSpec, *, task_params: Mapping[st
     return SweepPlan(
         task=task, task_name=local.name, task_key=task_fingerprint(task),
         description=local.description, n_params=D, n_scales=m, metric=local.metric,
+        metric_label=_metric_label(local),
         higher_is_better=local.higher_is_better, projection=projection, said=said, seeds=seeds,
         fractions=tuple(sorted(fractions)), grid=geometric_grid(d_min, d_max, growth),
         precision=precision, tolerance=tolerance, overshoot=overshoot, block=block,
         device=str(device), training=asdict(local.training))
+
+
+def _metric_label(task: SupervisedTask) -> str:
+    """The metric with its unit and split, for axis titles."""
+    split = "training" if task.test is None else "test"
+    if task.metric == "accuracy":
+        return f"accuracy on the {split} split (fraction correct)"
+    loss = task.loss if isinstance(task.loss, str) else "loss"
+    return {"mse": "mean squared error", "cross_entropy": "cross-entropy (nats)"}.get(
+        loss, loss) + f" on the {split} split"
 
 
 class _Memory:

@@ -192,11 +192,11 @@ def _build(factory: Callable[..., nn.Module], seed: int, *args: Any, **kw: Any) 
         return factory(*args, **kw)
 
 
-_DIGITS_TRAIN = TrainConfig(lr=1e-3, subspace_lr=3e-2, epochs=40, batch_size=64)
+_DIGITS_TRAIN = TrainConfig(lr=1e-3, subspace_lr=0.1, epochs=40, batch_size=64)
 _FASHION_TRAIN = TrainConfig(lr=1e-3, subspace_lr=3e-2, epochs=10, batch_size=128)
 _SENTENCE_TRAIN = TrainConfig(lr=5e-5, subspace_lr=3e-2, epochs=12, batch_size=16,
                               eval_batch_size=64)
-_LSTSQ_TRAIN = TrainConfig(optimizer="lbfgs", lr=1.0, epochs=3, batch_size=0, max_iter=200)
+_LSTSQ_TRAIN = TrainConfig(optimizer="lbfgs", lr=1.0, epochs=1, batch_size=0, max_iter=100)
 
 
 def _digits(model: str, training: TrainConfig | None = None) -> SupervisedTask:
