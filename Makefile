@@ -24,10 +24,12 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
+	bash scripts/ensure_datasets.sh
 	$(BIN)/repscope analyze --out $(OUT)
 
 test: $(STAMP)
 	bash scripts/ensure_browser.sh
+	bash scripts/ensure_datasets.sh
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900
 
 bench: $(STAMP)

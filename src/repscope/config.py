@@ -189,7 +189,8 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
             )
         if not isinstance(values, dict):
             raise ValueError(f"Config file {str(path)!r} must hold a mapping of keys to values.")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    # None and () are what click passes for options not given: they keep the file's value
+    values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
     return build_config(cls, values)
 
 

@@ -309,8 +309,9 @@ class FastfoodProjection(Projection):
         y = w2 if x is w1 else w1
         torch.index_select(x.view(-1), 0, self.inverse, out=y.view(-1))  # Pi^T
         x = transform_(y, x, mats, self._sizes)  # H
-        d = self.d
-        return (x[:, :d] * self.signs[:, :d]).sum(0)  # B^T, summed over blocks   (d,)
+        head = x[:, : self.d]
+        head.mul_(self.signs[:, : self.d])  # B^T (in the scratch buffer)
+        return head.sum(0)  # summed over blocks   (d,)
 
     def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
         return self.gauss.dtype, self.gauss.device

@@ -129,7 +129,7 @@ class Subspace(nn.Module):
         else:
             delta = self.projection(self.z)  # (D,)
             lam = self.scales[self.group]  # one scale per tensor
-            pieces = [t0 + lam[i] * dt for i, (t0, dt) in
+            pieces = [torch.addcmul(t0, lam[i], dt) for i, (t0, dt) in  # t0 + lam_i dt
                       enumerate(zip(self.theta0.split(self.sizes), delta.split(self.sizes),
                                     strict=True))]
         return {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes, strict=True)}

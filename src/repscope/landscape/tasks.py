@@ -6,7 +6,7 @@ the evaluation tensors, the loss and the metric. The ready tasks (:data:`READY_T
 :func:`ready_task` from a name and keyword parameters) run on offline data:
 
 ===========================  =====================================================================
-``digits-mlp``               MLP 64-100-100-10 on scikit-learn's digits (1,347 train / 450 test)
+``digits-mlp``               MLP 64-100-100-10 on scikit-learn's digits (1,348 train / 449 test)
 ``digits-cnn``               LeNet (3x3 convolutions, 6/16 channels, 120-84-10) on the same split
 ``fashion-mlp``              MLP 784-200-200-10 (Li et al.'s MNIST FC) on a Fashion-MNIST subsample
 ``fashion-cnn``              LeNet-5 (Li et al.'s MNIST LeNet, 5x5 convolutions) on the same subsample
@@ -205,10 +205,10 @@ def _digits(model: str, training: TrainConfig | None = None) -> SupervisedTask:
     split = load_digits_split()
     if model == "mlp":
         factory = functools.partial(_build, MLP, n_in=64, n_out=10, hidden=(100, 100))
-        text = "MLP 64-100-100-10 on scikit-learn digits (1,347 train / 450 test)"
+        text = "MLP 64-100-100-10 on scikit-learn digits (1,348 train / 449 test)"
     else:
         factory = functools.partial(_build, LeNet, side=8, n_out=10, kernel=3, padding=1)
-        text = "LeNet (3x3 conv 6/16, 120-84-10) on scikit-learn digits (1,347 / 450)"
+        text = "LeNet (3x3 conv 6/16, 120-84-10) on scikit-learn digits (1,348 / 449)"
     return _images_task(f"digits-{model}", split, factory, training or _DIGITS_TRAIN, text)
 
 
