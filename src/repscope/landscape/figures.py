@@ -82,6 +82,10 @@ def write_landscape_figure(results: Sequence[LandscapeResult], path: str | Path,
                         textcoords="offset points", xytext=(6, -12 - 11 * i), fontsize=8,
                         color=color)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(X_LABEL)
     ax.set_ylabel(y_label(results))
     ax.grid(True, which="both", alpha=0.25)
@@ -89,7 +93,7 @@ def write_landscape_figure(results: Sequence[LandscapeResult], path: str | Path,
     ax.set_title(title or "performance vs subspace dimension: mean over seeds (line), seeds "
                  "(dots, shaded range);\nfull training (dashed), threshold (dotted), d_int "
                  "(diamond, bar = range over seeds)", fontsize=8.5)
-    ax.legend(fontsize=8, loc="lower right", frameon=False)
+    ax.legend(fontsize=8, loc="best", frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -48,7 +48,7 @@ def sweep_figure(res: LandscapeResult, color: str = _COLORS[0]) -> dict[str, Any
     high = [_num(v) for v in np.nanmax(vals, axis=1)] if vals.size else []
     traces: list[dict[str, Any]] = [
         {"type": "scatter", "x": dims + dims[::-1], "y": high + low[::-1], "fill": "toself",
-         "fillcolor": "rgba(31,95,168,0.12)", "line": {"width": 0}, "hoverinfo": "skip",
+         "fillcolor": _rgba(color, 0.14), "line": {"width": 0}, "hoverinfo": "skip",
          "name": "range over seeds"},
         {"type": "scatter", "mode": "markers", "name": "each seed's run",
          "x": [d for d in dims for _ in res.seeds],
@@ -97,6 +97,11 @@ def relative_figure(results: Sequence[LandscapeResult]) -> dict[str, Any]:
                          "line": {"dash": "dot", "color": "#888"}}
                         for f in sorted({e.fraction for r in results for e in r.estimates})]
     return {"data": traces, "layout": layout}
+
+
+def _rgba(color: str, alpha: float) -> str:
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
 
 
 def _num(v: Any) -> float | None:
@@ -154,18 +159,18 @@ def render_landscape_report(results: Sequence[LandscapeResult],
 
     figures, sections = [], [("summary", "Summary", _summary(results))]
     for i, res in enumerate(results):
-        fid = f"sweep-{i}"
+        fid = f"plot-sweep-{i}"
         figures.append({"id": fid, **sweep_figure(res, _COLORS[i % len(_COLORS)])})
         plan = plans[i] if plans is not None else res.params
         body = (f"<div class='rs-plot' id='{fid}' data-traces='{len(figures[-1]['data'])}'>"
                 f"</div><details><summary>plan and settings</summary><pre>"
                 f"{html.escape(json.dumps(plan, indent=2, default=str))}</pre></details>")
-        sections.append((fid, res.task + (f" ({res.projection})" if len(results) > 1 else ""),
-                         body))
+        sections.append((f"sweep-{i}", res.task + (f" ({res.projection})" if len(results) > 1
+                                                   else ""), body))
     rel = [r for r in results if r.higher_is_better]
     if len(rel) > 1:
-        figures.append({"id": "relative", **relative_figure(rel)})
-        sections.append(("compare", "All sweeps", "<div class='rs-plot' id='relative' "
+        figures.append({"id": "plot-relative", **relative_figure(rel)})
+        sections.append(("compare", "All sweeps", "<div class='rs-plot' id='plot-relative' "
                          f"data-traces='{len(rel)}'></div>"))
     nav = "".join(f"<a href='#{sid}'>{html.escape(t)}</a>" for sid, t, _ in sections)
     body = "".join(f"<section id='{sid}'><h2>{html.escape(t)}</h2>{b}</section>"
