@@ -142,7 +142,10 @@ def main() -> None:
                     choices=["mlp", "cnn", "minilm"])
     ap.add_argument("--batch", type=int, default=128, help="Images per step (MLP, LeNet).")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="Smoke run: the MLP, 2 repeats.")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.repeats, args.batch = ["mlp"], 2, 32
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cpu = platform.processor() or platform.machine()
     try:

@@ -39,18 +39,21 @@ class seeded:
         self._fork.__exit__(*exc)
 
 
+def _dense(width: int, hidden: Sequence[int], n_out: int) -> list[nn.Module]:
+    """``[Linear -> ReLU] x len(hidden) -> Linear`` from ``width`` inputs."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return [*layers, nn.Linear(width, n_out)]
+
+
 class MLP(nn.Module):
     """``Flatten -> [Linear -> ReLU] x len(hidden) -> Linear``."""
 
     def __init__(self, n_in: int, n_out: int, hidden: Sequence[int] = (200, 200)):
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = n_in
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, n_out))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(nn.Flatten(), *_dense(n_in, hidden, n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (n, n_out)
@@ -69,13 +72,7 @@ class LeNet(nn.Module):
             layers += [nn.Conv2d(c, ch, kernel, padding=padding), nn.ReLU(), nn.MaxPool2d(2)]
             side = (side + 2 * padding - kernel + 1) // 2
             c = ch
-        layers.append(nn.Flatten())
-        width = c * side * side
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, n_out))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers, nn.Flatten(), *_dense(c * side * side, hidden, n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (n, n_out)

@@ -194,7 +194,7 @@ def _build(factory: Callable[..., nn.Module], seed: int, *args: Any, **kw: Any) 
 
 _DIGITS_TRAIN = TrainConfig(lr=1e-3, subspace_lr=0.1, epochs=40, batch_size=64)
 _FASHION_TRAIN = TrainConfig(lr=1e-3, subspace_lr=3e-2, epochs=10, batch_size=128)
-_SENTENCE_TRAIN = TrainConfig(lr=5e-5, subspace_lr=3e-2, epochs=12, batch_size=16,
+_SENTENCE_TRAIN = TrainConfig(lr=5e-5, subspace_lr=3e-2, epochs=8, batch_size=16,
                               eval_batch_size=64)
 _LSTSQ_TRAIN = TrainConfig(optimizer="lbfgs", lr=1.0, epochs=1, batch_size=0, max_iter=100)
 
@@ -240,7 +240,7 @@ def _sentence_model(seed: int, *, encoder_state: Mapping[str, torch.Tensor] | No
     return model
 
 
-def _sentences(pretrained: bool, per_class: int = 100, max_length: int = 32,
+def _sentences(pretrained: bool, per_class: int = 40, max_length: int = 24,
                categories: tuple[str, ...] | None = None,
                training: TrainConfig | None = None) -> SupervisedTask:
     from repscope.data.models import load_model
