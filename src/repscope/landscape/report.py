@@ -141,7 +141,7 @@ def _summary(results: Sequence[LandscapeResult]) -> str:
             f"<td>{len(r.dims)}</td><td>{r.seconds / 60:.1f}</td></tr>")
     return ("<div class='scroll'><table class='grid'><tr><th>task</th><th>what</th><th>D</th>"
             "<th>projection</th><th>seeds</th><th>full training: mean (range)</th>"
-            f"{head}<th>dims run</th><th>CPU min</th></tr>{''.join(rows)}</table></div>"
+            f"{head}<th>dims run</th><th>run minutes (wall)</th></tr>{''.join(rows)}</table></div>"
             "<p class='note'>d_int is the smallest evaluated d whose seed-mean performance "
             "reaches the threshold (a fraction of the full-training mean; for a loss, that "
             "fraction of the gap from theta_0 closed); the seed range is the smallest d each "
