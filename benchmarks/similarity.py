@@ -27,6 +27,14 @@ Sections
    Accuracy is also checked against a float64 Householder-QR reference (QR of each centred
    matrix, SVD of ``Qx^T Qy``), on the same data and on an ill-conditioned copy (features
    scaled 1e-3..1e3, offset +1e4) where only accuracy is reported.
+6. RSA default path (``--sections rsa_default``), Euclidean RDM + Spearman, d = 64: the
+   default call (exact up to 4M pairs) vs the same call forced onto the 2M-pair sample and
+   vs scipy (``pdist`` + ``spearmanr``), with each path's distance from the exact value.
+7. Calibrated-score cost (``--sections calibrated``) at n = 746, d = 384 (the README's store):
+   one plain evaluation, ``permutation_test`` with 200 shuffles (batched null for linear CKA),
+   the same test with the shuffles recomputed one by one (the per-draw prepared path), and the
+   floor of 200 float64 cross products ``Xc^T Yc[perm]`` done alone; also debiased CKA and
+   Procrustes (no batched null: one SVD per shuffle).
 """
 
 from __future__ import annotations
@@ -156,6 +164,86 @@ def bench_procrustes(n: int, d: int) -> dict:
     cca_theirs = LinearMetric(alpha=0.0, score_method="angular").fit_score(X, Y)
     row["alpha0_abs_diff"] = abs(cca_theirs - shape_alpha(X, Y, alpha=0.0).value)
     return row
+
+
+def bench_rsa_default(sizes: list[int], d: int) -> list[dict]:
+    """Default RSA path vs the 2M-pair sample and scipy, best of 2 runs each."""
+    from scipy.spatial.distance import pdist
+    from scipy.stats import spearmanr
+
+    from repscope.measures.similarity import rsa
+
+    rows = []
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        X = rng.standard_normal((n, d))
+        Y = X @ rng.standard_normal((d, d)) / math.sqrt(d) + rng.standard_normal((n, d))
+        pairs = n * (n - 1) // 2
+        best = {}
+        for label, kw in (("default", {}), ("sampled_2M", {"max_pairs": min(2_000_000,
+                                                                             pairs - 1)})):
+            t = math.inf
+            for _ in range(2):
+                est, dt = timed(rsa, X, Y, **kw)
+                t = min(t, dt)
+            best[label] = (est, t)
+        ref, t_scipy = timed(lambda A, B: float(spearmanr(pdist(A), pdist(B)).statistic), X, Y)
+        row = {"section": "rsa_default", "n": n, "d": d, "pairs": pairs,
+               "default_exact": best["default"][0].diagnostics["exact"],
+               "default_s": best["default"][1], "sampled_s": best["sampled_2M"][1],
+               "scipy_s": t_scipy,
+               "default_minus_scipy": abs(best["default"][0].value - ref),
+               "sampled_minus_scipy": abs(best["sampled_2M"][0].value - ref)}
+        rows.append(row)
+    return rows
+
+
+def bench_calibrated(n: int, d: int, n_perm: int) -> list[dict]:
+    """Cost of the calibrated score (a permutation test) next to one plain evaluation."""
+    import warnings
+
+    from repscope import inference, registry
+
+    warnings.simplefilter("ignore")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d)) * np.linspace(2.0, 0.2, d)
+    Y = X @ np.linalg.qr(rng.standard_normal((d, d)))[0] + rng.standard_normal((n, d))
+    perms = np.stack([np.random.default_rng(1).permutation(n) for _ in range(n_perm)])
+    Xc = torch.from_numpy(X - X.mean(0))
+    Yc = torch.from_numpy(Y - Y.mean(0))
+
+    def floor() -> None:
+        for p in perms:
+            torch.sum((Xc.T @ Yc[torch.from_numpy(p)]) ** 2)
+
+    _, t_floor = timed(floor)
+    rows = []
+    for name in ("cka_linear", "cka_linear_debiased", "procrustes_angular"):
+        spec = registry.get(name)
+        _, t_one = timed(spec.fn, X, Y)
+        _, t_one = timed(spec.fn, X, Y)  # warm
+        res, t_test = timed(inference.permutation_test, name, X, Y, n_perm=n_perm, seed=0)
+        row = {"section": "calibrated", "measure": name, "n": n, "d": d, "n_perm": n_perm,
+               "plain_s": t_one, "calibrated_s": t_test,
+               "per_permutation_over_plain": t_test / n_perm / t_one,
+               "adjusted": res.adjusted, "value": res.value, "null_mean": res.null_mean,
+               "batched_null": spec.prepared.null is not None}
+        if spec.prepared.null is not None:
+            p = spec.prepared
+            sx = p.prepare(X, torch.device("cpu"), spec.resolve_params(None), "X")
+            sy = p.prepare(Y, torch.device("cpu"), spec.resolve_params(None), "Y")
+            params = spec.resolve_params(None)
+
+            def per_draw(p, sx, sy, params) -> None:
+                for q in perms:
+                    p.compare(sx, p.permute(sy, q), params)
+
+            _, t_draw = timed(per_draw, p, sx, sy, params)
+            row.update({"per_draw_s": t_draw, "products_floor_s": t_floor,
+                        "calibrated_over_floor": t_test / t_floor,
+                        "per_draw_over_floor": t_draw / t_floor})
+        rows.append(row)
+    return rows
 
 
 def bench_rsa(n: int, d: int, layers: int) -> dict:
@@ -315,7 +403,8 @@ def main() -> None:
                     help="pairs netrep is timed on in the full CKA matrix (0 = all 66)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--sections", default="cka_matrix,cka_large,procrustes,rsa,cca")
+    ap.add_argument("--sections",
+                    default="cka_matrix,cka_large,procrustes,rsa,cca,rsa_default,calibrated")
     ap.add_argument("--sklearn-components", type=int, default=8,
                     help="components scikit-learn's iterative CCA fits in the cca section")
     ap.add_argument("--cca-skip", default=None,
@@ -342,6 +431,10 @@ def main() -> None:
         rows.append(bench_procrustes(2000 if q else 20_000, 64 if q else 384))
     if "rsa" in sections:
         rows.append(bench_rsa(300 if q else 2000, 32 if q else 384, 3 if q else 6))
+    if "rsa_default" in sections:
+        rows.extend(bench_rsa_default([600, 1200] if q else [2100, 2800, 3400], 64))
+    if "calibrated" in sections:
+        rows.extend(bench_calibrated(746, 384, 50 if q else 200))
     if "cca" in sections:
         for ill in (False, True):
             rows.append(bench_cca(2000 if q else 20_000, 64 if q else 384,

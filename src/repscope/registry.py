@@ -17,8 +17,11 @@ Capabilities (all optional, typed, held by the :class:`MeasureSpec`):
   streams (init / update / merge / compute; one :class:`Accumulator` protocol for single and
   pair measures) and ``compute`` from the state is the measure's one implementation;
 * ``prepared`` (:class:`Prepared`, pair measures): per-representation work done once, then a
-  cheap comparison per pair; used by layer x layer matrices and permutation tests. Pair
-  measures must declare it (``prepared=None`` states that every pair is computed afresh);
+  cheap comparison per pair; used by layer x layer matrices, permutation tests and jackknife
+  intervals. Pair measures must declare it (``prepared=None`` states that every pair is
+  computed afresh). Optional parts: ``permute`` (re-order a prepared state), ``all_pairs``
+  (a batched matrix path), ``null`` (a batched permutation null) and ``jackknife`` (the
+  measure with groups of rows left out, for intervals and bias corrections);
 * ``scale_param`` (:class:`ScaleParam`): the parameter an ID-vs-scale curve varies.
 
 Default parameters are read from the function signature, so the registry never drifts from
@@ -42,6 +45,7 @@ from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 __all__ = [
     "FAMILIES",
     "INVARIANCES",
+    "NULL_RTOL",
     "Accumulator",
     "MeasureSpec",
     "Prepared",
@@ -166,6 +170,24 @@ class Prepared:
     all_pairs: Callable[..., Mapping[tuple[str, str], Any]] | None = None
     """``all_pairs(arrays, names, device, params) -> {(a, b): Estimate}`` for every pair with
     ``a`` not after ``b`` in ``names``: a batched path for symmetric matrices, or None."""
+    null: Callable[..., Any] | None = None
+    """``null(state_x, state_y, perms, params) -> (n_perm,) float64``: the values ``compare``
+    gives with Y's rows re-ordered by each row of ``perms`` (n_perm, n), computed together
+    (batched products). Each value is within :data:`NULL_RTOL` (relative to
+    ``max(1, |value|)``) of ``compare(state_x, permute(state_y, perm))``; exactly that in the
+    default float64 arithmetic. None: ``permute`` and ``compare`` per draw."""
+    jackknife: Callable[..., Any] | None = None
+    """``jackknife(state_x, state_y, params, groups, seed) -> (values, sizes)``: the measure with
+    each group of rows left out (delete-a-group jackknife), ``values`` (g,) float64 and the
+    sizes (g,) of the deleted groups. The grouping is the measure's: delete-1 (``sizes`` all
+    1) where that is exact and as cheap as one evaluation, else ``groups`` groups assigned
+    by a ``seed``-ed permutation of the ranks of a row key (so independently of row order).
+    None: intervals recompute the measure on subsets."""
+
+
+NULL_RTOL = 1e-6
+"""Largest relative error a batched :attr:`Prepared.null` may make (mixed precision);
+permutation tests recompute the draws this close to the observed value exactly."""
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ def _add_permutation_test(row: dict[str, Any], item: Item, X: np.ndarray, Y: np.
         return
     row.setdefault("extra", {}).update(
         p_value=res.p_value, null_mean=res.null_mean, null_std=res.null_std,
-        calibrated=res.calibrated, n_perm=task.permutations)
+        calibrated=res.calibrated, adjusted=res.adjusted, n_perm=task.permutations)
     row["seconds"] += time.perf_counter() - t0
 
 

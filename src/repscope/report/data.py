@@ -291,7 +291,7 @@ def _cell_text(r: Any) -> str:
     extra = _decode(r.extra)
     diag = diag if isinstance(diag, Mapping) else {}
     extra = extra if isinstance(extra, Mapping) else {}
-    for name in ("p_value", "calibrated", "null_mean", "n_perm"):
+    for name in ("p_value", "calibrated", "adjusted", "null_mean", "n_perm"):
         v = _num(extra.get(name, diag.get(name)))
         if v is not None:
             parts.append(f"{name} = {v:.3g}")

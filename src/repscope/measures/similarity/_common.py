@@ -21,11 +21,13 @@ from repscope.results import Estimate
 log = logging.getLogger("repscope.measures.similarity")
 
 __all__ = [
+    "BIAS_WARN",
     "PRECISIONS",
     "block_products",
     "centred",
     "centred_cross",
     "centred_into",
+    "chance_warning",
     "check_pair",
     "cross_products",
     "make_estimate",
@@ -197,3 +199,33 @@ def _plain(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+BIAS_WARN = 0.05
+"""Chance level above which a plug-in result warns: the value it takes, on average, for
+representations with the same spectra and no shared structure (:func:`chance_warning`)."""
+
+
+def chance_warning(fn: str, chance: float, n: int, instead: str) -> None:
+    """Warn that a plug-in value is inflated when its chance level exceeds :data:`BIAS_WARN`.
+
+    ``chance`` is the plug-in's expected value (on its similarity scale: CKA, mean canonical
+    correlation, Procrustes cosine) for representations with these spectra and no shared
+    structure, i.e. under a random pairing of the rows. That is its upward bias when the true
+    similarity is 0; the bias shrinks as the true similarity grows (about ``(1 - s)`` times
+    the chance level for CKA at similarity ``s``). It grows with the effective widths over n.
+    """
+    if chance > BIAS_WARN:
+        warnings.warn(
+            f"{fn}: the plug-in estimate overstates similarity at n_samples={n}: for "
+            f"representations with these spectra and no shared structure it reads "
+            f"{chance:.3f} (chance level above {BIAS_WARN}); the excess shrinks as the true "
+            f"similarity grows. Use {instead}, or the calibrated score of a permutation test.",
+            UserWarning, stacklevel=4,
+        )
+
+
+def row_sq(Z: torch.Tensor) -> torch.Tensor:
+    """(n,) squared norms of the rows of ``Z`` (n, d), float64."""
+    Z = Z.to(torch.float64)
+    return torch.sum(Z * Z, dim=1)

@@ -1,4 +1,4 @@
-"""Centred kernel alignment (CKA): linear (biased / debiased HSIC), RBF exact and Nystroem.
+"""Linear centred kernel alignment (CKA): biased and debiased HSIC (RBF CKA: :mod:`.kernel_cka`).
 
 CKA (Kornblith et al., ICML 2019) is the normalised Hilbert-Schmidt independence criterion
 
@@ -8,6 +8,11 @@ between the sample Gram matrices ``K`` of X and ``L`` of Y. For the linear kerne
 HSIC ``tr(K H L H) / (n-1)^2`` equals ``||Xc^T Yc||_F^2 / (n-1)^2`` (Xc, Yc column-centred), so
 linear CKA is computed in feature space in O(n d^2) time and O(d^2) memory, batch by batch,
 never forming an n x n matrix.
+
+Both variants have the exact delete-1 jackknife (every leave-one-out value in closed form from
+rank-one downdates, O(n d^2) in all) and a batched permutation null (the permuted cross
+products of many draws as one batched product). The plug-in's chance level (its expected value
+under a random pairing of the rows) is exact: ``tr Sxx tr Syy / ((n - 1) ||Sxx||_F ||Syy||_F)``.
 """
 
 from __future__ import annotations
@@ -20,17 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from repscope._validate import ArrayLike, check_choice, check_float, check_int
+from repscope._validate import ArrayLike, check_choice, check_int
 from repscope.measures.similarity._common import (
     PRECISIONS,
     centred,
+    chance_warning,
     check_pair,
     make_estimate,
-    pair_distances,
     resolve_device,
+    row_sq,
     zero_variance,
 )
-from repscope.measures.similarity.moment_measure import MomentMeasure
+from repscope.measures.similarity.moment_measure import MomentMeasure, PreparedSide
 from repscope.measures.similarity.moments import PairMomentsAccumulator
 from repscope.registry import Prepared, register
 from repscope.results import Estimate
@@ -38,12 +44,10 @@ from repscope.stats import Moments
 
 __all__ = [
     "LinearCKAAccumulator",
+    "chance_level",
     "cka_linear",
     "cka_linear_debiased",
-    "cka_rbf",
-    "cka_rbf_nystroem",
     "cka_ratio",
-    "median_distance",
 ]
 
 _INV = {"rotation", "translation", "scale", "permutation"}
@@ -64,19 +68,90 @@ def _linear_check(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _linear_side(sxx: torch.Tensor, n: int, params: Mapping[str, Any], name: str) -> float:
-    """Refuse an all-constant side; its HSIC term ``||Sxx||_F^2``."""
-    zero_variance(None, "cka_linear", name, warn=False, col_sq=torch.diagonal(sxx))
-    return float(torch.sum(sxx * sxx))
+def chance_level(tx: float, ty: float, hxx: float, hyy: float, n: int) -> float:
+    """Expected biased CKA under a uniformly random pairing of the rows (exact).
+
+    For centred Gram matrices (zero row sums) and a random permutation P,
+    ``E tr(K P L P^T) = tr K tr L / (n - 1)``; the denominators of CKA do not change under P,
+    so ``E CKA = tr K tr L / ((n - 1) ||K||_F ||L||_F)`` with ``tr K = tr Sxx = tx`` and
+    ``||K||_F^2 = ||Sxx||_F^2 = hxx`` (any centred kernel: also RBF and Nystroem CKA). For
+    isotropic data it is about ``sqrt(d_x d_y) / n``.
+    """
+    return min(tx * ty / ((n - 1) * math.sqrt(hxx * hyy)), 1.0)
 
 
-def _linear_pair(hxx: float, hyy: float, sxy: torch.Tensor, n: int,
+def _linear_side(sxx: torch.Tensor, n: int, params: Mapping[str, Any],
+                 name: str) -> tuple[float, float]:
+    """Refuse an all-constant side; its HSIC term ``||Sxx||_F^2`` and its trace."""
+    diag = torch.diagonal(sxx)
+    zero_variance(None, "cka_linear", name, warn=False, col_sq=diag)
+    return float(torch.sum(sxx * sxx)), float(diag.sum())
+
+
+def _linear_pair(sx: tuple[float, float], sy: tuple[float, float], sxy: torch.Tensor, n: int,
                  params: Mapping[str, Any]) -> Estimate:
-    """Linear CKA ``||Sxy||_F^2 / (||Sxx||_F ||Syy||_F)``."""
+    """Linear CKA ``||Sxy||_F^2 / (||Sxx||_F ||Syy||_F)``, its chance level and bias warning."""
+    (hxx, tx), (hyy, ty) = sx, sy
     hxy = float(torch.sum(sxy * sxy))
+    chance = chance_level(tx, ty, hxx, hyy, n)
+    chance_warning("cka_linear", chance, n, "cka_linear_debiased")
     diag = {"hsic_xy": hxy / (n - 1) ** 2, "hsic_xx": hxx / (n - 1) ** 2,
-            "hsic_yy": hyy / (n - 1) ** 2}
+            "hsic_yy": hyy / (n - 1) ** 2, "chance_level": chance}
     return make_estimate("cka_linear", cka_ratio(hxy, hxx, hyy), n, params, diag)
+
+
+def _null_chunk(n: int, d: int, itemsize: int) -> int:
+    """Permutations per batched product: gathered copies of Y within 64 MiB."""
+    return max(1, (64 << 20) // max(n * d * itemsize, 1))
+
+
+def _permuted_cross(A: torch.Tensor, B: torch.Tensor, perms: np.ndarray) -> torch.Tensor:
+    """(n_perm,) float64 ``||A^T B[p]||_F^2`` of every row ``p`` of ``perms`` (n_perm, n).
+
+    The rows of B are gathered for a chunk of draws at once and multiplied by ``A^T`` in one
+    batched product ``(b, d_a, d_b)``, in A's dtype (float64, or float32 for ``"mixed"``)."""
+    P = torch.as_tensor(np.asarray(perms), device=B.device)  # (n_perm, n)
+    out = torch.empty(P.shape[0], dtype=torch.float64, device=B.device)
+    step = _null_chunk(B.shape[0], B.shape[1], B.element_size())
+    At = A.T.unsqueeze(0)  # (1, d_a, n)
+    for lo in range(0, P.shape[0], step):
+        M = torch.matmul(At, B[P[lo:lo + step]])  # (b, d_a, d_b)
+        out[lo:lo + step] = torch.sum(M.to(torch.float64) ** 2, dim=(1, 2))
+    return out
+
+
+def _linear_null(sx: PreparedSide, sy: PreparedSide, perms: np.ndarray,
+                 params: Mapping[str, Any]) -> np.ndarray:
+    """Batched permutation null of linear CKA: one batched product per chunk of draws."""
+    (hxx, _), (hyy, _) = sx.side, sy.side
+    hxy = _permuted_cross(sx.Xc, sy.Xc, perms)  # (n_perm,)
+    return (hxy / math.sqrt(hxx * hyy)).clamp(0.0, 1.0).cpu().numpy()
+
+
+def _linear_jackknife(sx: PreparedSide, sy: PreparedSide, params: Mapping[str, Any],
+                      groups: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Exact delete-1 jackknife of linear CKA (every leave-one-out value), O(n d^2).
+
+    Without row i the centred cross-product is ``Sxy - c x_i y_i^T`` (``c = n / (n - 1)``,
+    rows centred on all n), so ``||S_(-i)||_F^2 = ||S||_F^2 - 2 c x_i^T S y_i + c^2 a_i b_i``
+    with ``a_i = ||x_i||^2``; likewise for ``Sxx`` and ``Syy``. ``groups`` is not used.
+    """
+    Xc, Yc = sx.Xc.to(torch.float64), sy.Xc.to(torch.float64)  # (n, d_x), (n, d_y)
+    n = Xc.shape[0]
+    c = n / (n - 1)
+    sxy = Xc.T @ Yc  # (d_x, d_y)
+    a, b = row_sq(Xc), row_sq(Yc)  # (n,)
+
+    def down(h: float, U: torch.Tensor, V: torch.Tensor, S: torch.Tensor,
+             p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        u = torch.sum((U @ S) * V, dim=1)  # (n,) u_i^T S v_i
+        return h - 2.0 * c * u + c * c * p * q
+
+    hxy = down(float(torch.sum(sxy * sxy)), Xc, Yc, sxy, a, b)
+    hxx = down(sx.side[0], Xc, Xc, sx.sxx, a, a)
+    hyy = down(sy.side[0], Yc, Yc, sy.sxx, b, b)
+    values = (hxy / torch.sqrt(hxx * hyy)).clamp(0.0, 1.0)
+    return values.cpu().numpy(), np.ones(n)
 
 
 LINEAR_CKA = MomentMeasure("cka_linear", _linear_side, _linear_pair, _linear_check,
@@ -105,7 +180,8 @@ class LinearCKAAccumulator(PairMomentsAccumulator):
 @register("cka_linear", family="similarity", kind="pair", invariances=_INV,
           higher_is_better=True, bounds=(0.0, 1.0), min_samples=2, default_panel=True,
           symmetric=True, accumulator=LINEAR_CKA.streaming(),
-          prepared=LINEAR_CKA.prepared(all_pairs=True))
+          prepared=LINEAR_CKA.prepared(all_pairs=True, null=_linear_null,
+                                       jackknife=_linear_jackknife))
 def cka_linear(X: ArrayLike, Y: ArrayLike, *, batch_size: int = 8192,
                precision: str = "float64") -> Estimate:
     """Linear CKA with the biased HSIC, in feature space (Kornblith et al., ICML 2019).
@@ -118,6 +194,12 @@ def cka_linear(X: ArrayLike, Y: ArrayLike, *, batch_size: int = 8192,
     float64-centred rows over 512-row chunks summed in float64, about twice as fast on a CPU;
     it differs from the float64 value by ~5e-9 for d >= 40 and up to ~1e-6 for d <= 5
     (:func:`~repscope.measures.similarity._common.cross_products`).
+
+    The plug-in is biased upward by up to its chance level ``diagnostics['chance_level']``
+    (:func:`chance_level`, about ``d / n`` for isotropic data; exact), which it reads for
+    unrelated representations; a ``UserWarning`` says so when that exceeds 0.05. Use
+    ``cka_linear_debiased`` or a calibrated permutation score when n is not much larger than
+    the effective widths.
     """
     X, Y = check_pair(X, Y, "cka_linear", min_samples=2)
     params = LINEAR_CKA.checked({"batch_size": batch_size, "precision": precision})
@@ -181,9 +263,59 @@ def permute_debiased(state: DebiasedState, perm: Any) -> DebiasedState:
     return replace(state, Xc=state.Xc[idx], sq=state.sq[idx])
 
 
+def _debiased_null(sx: DebiasedState, sy: DebiasedState, perms: np.ndarray,
+                   params: Mapping[str, Any]) -> np.ndarray:
+    """Batched permutation null of debiased CKA: only ``||Xc^T P Yc||_F^2`` and ``a . P b``
+    change with the pairing; the cross term of many draws is one batched product."""
+    n = sx.Xc.shape[0]
+    cross = _permuted_cross(sx.Xc, sy.Xc, perms)  # (n_perm,)
+    P = torch.as_tensor(np.asarray(perms), device=sy.sq.device)
+    ab = sy.sq[P] @ sx.sq  # (n_perm,) sum_i a_i b_p(i)
+    total = cross - ab + sx.sq.sum() * sy.sq.sum() / ((n - 1) * (n - 2)) - 2.0 * ab / (n - 2)
+    hxy = total / (n * (n - 3))
+    return (hxy / math.sqrt(sx.self_hsic * sy.self_hsic)).clamp(-1.0, 1.0).cpu().numpy()
+
+
+def loo_hsic_unbiased(Xc: torch.Tensor, Yc: torch.Tensor, a: torch.Tensor,
+                      b: torch.Tensor) -> torch.Tensor:
+    """(n,) unbiased HSIC of linear kernels with each row left out, exactly, in O(n d_x d_y).
+
+    HSIC_u is translation invariant, so the rows stay centred on all n. Without row i (m =
+    n - 1 rows, ``sum_(j != i) x_j = -x_i``) the three sums of :func:`hsic_unbiased_linear`
+    are ``tr(K~L~) = ||S||^2 - 2 u_i - a.b + 2 a_i b_i``, ``1'K~1 1'L~1 = (2 a_i - A)(2 b_i -
+    B)`` and ``1'K~L~1 = u_i + x_i.(Xc^T b) + y_i.(Yc^T a) + a.b - 4 a_i b_i`` with ``S =
+    Xc^T Yc``, ``u_i = x_i^T S y_i``, ``A = sum a``, ``B = sum b``.
+    """
+    n = Xc.shape[0]
+    m = n - 1
+    S = Xc.T @ Yc  # (d_x, d_y)
+    u = torch.sum((Xc @ S) * Yc, dim=1)  # (n,)
+    p, q = Xc @ (Xc.T @ b), Yc @ (Yc.T @ a)  # (n,)
+    AB = torch.dot(a, b)
+    t1 = torch.sum(S * S) - 2.0 * u - AB + 2.0 * a * b
+    t2 = (2.0 * a - a.sum()) * (2.0 * b - b.sum())
+    t3 = u + p + q + AB - 4.0 * a * b
+    return (t1 + t2 / ((m - 1) * (m - 2)) - 2.0 * t3 / (m - 2)) / (m * (m - 3))
+
+
+def _debiased_jackknife(sx: DebiasedState, sy: DebiasedState, params: Mapping[str, Any],
+                        groups: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Exact delete-1 jackknife of debiased CKA (:func:`loo_hsic_unbiased`); needs n >= 6."""
+    n = sx.Xc.shape[0]
+    if n < 6:
+        raise ValueError(f"The jackknife of cka_linear_debiased needs at least 6 rows (5 after "
+                         f"leaving one out); got n_samples={n}.")
+    hxy = loo_hsic_unbiased(sx.Xc, sy.Xc, sx.sq, sy.sq)
+    hxx = loo_hsic_unbiased(sx.Xc, sx.Xc, sx.sq, sx.sq)
+    hyy = loo_hsic_unbiased(sy.Xc, sy.Xc, sy.sq, sy.sq)
+    values = (hxy / torch.sqrt((hxx * hyy).clamp_min(1e-300))).clamp(-1.0, 1.0)
+    return values.cpu().numpy(), np.ones(n)
+
+
 @register("cka_linear_debiased", family="similarity", kind="pair", invariances=_INV,
           higher_is_better=True, bounds=(-1.0, 1.0), min_samples=4, symmetric=True,
-          prepared=Prepared(prepare_debiased, compare_debiased, permute_debiased))
+          prepared=Prepared(prepare_debiased, compare_debiased, permute_debiased,
+                            null=_debiased_null, jackknife=_debiased_jackknife))
 def cka_linear_debiased(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Linear CKA with the unbiased HSIC estimator (Song et al., JMLR 2012).
 
@@ -191,6 +323,9 @@ def cka_linear_debiased(X: ArrayLike, Y: ArrayLike, *, device: str | None = None
     used by Kornblith et al. (2019, appendix) and studied by Murphy et al. (2024). Unlike
     the biased estimator it is near 0 for independent representations at small n (it can be
     slightly negative). Needs n >= 4. Feature-space form, O(n d^2), no n x n matrix.
+    Its 95 % jackknife interval (``repscope.inference.jackknife_ci``, exact delete-1) covers
+    the population CKA in 97 of 100 known-answer runs at d = 64 and n = 1,000
+    (``tests/test_similarity_corrected.py``).
     """
     X, Y = check_pair(X, Y, "cka_linear_debiased", min_samples=4)
     dev = resolve_device(X, device)
@@ -198,142 +333,3 @@ def cka_linear_debiased(X: ArrayLike, Y: ArrayLike, *, device: str | None = None
                             {"device": device})
 
 
-# ------------------------------------------------------------------------- RBF CKA ---------
-def _pair_sample(n: int, max_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs i < j when there are at most ``max_pairs``, else a seeded uniform sample."""
-    total = n * (n - 1) // 2
-    if total <= max_pairs:
-        i, j = np.triu_indices(n, k=1)
-        return i, j
-    rng = np.random.default_rng(seed)
-    i = rng.integers(0, n, size=max_pairs)
-    j = (i + rng.integers(1, n, size=max_pairs)) % n  # uniform over j != i
-    return i, j
-
-
-def median_distance(X64: torch.Tensor, *, max_pairs: int = 200_000, seed: int = 0) -> float:
-    """Median Euclidean distance between distinct rows (over a seeded pair sample when large)."""
-    i, j = _pair_sample(X64.shape[0], max_pairs, seed)
-    return float(np.median(pair_distances(X64, i, j)))
-
-
-def _rbf_block(Xb: torch.Tensor, X: torch.Tensor, sq: torch.Tensor, sqb: torch.Tensor,
-               sigma: float) -> torch.Tensor:
-    """(b, n) Gaussian kernel block ``exp(-||x_i - x_j||^2 / (2 sigma^2))``."""
-    d2 = (sqb[:, None] + sq[None, :] - 2.0 * (Xb @ X.T)).clamp_min_(0.0)  # (b, n)
-    return torch.exp(d2 / (-2.0 * sigma * sigma))
-
-
-def _rbf_hsic_blockwise(X: torch.Tensor, Y: torch.Tensor, sx: float, sy: float,
-                        block: int) -> tuple[float, float, float]:
-    """Biased HSIC terms (xy, xx, yy) of two RBF Gram matrices, one row block at a time.
-
-    ``tr(K H L H) = sum(K o L) - 2/n sum_i (K1)_i (L1)_i + (1'K1)(1'L1)/n^2``; only (b, n)
-    blocks and row sums are ever held.
-    """
-    n = X.shape[0]
-    qx, qy = torch.sum(X * X, 1), torch.sum(Y * Y, 1)  # (n,)
-    kk = ll = kl = 0.0
-    rk = torch.empty(n, dtype=X.dtype, device=X.device)
-    rl = torch.empty_like(rk)
-    for lo in range(0, n, block):
-        hi = min(lo + block, n)
-        K = _rbf_block(X[lo:hi], X, qx, qx[lo:hi], sx)  # (b, n)
-        L = _rbf_block(Y[lo:hi], Y, qy, qy[lo:hi], sy)  # (b, n)
-        kl += float(torch.sum(K * L))
-        kk += float(torch.sum(K * K))
-        ll += float(torch.sum(L * L))
-        rk[lo:hi], rl[lo:hi] = K.sum(1), L.sum(1)
-    sk, sl = float(rk.sum()), float(rl.sum())
-
-    def centre(total: float, a: torch.Tensor, b: torch.Tensor, sa: float, sb: float) -> float:
-        return total - 2.0 / n * float(torch.dot(a, b)) + sa * sb / n**2
-
-    return centre(kl, rk, rl, sk, sl), centre(kk, rk, rk, sk, sk), centre(ll, rl, rl, sl, sl)
-
-
-@register("cka_rbf", family="similarity", kind="pair", invariances=_INV,
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True, prepared=None)
-def cka_rbf(X: ArrayLike, Y: ArrayLike, *, sigma_factor: float = 1.0, max_pairs: int = 200_000,
-            block_size: int = 1024, seed: int = 0, device: str | None = None) -> Estimate:
-    """Exact RBF-kernel CKA with the biased HSIC (Kornblith et al., ICML 2019).
-
-    ``K_ij = exp(-||x_i - x_j||^2 / (2 sigma_x^2))`` with ``sigma_x = sigma_factor`` times the
-    median distance between distinct rows of X (all pairs when there are at most
-    ``max_pairs``, else a seeded sample of pairs), likewise for Y. HSIC is accumulated over
-    (block_size, n) kernel blocks: O(n^2 d) time, O(block_size n) memory, no n x n matrix.
-    Exact, so meant for n up to ~10^4; use ``cka_rbf_nystroem`` beyond.
-    """
-    fn = "cka_rbf"
-    X, Y = check_pair(X, Y, fn, min_samples=3)
-    sigma_factor = check_float(sigma_factor, "sigma_factor", fn, low=0.0, low_inclusive=False)
-    max_pairs = check_int(max_pairs, "max_pairs", fn, low=1)
-    block_size = check_int(block_size, "block_size", fn, low=1)
-    dev = resolve_device(X, device)
-    Xc, Yc = centred(X, dev), centred(Y, dev)
-    zero_variance(Xc, fn, "X", warn=False)
-    zero_variance(Yc, fn, "Y", warn=False)
-    sx = sigma_factor * median_distance(Xc, max_pairs=max_pairs, seed=seed)
-    sy = sigma_factor * median_distance(Yc, max_pairs=max_pairs, seed=seed)
-    if sx == 0 or sy == 0:
-        raise ValueError(f"{fn}: the median distance between rows is 0 (more than half the rows "
-                         f"are duplicates); the kernel bandwidth is undefined.")
-    hxy, hxx, hyy = _rbf_hsic_blockwise(Xc, Yc, sx, sy, block_size)
-    params = {"sigma_factor": sigma_factor, "max_pairs": max_pairs, "block_size": block_size,
-              "seed": seed, "device": device}
-    diag = {"sigma_x": sx, "sigma_y": sy, "approximate": False}
-    return make_estimate(fn, cka_ratio(hxy, hxx, hyy), X.shape[0], params, diag)
-
-
-def _nystroem_features(X64: torch.Tensor, landmarks: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(n, r) Nystroem features ``Phi = K_nm U_r diag(lam_r)^(-1/2)`` with ``Phi Phi^T ~ K``."""
-    L = X64[landmarks]  # (m, d)
-    qx, ql = torch.sum(X64 * X64, 1), torch.sum(L * L, 1)
-    K_mm = _rbf_block(L, L, ql, ql, sigma)  # (m, m)
-    lam, U = torch.linalg.eigh(K_mm)
-    keep = lam > lam.max() * 1e-10
-    K_nm = _rbf_block(X64, L, ql, qx, sigma)  # (n, m)
-    return K_nm @ (U[:, keep] / torch.sqrt(lam[keep]))  # (n, r)
-
-
-@register("cka_rbf_nystroem", family="similarity", kind="pair", invariances=_INV,
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True, prepared=None)
-def cka_rbf_nystroem(X: ArrayLike, Y: ArrayLike, *, sigma_factor: float = 1.0,
-                     n_landmarks: int = 256, max_pairs: int = 200_000, seed: int = 0,
-                     device: str | None = None) -> Estimate:
-    """APPROXIMATE RBF CKA through Nystroem features (Williams and Seeger, NIPS 2001).
-
-    The same kernel and bandwidth rule as ``cka_rbf``; both Gram matrices are replaced by the
-    rank-m Nystroem approximations ``K ~ K_nm K_mm^+ K_mn`` on ``n_landmarks`` rows drawn with
-    ``seed`` (the same rows for X and Y), and linear CKA is computed on the (n, m) features:
-    O(n m (d + m)) time, O(n m) memory. ``diagnostics['approximate']`` is True; the gap to the
-    exact value shrinks as ``n_landmarks`` grows (exact when it equals n).
-    """
-    fn = "cka_rbf_nystroem"
-    X, Y = check_pair(X, Y, fn, min_samples=3)
-    sigma_factor = check_float(sigma_factor, "sigma_factor", fn, low=0.0, low_inclusive=False)
-    n_landmarks = check_int(n_landmarks, "n_landmarks", fn, low=2)
-    max_pairs = check_int(max_pairs, "max_pairs", fn, low=1)
-    dev = resolve_device(X, device)
-    n = X.shape[0]
-    Xc, Yc = centred(X, dev), centred(Y, dev)
-    zero_variance(Xc, fn, "X", warn=False)
-    zero_variance(Yc, fn, "Y", warn=False)
-    m = min(n_landmarks, n)
-    rng = np.random.default_rng(seed)
-    idx = torch.as_tensor(np.sort(rng.choice(n, size=m, replace=False)), device=dev)
-    sx = sigma_factor * median_distance(Xc, max_pairs=max_pairs, seed=seed)
-    sy = sigma_factor * median_distance(Yc, max_pairs=max_pairs, seed=seed)
-    if sx == 0 or sy == 0:
-        raise ValueError(f"{fn}: the median distance between rows is 0; the bandwidth is undefined.")
-    Fx = _nystroem_features(Xc, idx, sx)  # (n, rx)
-    Fy = _nystroem_features(Yc, idx, sy)  # (n, ry)
-    Fx -= Fx.mean(0, keepdim=True)
-    Fy -= Fy.mean(0, keepdim=True)
-    hxy = float(torch.sum((Fx.T @ Fy) ** 2))
-    hxx, hyy = float(torch.sum((Fx.T @ Fx) ** 2)), float(torch.sum((Fy.T @ Fy) ** 2))
-    params = {"sigma_factor": sigma_factor, "n_landmarks": n_landmarks, "max_pairs": max_pairs,
-              "seed": seed, "device": device}
-    diag = {"sigma_x": sx, "sigma_y": sy, "approximate": True, "n_landmarks_used": m,
-            "rank_x": Fx.shape[1], "rank_y": Fy.shape[1]}
-    return make_estimate(fn, cka_ratio(hxy, hxx, hyy), n, params, diag)

@@ -40,8 +40,15 @@ class NeighborState:
     "(n, k) int64 neighbours of each row (self excluded, nearest first)."
 
 
-def prepare_knn(X: ArrayLike, k: int, metric: str, device: Any) -> NeighborState:
-    """The float64-ranked k-NN table of X, duplicates kept (row i stays input i)."""
+def prepare_knn(X: ArrayLike, k: int, metric: str, device: Any, fn: str = "mutual_knn",
+                name: str = "X") -> NeighborState:
+    """The float64-ranked k-NN table of X, duplicates kept (row i stays input i).
+
+    Refuses a representation whose rows are all identical (every column constant), as every
+    other pair measure does: its neighbours are ties broken by index, so any overlap is an
+    artefact (0.19 for mutual_knn on constant input before this check)."""
+    T = to64(X, device if device is not None else torch.device("cpu"))
+    zero_variance(T - T.mean(0, keepdim=True), fn, name, warn=False)
     nb = knn(X, k, metric=metric, duplicates="keep", dtype=torch.float64, device=device)
     return NeighborState(np.asarray(nb.indices, dtype=np.int64))
 
@@ -58,7 +65,7 @@ def _prepared(name: str) -> Prepared:
     """The prepared path of ``mutual_knn`` / ``knn_jaccard`` (one k-NN table per side)."""
     def prepare(X: ArrayLike, device: Any, params: Mapping[str, Any], which: str) -> NeighborState:
         k, metric = _check_knn(X.shape[0], name, params["k"], params["metric"])
-        return prepare_knn(X, k, metric, device)
+        return prepare_knn(X, k, metric, device, name, which)
 
     def compare(sx: NeighborState, sy: NeighborState, params: Mapping[str, Any]) -> Estimate:
         return compare_knn(sx, sy, params, name)
@@ -102,15 +109,19 @@ def mutual_knn(X: ArrayLike, Y: ArrayLike, *, k: int = 10, metric: str = "euclid
 
     ``(1/n) sum_i |N_k^X(i) & N_k^Y(i)| / k`` where ``N_k^X(i)`` are the k nearest other rows
     of row i in X (Huh et al., "The Platonic Representation Hypothesis", ICML 2024). 1 when
-    both sides have the same neighbourhoods; about k/(n-1) for unrelated ones.
-    ``diagnostics['local']`` holds the per-point fractions. The invariances hold for
-    ``metric="euclidean"``; cosine neighbourhoods are not translation invariant.
+    both sides have the same neighbourhoods; exactly k/(n-1) in expectation for unrelated ones
+    (a random pairing of the rows). ``diagnostics['local']`` holds the per-point fractions.
+    ``metric`` is recorded in ``params``: the default ``"euclidean"`` keeps the declared
+    invariances; Huh et al.'s code (platonic-rep ``mutual_knn``) ranks inner products of
+    l2-normalised features, i.e. ``metric="cosine"`` here (after its own clipping of outlier
+    coordinates at their 95th percentile, which repscope does not do). Cosine neighbourhoods
+    are not translation invariant.
     """
     fn = "mutual_knn"
     X, Y = check_pair(X, Y, fn, min_samples=3)
     k, metric = _check_knn(X.shape[0], fn, k, metric)
     dev = resolve_device(X, device)
-    sx, sy = prepare_knn(X, k, metric, dev), prepare_knn(Y, k, metric, dev)
+    sx, sy = prepare_knn(X, k, metric, dev, fn, "X"), prepare_knn(Y, k, metric, dev, fn, "Y")
     return compare_knn(sx, sy, {"k": k, "metric": metric, "device": device}, fn)
 
 
@@ -129,7 +140,7 @@ def knn_jaccard(X: ArrayLike, Y: ArrayLike, *, k: int = 10, metric: str = "eucli
     X, Y = check_pair(X, Y, fn, min_samples=3)
     k, metric = _check_knn(X.shape[0], fn, k, metric)
     dev = resolve_device(X, device)
-    sx, sy = prepare_knn(X, k, metric, dev), prepare_knn(Y, k, metric, dev)
+    sx, sy = prepare_knn(X, k, metric, dev, fn, "X"), prepare_knn(Y, k, metric, dev, fn, "Y")
     return compare_knn(sx, sy, {"k": k, "metric": metric, "device": device}, fn)
 
 

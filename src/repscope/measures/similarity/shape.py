@@ -1,4 +1,4 @@
-"""Shape metrics (Williams et al., NeurIPS 2021) and the moment estimator of Pospisil et al.
+"""Shape metrics (Williams et al., NeurIPS 2021) and their jackknife bias-corrected variants.
 
 For centred Xc (n, d_x), Yc (n, d_y) the optimal rotation aligning them gives, with the
 nuclear norm ``||.||_*`` (sum of singular values) and zero padding of the smaller side,
@@ -8,68 +8,124 @@ nuclear norm ``||.||_*`` (sum of singular values) and zero padding of the smalle
 Everything is computed from the pair moments (``Sxy`` and the traces for Procrustes; ``Sxx``,
 ``Syy``, ``Sxy`` for the partially whitened ``shape_alpha``) in O(n d^2), no n x n matrix, by
 one :class:`~.moment_measure.MomentMeasure` per metric that every path (batch, stream,
-prepared, all pairs) calls.
+prepared, all pairs, jackknife) calls.
+
+The plug-in nuclear norm overstates the population one, ``||Sigma_xy||_*``, by an amount that
+grows with the effective widths over n (up to the chance level in ``diagnostics``, an upper
+bound on the plug-in's cosine for unrelated representations). ``procrustes_angular_jackknife``
+and ``shape_alpha_jackknife`` remove its O(1/n) part with the delete-a-group jackknife
+(:class:`~.moment_measure.JackknifeCorrected`). The method-of-moments estimator of Pospisil et
+al. (``shape_mom``) lives in :mod:`.shape_moments`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from repscope._validate import ArrayLike, as_numpy, check_float, check_int
-from repscope.measures.similarity._common import check_pair, make_estimate, zero_variance
+from repscope._validate import ArrayLike, check_float
+from repscope.measures.similarity._common import (
+    chance_warning,
+    check_pair,
+    make_estimate,
+    zero_variance,
+)
 from repscope.measures.similarity.cca import whitening
-from repscope.measures.similarity.moment_measure import MomentMeasure
+from repscope.measures.similarity.moment_measure import (
+    JackknifeCorrected,
+    MomentMeasure,
+    check_corrected_pair,
+)
+from repscope.measures.similarity.shape_moments import (
+    ShapeMomentEstimate,
+    cycle_moments,
+    shape_mom,
+    sqrt_polynomial,
+)
 from repscope.registry import register
-from repscope.results import Estimate, result_type
+from repscope.results import Estimate
 
 __all__ = [
     "ShapeMomentEstimate",
+    "cycle_moments",
     "procrustes_angular",
+    "procrustes_angular_jackknife",
     "procrustes_euclidean",
     "shape_alpha",
+    "shape_alpha_jackknife",
     "shape_mom",
+    "sqrt_polynomial",
 ]
 
 
+@dataclass(frozen=True)
+class ShapeSide:
+    """What the Procrustes pair step reads of one side."""
+
+    sq_norm: float
+    "``||Xc||_F^2 = tr Sxx``."
+    root: float
+    """An upper bound on ``tr(Sxx^(1/2))``: ``sum_j sqrt((Sxx)_jj)`` (the diagonal majorises
+    the spectrum), capped by ``sqrt(rank) ||Xc||_F``."""
+
+
+def cosine_chance(sx: ShapeSide, sy: ShapeSide, n: int) -> float:
+    """Upper bound on the expected Procrustes cosine under a random pairing of the rows.
+
+    With ``A = Xc^T P Yc`` for a random permutation P, ``E[A A^T] = tr(Syy) Sxx / (n - 1)``
+    (exact), and ``tr((A A^T)^(1/2)) = ||A||_*`` is concave in ``A A^T``, so
+    ``E cos <= tr(Sxx^(1/2)) / sqrt((n - 1) tr Sxx)`` (and the same with Y): about
+    ``sqrt(d / n)`` for isotropic data. :attr:`ShapeSide.root` bounds ``tr(Sxx^(1/2))``.
+    """
+    r = min(sx.root / math.sqrt(sx.sq_norm), sy.root / math.sqrt(sy.sq_norm))
+    return min(r / math.sqrt(n - 1), 1.0)
+
+
 def angular_estimate(nuc: float, qx: float, qy: float, n: int, params: dict[str, Any],
-                     name: str) -> Estimate:
+                     name: str, chance: float | None = None) -> Estimate:
     """``arccos(nuc / sqrt(qx qy))`` (clipped to [0, pi/2]); the cosine in diagnostics."""
     cos = min(max(nuc / math.sqrt(qx * qy), 0.0), 1.0)
-    return make_estimate(name, math.acos(cos), n, params, {"cosine": cos})
+    diag: dict[str, Any] = {"cosine": cos}
+    if chance is not None:
+        diag["chance_level"] = chance
+    return make_estimate(name, math.acos(cos), n, params, diag)
 
 
 def euclidean_estimate(nuc: float, qx: float, qy: float, n: int,
-                       params: dict[str, Any]) -> Estimate:
+                       params: dict[str, Any], chance: float | None = None) -> Estimate:
     """``sqrt(max(qx + qy - 2 nuc, 0) / n)``, the RMS Procrustes residual per row."""
     resid = max(qx + qy - 2.0 * nuc, 0.0)
-    diag = {"residual_sum_squares": resid, "nuclear_norm": nuc}
+    diag: dict[str, Any] = {"residual_sum_squares": resid, "nuclear_norm": nuc}
+    if chance is not None:
+        diag["chance_level"] = chance
     return make_estimate("procrustes_euclidean", math.sqrt(resid / n), n, params, diag)
 
 
 def _procrustes_side(fn: str) -> Any:
-    def side(sxx: torch.Tensor, n: int, params: Mapping[str, Any], name: str) -> float:
+    def side(sxx: torch.Tensor, n: int, params: Mapping[str, Any], name: str) -> ShapeSide:
         """Refuse an all-constant side; its total sum of squares ``tr(Sxx) = ||Xc||_F^2``."""
-        col_sq = torch.diagonal(sxx)  # (d,)
+        col_sq = torch.diagonal(sxx).clamp_min(0)  # (d,)
         zero_variance(None, fn, name, warn=False, col_sq=col_sq)
-        return float(col_sq.sum())
+        q = float(col_sq.sum())
+        cap = math.sqrt(min(col_sq.shape[0], n - 1) * q)
+        return ShapeSide(q, min(float(col_sq.sqrt().sum()), cap))
     return side
 
 
 def _procrustes_pair(fn: str) -> Any:
-    def pair(qx: float, qy: float, sxy: torch.Tensor, n: int,
+    def pair(sx: ShapeSide, sy: ShapeSide, sxy: torch.Tensor, n: int,
              params: Mapping[str, Any]) -> Estimate:
         """Either Procrustes metric from the nuclear norm ``||Sxy||_*`` and the two traces."""
         nuc = float(torch.linalg.svdvals(sxy).sum())
+        chance = cosine_chance(sx, sy, n)
+        chance_warning(fn, chance, n, f"{fn.replace('_euclidean', '_angular')}_jackknife")
         if fn == "procrustes_euclidean":
-            return euclidean_estimate(nuc, qx, qy, n, params)
-        return angular_estimate(nuc, qx, qy, n, params, fn)
+            return euclidean_estimate(nuc, sx.sq_norm, sy.sq_norm, n, params, chance)
+        return angular_estimate(nuc, sx.sq_norm, sy.sq_norm, n, params, fn, chance)
     return pair
 
 
@@ -93,7 +149,9 @@ def procrustes_angular(X: ArrayLike, Y: ArrayLike, *, device: str | None = None)
     ``theta = arccos(||Xc^T Yc||_* / (||Xc||_F ||Yc||_F))`` in [0, pi/2]: the angle between
     the centred representations after the best rotation (zero padding the smaller d). A
     metric; 0 iff Y is a rotated, scaled, translated copy of X. ``diagnostics['cosine']`` is
-    the Procrustes similarity ``cos theta`` that some libraries report instead.
+    the Procrustes similarity ``cos theta`` that some libraries report instead. The plug-in
+    cosine is biased upward (the angle downward) by up to ``diagnostics['chance_level']``
+    (:func:`cosine_chance`); ``procrustes_angular_jackknife`` corrects it.
     """
     X, Y = check_pair(X, Y, "procrustes_angular", min_samples=2)
     return PROCRUSTES["procrustes_angular"].batch(X, Y, {"device": device}, device=device)
@@ -127,6 +185,8 @@ class AlphaSide:
     sq_norm: float
     """``||Xc W||_F^2 = tr(W^T Sxx W)``, taken as the nuclear norm of ``W^T Sxx W`` (equal for
     this PSD matrix) with the arithmetic of the cross term, so X against X gives exactly 0."""
+    root: float = 0.0
+    "``tr((W^T Sxx W)^(1/2))``, for the chance level (:func:`cosine_chance`)."
 
 
 def alpha_side(sxx: torch.Tensor, n: int, alpha: float, fn: str, name: str) -> AlphaSide:
@@ -142,11 +202,14 @@ def alpha_side(sxx: torch.Tensor, n: int, alpha: float, fn: str, name: str) -> A
     zero_variance(None, fn, name, warn=alpha < 1, col_sq=torch.diagonal(sxx))
     if alpha == 0.0:
         W = whitening(sxx).W  # (d, r)
+        root = float(W.shape[1])  # W^T Sxx W = I_r
     else:
         lam, V = torch.linalg.eigh(sxx / n)
         keep = lam > lam.max() * 1e-12
-        W = V[:, keep] / torch.sqrt(alpha + (1.0 - alpha) * lam[keep])  # (d, r)
-    return AlphaSide(W, _nuclear(W, sxx, W))
+        scale = alpha + (1.0 - alpha) * lam[keep]  # (r,)
+        W = V[:, keep] / torch.sqrt(scale)  # (d, r)
+        root = float(torch.sqrt((n * lam[keep] / scale).clamp_min(0)).sum())
+    return AlphaSide(W, _nuclear(W, sxx, W), root)
 
 
 def _nuclear(Wx: torch.Tensor, sxy: torch.Tensor, Wy: torch.Tensor) -> float:
@@ -158,7 +221,9 @@ def alpha_estimate(ax: AlphaSide, ay: AlphaSide, sxy: torch.Tensor, n: int,
                    params: Mapping[str, Any]) -> Estimate:
     """Angular distance of the partially whitened sides: ``||Wx^T Sxy Wy||_*`` over norms."""
     nuc = _nuclear(ax.W, sxy, ay.W)
-    return angular_estimate(nuc, ax.sq_norm, ay.sq_norm, n, params, "shape_alpha")
+    chance = cosine_chance(ShapeSide(ax.sq_norm, ax.root), ShapeSide(ay.sq_norm, ay.root), n)
+    chance_warning("shape_alpha", chance, n, "shape_alpha_jackknife")
+    return angular_estimate(nuc, ax.sq_norm, ay.sq_norm, n, params, "shape_alpha", chance)
 
 
 def _alpha_check(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,121 +253,66 @@ def shape_alpha(X: ArrayLike, Y: ArrayLike, *, alpha: float = 0.5,
 
     Each side is mapped to ``phi_alpha(X) = Xc (alpha I + (1 - alpha) C_X)^(-1/2)`` with the
     covariance ``C_X = Xc^T Xc / n``, then the angular Procrustes distance is taken.
-    ``alpha = 1`` is ``procrustes_angular``; ``alpha = 0`` whitens fully and gives the CCA
-    angle ``arccos(mean canonical correlation)`` (invariant to invertible linear maps, needs
-    n > d). For 0 < alpha < 1 the value depends on the overall scale of the data. Computed
-    from the pair moments, like its streaming accumulator (:func:`alpha_side`).
+    ``alpha = 1`` is ``procrustes_angular``; ``alpha = 0`` whitens fully (invariant to
+    invertible linear maps, needs n > d) and gives ``arccos(sum_i rho_i / sqrt(r_x r_y))``
+    over the canonical correlations ``rho_i`` and the whitened ranks ``r_x``, ``r_y``: the CCA
+    angle ``arccos(mean canonical correlation)`` only when ``r_x = r_y``. For 0 < alpha < 1
+    the value depends on the overall scale of the data. Computed from the pair moments, like
+    its streaming accumulator (:func:`alpha_side`). Biased like ``procrustes_angular``
+    (``diagnostics['chance_level']``); ``shape_alpha_jackknife`` corrects it.
     """
     X, Y = check_pair(X, Y, "shape_alpha", min_samples=3)
     return SHAPE_ALPHA.batch(X, Y, {"alpha": alpha, "device": device}, device=device)
 
 
-# ------------------------------------------------------------ method of moments -------------
-@result_type
-@dataclass(frozen=True)
-class ShapeMomentEstimate(Estimate):
-    """Moment estimate of the Procrustes similarity with its bias bound."""
-
-    bias_bound: float | None = None
-    "Bound on |E[estimate] - true similarity| from the polynomial approximation of sqrt."
-    plugin: float | None = None
-    "The plug-in (sample) Procrustes similarity ``cos theta`` on the same data, for contrast."
 
 
-@functools.lru_cache(maxsize=32)
-def sqrt_polynomial(degree: int) -> tuple[np.ndarray, float]:
-    """Minimax polynomial ``q(t) = sum_p c_p t^p`` for ``sqrt(t)`` on [0, 1], and its error.
+# ------------------------------------------------------------ jackknife-corrected variants ----
+PROCRUSTES_JACKKNIFE = JackknifeCorrected("procrustes_angular_jackknife",
+                                          PROCRUSTES["procrustes_angular"], (0.0, math.pi / 2))
+SHAPE_ALPHA_JACKKNIFE = JackknifeCorrected("shape_alpha_jackknife", SHAPE_ALPHA,
+                                           (0.0, math.pi / 2))
 
-    Solved as a linear program on a grid clustered at 0; the returned error is the maximum
-    of ``|q(t) - sqrt(t)|`` on a much finer grid, so it bounds the approximation honestly.
+
+@register("procrustes_angular_jackknife", family="similarity", kind="pair",
+          invariances=_SHAPE_INV, higher_is_better=False, bounds=(0.0, math.pi / 2),
+          min_samples=10, symmetric=True, prepared=PROCRUSTES_JACKKNIFE.prepared())
+def procrustes_angular_jackknife(X: ArrayLike, Y: ArrayLike, *, groups: int = 20, seed: int = 0,
+                                 device: str | None = None) -> Estimate:
+    """Angular Procrustes distance with its finite-sample bias removed by the jackknife.
+
+    Estimates the population angle ``arccos(||Sigma_xy||_* / sqrt(tr Sigma_xx tr
+    Sigma_yy))``. The plug-in ``procrustes_angular`` reads too small an angle because the
+    nuclear norm of a noisy cross-covariance is inflated, by an amount close to linear in
+    ``d / n``; the delete-a-group jackknife (Quenouille 1956; unequal groups as in Busing et
+    al. 1999) ``g theta - sum_k (1 - n_k/n) theta_(-k)`` removes that term. ``groups``
+    groups of rows are dealt by the ranks of the rows' centred norms through a ``seed``-ed
+    permutation, so the value does not depend on row order and keeps the plug-in's
+    invariances. Known answer (X ~ N(0, I), Y = 0.6 X Q + 0.8 E, angle arccos 0.6, d = 64,
+    n = 1,000, 8 seeds): error +0.0037 against the plug-in's -0.018; at d = 768 +0.010 and
+    +0.002 against -0.135 and -0.066 at n = 2,000 and 4,000
+    (``tests/test_similarity_corrected.py``). ``stderr`` and ``ci`` are the jackknife's
+    (t interval, ``groups - 1`` degrees of freedom; sampling only); ``diagnostics`` hold the
+    plug-in value and the bias estimate. Cost: one pass of products plus ``groups`` SVDs.
     """
-    from scipy.optimize import linprog
-
-    t = (1 - np.cos(np.linspace(0, np.pi, 600))) / 2  # (g,) Chebyshev-Lobatto points
-    A = t[:, None] ** np.arange(degree + 1)[None, :]  # (g, P + 1)
-    s = np.sqrt(t)
-    ones = np.ones((t.size, 1))
-    A_ub = np.vstack([np.hstack([A, -ones]), np.hstack([-A, -ones])])
-    b_ub = np.concatenate([s, -s])
-    cost = np.zeros(degree + 2)
-    cost[-1] = 1.0
-    res = linprog(cost, A_ub=A_ub, b_ub=b_ub, bounds=[(None, None)] * (degree + 2), method="highs")
-    coef = res.x[:-1]
-    fine = np.linspace(0, 1, 200_001) ** 2
-    err = float(np.max(np.abs(np.polyval(coef[::-1], fine) - np.sqrt(fine))))
-    return coef, err
+    X, Y = check_corrected_pair(X, Y, "procrustes_angular_jackknife")
+    return PROCRUSTES_JACKKNIFE.batch(X, Y, {"groups": groups, "seed": seed, "device": device})
 
 
-def cycle_moments(X: np.ndarray, Y: np.ndarray, P: int) -> np.ndarray:
-    """Unbiased estimates of ``tr((M M^T)^p)``, ``M = E[x y^T]``, for p = 1..P.
+@register("shape_alpha_jackknife", family="similarity", kind="pair",
+          invariances={"rotation", "translation", "permutation"},
+          higher_is_better=False, bounds=(0.0, math.pi / 2), min_samples=10, symmetric=True,
+          prepared=SHAPE_ALPHA_JACKKNIFE.prepared())
+def shape_alpha_jackknife(X: ArrayLike, Y: ArrayLike, *, alpha: float = 0.5, groups: int = 20,
+                          seed: int = 0, device: str | None = None) -> Estimate:
+    """Generalized shape metric (``shape_alpha``) with its finite-sample bias removed by the
+    delete-a-group jackknife, as ``procrustes_angular_jackknife`` does for alpha = 1.
 
-    For i.i.d. zero-mean rows, every increasing index tuple ``i_1 < ... < i_2p`` gives the
-    unbiased product ``(y_1.y_2)(x_2.x_3)(y_3.y_4)...(x_2p.x_1)`` (the cycle estimator of Kong
-    and Valiant, 2017, with alternating links). The sum over all C(n, 2p) tuples is built in one
-    pass over the rows with d x d partial-chain matrices: O(n P d^2), no n x n matrix.
+    The partial whitening ``(alpha I + (1 - alpha) C)^(-1/2)`` is re-estimated without each
+    group, so the correction covers its sampling error too. With ``alpha = 0`` (full
+    whitening) the left-out fits must keep ``r_x + r_y`` below their row count, as for
+    ``cca_mean_jackknife``. ``stderr``/``ci``: jackknife t interval (sampling only).
     """
-    n = X.shape[0]
-    L = 2 * P
-    A: list[np.ndarray | None] = [None] * L  # A[l]: chains of length l, open end ready
-    total = np.zeros(P + 1)
-    for j in range(n):
-        x, y = X[j], Y[j]
-        for p in range(1, P + 1):
-            if A[2 * p - 1] is not None:
-                total[p] += x @ (A[2 * p - 1] @ y)
-        for ell in range(L - 1, 1, -1):
-            prev = A[ell - 1]
-            if prev is None:
-                continue
-            if ell % 2 == 0:  # even position: in via y, out via x
-                inc = np.outer(prev @ y, x)
-            else:  # odd position >= 3: in via x, out via y
-                inc = np.outer(prev @ x, y)
-            A[ell] = inc if A[ell] is None else A[ell] + inc
-        A[1] = np.outer(x, y) if A[1] is None else A[1] + np.outer(x, y)
-    counts = np.array([math.comb(n, 2 * p) for p in range(1, P + 1)], dtype=float)
-    return total[1:] / counts
-
-
-@register("shape_mom", family="similarity", kind="pair", invariances=_SHAPE_INV,
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=8, symmetric=True, prepared=None)
-def shape_mom(X: ArrayLike, Y: ArrayLike, *, n_moments: int = 4) -> ShapeMomentEstimate:
-    """Method-of-moments estimate of the Procrustes similarity (Pospisil et al., ICLR 2024).
-
-    The population similarity ``rho = ||Sigma_xy||_* / sqrt(tr Sigma_xx tr Sigma_yy)`` (the
-    cosine of the angular shape distance) is estimated without the upward bias of the
-    plug-in: after scaling each side to unit total variance, unbiased estimates of the
-    spectral moments ``m_p = tr((M M^T)^p)`` (p <= ``n_moments``, see :func:`cycle_moments`)
-    enter ``||M||_* = sum_i sqrt(lambda_i) ~ sqrt(B) sum_p c_p m_p / B^p``, where ``q(t) = sum_p
-    c_p t^p`` is the minimax polynomial for sqrt on [0, 1] and ``B`` bounds the eigenvalues
-    (product of the largest sample covariance eigenvalues). ``bias_bound = r sqrt(B) eps``
-    (r = min(d_x, d_y), eps the polynomial error) bounds the bias from the approximation;
-    centring with the sample mean adds an O(1/n) bias not in the bound. The value is clipped
-    to [0, 1] (the raw number is ``diagnostics['unclipped']``); symmetrised over X <-> Y.
-    Cost O(n P d^2) with a Python loop over rows: meant for the small-n regime it fixes.
-    """
-    fn = "shape_mom"
-    n_moments = check_int(n_moments, "n_moments", fn, low=1, high=12, high_inclusive=True)
-    X, Y = check_pair(X, Y, fn, min_samples=max(8, 2 * n_moments))
-    Xc = as_numpy(X, np.float64) - as_numpy(X, np.float64).mean(0)  # (n, d_x)
-    Yc = as_numpy(Y, np.float64) - as_numpy(Y, np.float64).mean(0)  # (n, d_y)
-    n = Xc.shape[0]
-    tx, ty = np.sum(Xc * Xc) / (n - 1), np.sum(Yc * Yc) / (n - 1)
-    if tx == 0 or ty == 0:
-        raise ValueError(f"{fn} got a representation whose columns all have zero variance; "
-                         f"the similarity is undefined.")
-    Xs, Ys = Xc / math.sqrt(tx), Yc / math.sqrt(ty)  # unit total variance
-    r = min(Xs.shape[1], Ys.shape[1])
-    lx = np.linalg.eigvalsh(Xs.T @ Xs / (n - 1))[-1]
-    ly = np.linalg.eigvalsh(Ys.T @ Ys / (n - 1))[-1]
-    B = float(lx * ly)
-    moments = 0.5 * (cycle_moments(Xs, Ys, n_moments) + cycle_moments(Ys, Xs, n_moments))
-    coef, eps = sqrt_polynomial(n_moments)
-    scaled = np.concatenate([[r], moments / B ** np.arange(1, n_moments + 1)])
-    raw = math.sqrt(B) * float(coef @ scaled)
-    plugin = float(np.linalg.svd(Xs.T @ Ys / (n - 1), compute_uv=False).sum())
-    bound = r * math.sqrt(B) * eps
-    diag = {"unclipped": raw, "moments": moments, "eigenvalue_bound": B,
-            "polynomial_error": eps}
-    return make_estimate(fn, min(max(raw, 0.0), 1.0), n, {"n_moments": n_moments}, diag,
-                         cls=ShapeMomentEstimate, bias_bound=bound, plugin=plugin)
+    X, Y = check_corrected_pair(X, Y, "shape_alpha_jackknife")
+    return SHAPE_ALPHA_JACKKNIFE.batch(X, Y, {"alpha": alpha, "groups": groups, "seed": seed,
+                                              "device": device})
