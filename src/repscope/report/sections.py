@@ -26,7 +26,8 @@ from repscope.report.plots import (
     unit_of,
 )
 
-__all__ = ["local_section", "matrix_ranges", "scalar_sections", "similarity_section",
+__all__ = ["SPECTRA_CAPTION", "family_caption", "local_caption", "local_section",
+           "matrix_caption", "matrix_ranges", "scalar_sections", "similarity_section",
            "spectra_section", "training_section"]
 
 #: How to read a family's panel (what a higher value means); families are the registry's.
@@ -78,7 +79,7 @@ def _verdicts(series: list[Series], layers: list[str]) -> str:
     return "".join(out)
 
 
-def _caption(family: str, group: list[Series], n_groups: int) -> str:
+def family_caption(family: str, group: list[Series], n_groups: int) -> str:
     kinds = sorted({s.interval for s in group if s.interval != "no interval"})
     none = [s.label for s in group if s.interval == "no interval"]
     bars = (f"Error bars: {html.escape('; '.join(kinds))} (each line's kind in its legend "
@@ -112,7 +113,7 @@ def scalar_sections(page: Page, data: ReportData) -> None:
             sub = title if len(groups) == 1 else f"{title}: {names}"
             plot_id = f"plot-family-{family}" + (f"-{k + 1}" if k else "")
             parts.append(page.plot(family_figure(family, group, title=sub), plot_id,
-                                   _caption(family, group, len(groups))))
+                                   family_caption(family, group, len(groups))))
             parts.append(_verdicts(group, data.layers))
     note = ("<p class='note'>Each panel holds measures of one order of magnitude; the "
             "Measures section below defines every measure, its unit, range and the parameters "
@@ -176,6 +177,29 @@ def matrix_ranges(matrices: list[Matrix]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def matrix_caption(m: Matrix, zr: tuple[float, float] | None) -> str:
+    direction = {True: "higher = more similar", False: "lower = more similar",
+                 None: "see the Measures section for its direction"}[m.higher_is_better]
+    scale = (f" Colour scale fixed to [{zr[0]:.3g}, {zr[1]:.3g}] for every heat map of this "
+             "measure." if zr else "")
+    interval = ("Hover a cell for its value, interval and n." if m.interval != "no interval"
+                else "No interval was computed for these cells.")
+    return (f"{html.escape(m.label)} between every pair of layers (row x column); "
+            f"{direction}.{scale} {interval}")
+
+
+SPECTRA_CAPTION = ("Covariance eigenvalues against their rank, log-log, one line per layer (dark "
+                   "= first, yellow = last). A straight line is a power law; a flatter line "
+                   "spreads variance over more directions. Values below 1e-9 x the largest are "
+                   "numerical zeros and not drawn.")
+
+
+def local_caption(label: str, how: str) -> str:
+    return (f"Distribution of the per-point values of {html.escape(label)} in each layer: "
+            "violin = density, box = quartiles with the median inside, line across the violin "
+            f"= mean. The layer curve above plots the {html.escape(how)}.")
+
+
 def similarity_section(page: Page, data: ReportData,
                        ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
     if not data.matrices:
@@ -188,15 +212,10 @@ def similarity_section(page: Page, data: ReportData,
     for i, m in enumerate(data.matrices):
         stats = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4g}</td></tr>"
                         for k, v in m.stats.items())
+        zr = ranges.get(m.label)
         direction = {True: "higher = more similar", False: "lower = more similar",
                      None: "see the Measures section for its direction"}[m.higher_is_better]
-        zr = ranges.get(m.label)
-        scale = (f" Colour scale fixed to [{zr[0]:.3g}, {zr[1]:.3g}] for every heat map of "
-                 "this measure." if zr else "")
-        interval = ("Hover a cell for its value, interval and n." if m.interval != "no interval"
-                    else "No interval was computed for these cells (hover for value and n).")
-        note = (f"{html.escape(m.label)} between every pair of layers (row x column); "
-                f"{direction}.{scale} {interval}")
+        note = matrix_caption(m, zr)
         fig = matrix_figure(m, zr, unit_of(m.measure or m.label))
         blocks.append(
             f'<div class="matrix">{page.plot(fig, f"plot-sim-{i}", note)}'
@@ -218,11 +237,7 @@ def spectra_section(page: Page, data: ReportData) -> None:
     else:
         label = preferred_spectrum(data.spectra)
         body = page.plot(spectrum_figure(label, data.spectra[label], data.layers),
-                         "plot-spectra",
-                         "Covariance eigenvalues against their rank, log-log, one line per "
-                         "layer (dark = first, yellow = last). A straight line is a power law; "
-                         "a flatter line spreads variance over more directions. Values below "
-                         "1e-9 x the largest are numerical zeros and not drawn.")
+                         "plot-spectra", SPECTRA_CAPTION)
     page.section("spectra", "Eigenvalue spectra", body)
 
 
@@ -240,10 +255,6 @@ def local_section(page: Page, data: ReportData) -> None:
             unit = unit_of(s.measure if s is not None else label.split(" ")[0])
             parts.append(page.plot(
                 local_figure(label, data.local[label], data.layers, summary=how, unit=unit),
-                f"plot-local-{i}",
-                f"Distribution of the per-point values of {html.escape(label)} in each layer: "
-                "violin = density, box = quartiles with the median inside, line across the "
-                "violin = mean. "
-                f"The layer curve above plots the {html.escape(how)}."))
+                f"plot-local-{i}", local_caption(label, how)))
         body = "".join(parts)
     page.section("local", "Local distributions per layer", body)
