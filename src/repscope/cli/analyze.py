@@ -59,7 +59,7 @@ def _summary_table(db_path: Path, plan: Any, width: int = 100) -> Any:
     name_w = max([len("measure")] + [len(name) for name, _ in rows])
     cell_w = max([6] + [len(_short(x)) for x in layers]
                  + [len(v) for _, cells in rows for v in cells.values()])
-    per = max(1, (width - name_w - 2) // (cell_w + 1))
+    per = max(1, (width - name_w - 3) // (cell_w + 2))  # each column: text + 1 space a side
     chunks = [layers[i:i + per] for i in range(0, len(layers), per)] or [[]]
     title = "results by layer (E = embeddings, Ln = layer n; pairs: layer i vs i+1)"
     tables = []
