@@ -15,7 +15,7 @@ import pytest
 from analysis_support import LAYERS, make_store, register_toys, toys  # noqa: F401
 from repscope import registry
 from repscope.analysis.plan import AnalyzeConfig
-from repscope.analysis.run import analyze
+from repscope.pipeline import analyze
 from repscope.report.cells import interval_kind
 from repscope.report.data import Series, gather
 from repscope.report.html import render_report
