@@ -125,6 +125,9 @@ _SEEN = """() => Array.from(document.querySelectorAll('.rs-plot')).map(d => ({
             ? (d.closest('figure').querySelector('figcaption') || {textContent: ''}).textContent
             : ''),
   errorbars: d.querySelectorAll('g.errorbar path').length,
+  withbars: d.data.filter(t => t.error_y && t.error_y.visible).map(t => t.name),
+  drawnbars: Array.from(d.querySelectorAll('g.trace.scatter'))
+                  .filter(g => g.querySelector('g.errorbar path')).length,
   legend: Array.from(d.querySelectorAll('g.legendtext, text.legendtext'))
               .map(t => t.textContent),
   buttons: Array.from(d.querySelectorAll('g.updatemenu-button text')).map(t => t.textContent),
@@ -176,6 +179,14 @@ def test_a_reader_sees_axis_titles_intervals_captions_and_working_buttons(report
         for f in facts:  # every plot: non-empty axis titles and a caption
             assert f["xtitle"] and f["ytitle"], f
             assert len(f["caption"]) > 40, f
+            assert f["drawnbars"] == len(f["withbars"]), f  # every interval is drawn
+        # intervals are drawn for every measure that has one, and only those
+        from repscope.report.data import gather
+
+        with_interval = {s.label for s in gather(report.parent / "results.duckdb").series
+                         if s.interval != "no interval"}
+        drawn = {name.rsplit(" (", 1)[0] for f in facts for name in f["withbars"]}
+        assert drawn == with_interval == {"_toy_pr", "_toy_pr (scale=2)"}
         dim = next(f for f in facts if f["id"] == "plot-family-dimension")
         # _toy_pr reports a CI without a level: the legend says what the bars are
         assert dim["errorbars"] > 0 and all("CI" in t for t in dim["legend"]), dim
