@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from repscope.report.data import FAMILIES, ReportData, gather, preferred_spectrum
-from repscope.report.plots import scale_groups, unit_of
+from repscope.report.plots import local_axis, scale_groups, unit_of, value_range
 from repscope.report.sections import (
     SPECTRA_CAPTION,
     family_caption,
@@ -99,6 +99,9 @@ def _family(plt: Any, data: ReportData, family: str) -> tuple[Any, str]:
         units = [u for u in dict.fromkeys(unit_of(s.measure or s.label, s.params) for s in group)
                  if u]
         ax.set_ylabel(f"value ({', '.join(units)})" if units else "value")
+        rng = value_range(group)
+        if rng is not None and rng[2]:  # very wide intervals are cut at the axis edge
+            ax.set_ylim(rng[0], rng[1])
         ax.legend(handles, labels, fontsize=7, frameon=False, loc="best")
     axes[-1, 0].set_xticks(x, [_short(layer) for layer in data.layers], rotation=30, ha="right")
     axes[-1, 0].set_xlabel("layer (input to output)")
@@ -175,15 +178,13 @@ def _local(plt: Any, data: ReportData, label: str) -> tuple[Any, str]:
                   ha="right")
     ax.set_xlabel("layer (input to output)")
     ax.set_ylabel(f"local value ({unit})" if unit else "local value")
-    both = np.concatenate([local[x] for x in present]) if present else np.zeros(0)
-    if both.size:
-        lo, hi = np.quantile(both, [0.005, 0.99])
-        if hi > lo and (both.max() > hi or both.min() < lo):  # long tails flatten the violins
-            ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-            ax.set_title(f"Per-point distribution: {label}\n(axis: 0.5-99 % of the values)",
-                         fontsize=9)
-        else:
-            ax.set_title(f"Per-point distribution: {label}")
+    clip = local_axis([local[x] for x in present])
+    if clip is not None:  # long tails would flatten the violins
+        ax.set_ylim(*clip)
+        ax.set_title(f"Per-point distribution: {label}\n(axis cut at 3 IQR above the upper "
+                     "quartile)", fontsize=9)
+    else:
+        ax.set_title(f"Per-point distribution: {label}")
     return fig, local_caption(label, how)
 
 

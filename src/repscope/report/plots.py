@@ -19,7 +19,7 @@ import numpy as np
 from repscope.report.data import FAMILIES, Matrix, Series, TrainingSeries
 
 __all__ = ["FONT", "family_figure", "local_figure", "matrix_figure", "scale_groups",
-           "short_layer", "spectrum_figure", "training_figure", "unit_of"]
+           "short_layer", "spectrum_figure", "training_figure", "unit_of", "value_range"]
 
 PALETTE = ["#1f5fa8", "#d1495b", "#2a9d8f", "#e9a03b", "#6a4c93", "#3d405b", "#8ab17d",
            "#b5651d", "#00a6d6", "#c0392b", "#7f8c8d", "#9b59b6"]
@@ -94,6 +94,26 @@ def scale_groups(series: Sequence[Series], ratio: float = PANEL_RATIO) -> list[l
     return [[series[i] for i in sorted(g)] for g in groups]
 
 
+def value_range(series: Sequence[Series], reach: float = 1.5) -> tuple[float, float, bool] | None:
+    """A y range that shows every value and every interval end within ``reach`` x the values'
+    span of them: ``(low, high, cut)``, ``cut`` when some interval reaches beyond (its bar is
+    cut at the axis edge, the hover gives its ends). None without values."""
+    vals = [v for s in series for v in s.values if v is not None]
+    if not vals:
+        return None
+    vmin, vmax = min(vals), max(vals)
+    span = vmax - vmin or 0.1 * max(abs(vmax), 1e-12)
+    lows = [v - e for s in series for v, e in zip(s.values, s.err_low, strict=True)
+            if v is not None and e is not None]
+    highs = [v + e for s in series for v, e in zip(s.values, s.err_high, strict=True)
+             if v is not None and e is not None]
+    lo = min([vmin, *lows])
+    hi = max([vmax, *highs])
+    lo_c, hi_c = max(lo, vmin - reach * span), min(hi, vmax + reach * span)
+    pad = 0.04 * (hi_c - lo_c)
+    return lo_c - pad, hi_c + pad, (lo_c > lo or hi_c < hi)
+
+
 def _y_title(series: Sequence[Series]) -> str:
     units = list(dict.fromkeys(unit_of(s.measure or s.label, s.params) for s in series))
     units = [u for u in units if u]
@@ -132,19 +152,24 @@ def family_figure(family: str, series: list[Series], *, title: str | None = None
                                 "arrayminus": [e or 0 for e in s.err_low], "thickness": 1.2}
         traces.append(trace)
     y_title = _y_title(series)
+    yaxis = axis(y_title, zeroline=False)
+    rng = value_range(series)
+    if rng is not None and rng[2]:  # a few very wide intervals would flatten every line
+        yaxis["range"] = [rng[0], rng[1]]
     layout = base_layout(title or FAMILIES.get(family, family),
                          xaxis=axis("layer (input to output)", type="category"),
-                         yaxis=axis(y_title, zeroline=False),
+                         yaxis=yaxis,
                          legend={"orientation": "h", "x": 0, "y": -0.22, "yanchor": "top"},
                          showlegend=True,
                          margin={"l": 70, "r": 20, "t": 86, "b": 40},
                          height=440 + 22 * ((len(series) + 1) // 2))
     if len(series) > 1 and max(map(_peak, series)) / min(map(_peak, series)) > BUTTON_RATIO:
-        layout["updatemenus"] = [_scale_buttons(series, y_title)]
+        layout["updatemenus"] = [_scale_buttons(series, y_title, yaxis.get("range"))]
     return {"data": traces, "layout": layout}
 
 
-def _scale_buttons(series: list[Series], y_title: str) -> dict[str, Any]:
+def _scale_buttons(series: list[Series], y_title: str, y_range: list[float] | None
+                   ) -> dict[str, Any]:
     """Buttons switching between raw values and each line divided by its largest |value|."""
 
     def restyle(scale: bool) -> dict[str, Any]:
@@ -162,9 +187,11 @@ def _scale_buttons(series: list[Series], y_title: str) -> dict[str, Any]:
         "pad": {"r": 4, "t": 0, "b": 0, "l": 0},
         "buttons": [
             {"label": "values", "method": "update",
-             "args": [restyle(False), {"yaxis.title.text": y_title}]},
+             "args": [restyle(False), {"yaxis.title.text": y_title, **(
+                 {"yaxis.range": y_range} if y_range else {"yaxis.autorange": True})}]},
             {"label": "scaled to max |value|", "method": "update",
-             "args": [restyle(True), {"yaxis.title.text": "value / max |value| of the line"}]},
+             "args": [restyle(True), {"yaxis.title.text": "value / max |value| of the line",
+                                      "yaxis.autorange": True}]},
         ],
     }
 
@@ -254,18 +281,32 @@ def local_figure(label: str, local: Mapping[str, np.ndarray], layers: list[str],
         })
     title = f"Per-point distribution: {label}"
     yaxis = axis(f"local value ({unit})" if unit else "local value", zeroline=False)
-    both = np.concatenate([np.asarray(local[x], dtype=float) for x in present]) if present \
-        else np.zeros(0)
-    if both.size:
-        lo, hi = np.quantile(both, [0.005, 0.99])
-        if both.max() > hi or both.min() < lo:  # long tails would flatten the violins
-            pad = 0.05 * (hi - lo) if hi > lo else 1.0
-            yaxis["range"] = [float(lo - pad), float(hi + pad)]
-            title += " (axis: 0.5-99 % of the values; zoom out for the tails)"
+    clip = local_axis([np.asarray(local[x], dtype=float) for x in present])
+    if clip is not None:  # long tails would flatten the violins
+        yaxis["range"] = list(clip)
+        title += " (axis cut at 3 IQR above the upper quartile; zoom out for the tails)"
     layout = base_layout(title, showlegend=False, violingap=0.05, height=460,
                          xaxis=axis("layer (input to output)", type="category"), yaxis=yaxis,
                          margin={"l": 70, "r": 20, "t": 60, "b": 60})
     return {"data": traces, "layout": layout}
+
+
+def local_axis(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
+    """The y range of per-point violins when long tails would flatten them: from the lowest
+    0.5 % quantile of the layers to the highest upper fence ``min(q99, q75 + 3 IQR)`` (padded);
+    None when the values stay within 10 % of that."""
+    vals = [v[np.isfinite(v)] for v in values]
+    vals = [v for v in vals if v.size]
+    if not vals:
+        return None
+    lo = min(float(np.quantile(v, 0.005)) for v in vals)
+    hi = max(min(q[3], q[2] + 3 * (q[2] - q[1])) for q in
+             (np.quantile(v, [0.005, 0.25, 0.75, 0.99]).tolist() for v in vals))
+    top, bottom = max(float(v.max()) for v in vals), min(float(v.min()) for v in vals)
+    if hi <= lo or (top <= hi + 0.1 * (hi - lo) and bottom >= lo - 0.1 * (hi - lo)):
+        return None
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
 
 
 def layer_color(i: int, n: int) -> str:

@@ -24,6 +24,7 @@ from repscope.report.plots import (
     spectrum_figure,
     training_figure,
     unit_of,
+    value_range,
 )
 
 __all__ = ["SPECTRA_CAPTION", "family_caption", "local_caption", "local_section",
@@ -88,6 +89,10 @@ def family_caption(family: str, group: list[Series], n_groups: int) -> str:
         bars += f" Without interval: {code(none)}."
     split = (" Lines of very different magnitude are drawn in separate panels "
              f"({n_groups} for this family)." if n_groups > 1 else "")
+    rng = value_range(group)
+    if rng is not None and rng[2]:
+        split += (" Error bars longer than the axis are cut at its edge (hover a point for "
+                  "its interval).")
     return (f"One line per measure across layers (x: layer, input to output; y: the value in "
             f"its unit). {READING.get(family, '')} {bars}{split}")
 
