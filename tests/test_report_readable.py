@@ -63,8 +63,31 @@ def test_measures_of_different_magnitude_or_unit_get_their_own_panels():
     fig = family_figure("dimension", [_series("a", [30.0]), _series("b", [7.0])])
     (menu,) = fig["layout"]["updatemenus"]
     assert [b["label"] for b in menu["buttons"]] == ["values", "scaled to max |value|"]
-    assert menu["buttons"][1]["args"][1] == {"yaxis.title.text": "value / max |value| of the line"}
+    assert menu["buttons"][1]["args"][1] == {"yaxis.title.text": "value / max |value| of the line",
+                                             "yaxis.autorange": True}
     assert menu["buttons"][1]["args"][0]["y"] == [[1.0], [1.0]]
+
+
+def test_very_wide_intervals_and_long_tails_are_cut_at_the_axis_edge():
+    from repscope.report.plots import local_axis, value_range
+
+    narrow = _series("a", [5.0, 6.0, 7.0])
+    assert value_range([narrow])[2] is False
+    wide = Series("b", "dimension", ["l.0", "l.1"], [5.0, 6.0], [4.0, 4.0], [90.0, 90.0],
+                  [10, 10], measure="b")
+    lo, hi, cut = value_range([narrow, wide])
+    assert cut and 7.0 < hi < 20 and 1.0 < lo < 5.0  # ends beyond 1.5 x the span are cut
+    fig = family_figure("dimension", [narrow, wide])
+    assert fig["layout"]["yaxis"]["range"] == [lo, hi]
+    rng = np.random.default_rng(0)
+    body = rng.normal(10, 2, 2000)
+    assert local_axis([body]) is None  # a normal sample has nothing beyond the far-out fence
+    tailed = np.concatenate([body, [500.0, 900.0]])
+    lo, hi = local_axis([tailed])
+    q25, q75 = np.quantile(tailed, [0.25, 0.75])
+    fence = q75 + 3 * (q75 - q25)
+    assert hi == pytest.approx(fence + 0.05 * (fence - tailed.min()), rel=1e-9)
+    assert lo < tailed.min() and hi < 30
 
 
 def test_every_figure_has_title_objects_units_and_interval_legends(run):

@@ -181,8 +181,8 @@ def _local(plt: Any, data: ReportData, label: str) -> tuple[Any, str]:
     clip = local_axis([local[x] for x in present])
     if clip is not None:  # long tails would flatten the violins
         ax.set_ylim(*clip)
-        ax.set_title(f"Per-point distribution: {label}\n(axis cut at 3 IQR above the upper "
-                     "quartile)", fontsize=9)
+        ax.set_title(f"Per-point distribution: {label}\n(axis cut at 3 IQR beyond the "
+                     "quartiles)", fontsize=9)
     else:
         ax.set_title(f"Per-point distribution: {label}")
     return fig, local_caption(label, how)

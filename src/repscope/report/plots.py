@@ -284,7 +284,7 @@ def local_figure(label: str, local: Mapping[str, np.ndarray], layers: list[str],
     clip = local_axis([np.asarray(local[x], dtype=float) for x in present])
     if clip is not None:  # long tails would flatten the violins
         yaxis["range"] = list(clip)
-        title += " (axis cut at 3 IQR above the upper quartile; zoom out for the tails)"
+        title += " (axis cut 3 IQR beyond the quartiles; zoom out for the tails)"
     layout = base_layout(title, showlegend=False, violingap=0.05, height=460,
                          xaxis=axis("layer (input to output)", type="category"), yaxis=yaxis,
                          margin={"l": 70, "r": 20, "t": 60, "b": 60})
@@ -292,21 +292,22 @@ def local_figure(label: str, local: Mapping[str, np.ndarray], layers: list[str],
 
 
 def local_axis(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
-    """The y range of per-point violins when long tails would flatten them: from the lowest
-    0.5 % quantile of the layers to the highest upper fence ``min(q99, q75 + 3 IQR)`` (padded);
-    None when the values stay within 10 % of that."""
+    """The y range of per-point violins when long tails would flatten them: Tukey's far-out
+    fences ``q25 - 3 IQR`` and ``q75 + 3 IQR``, the widest over the layers (padded) and never
+    inside the data's own range where nothing lies beyond; None when no value lies beyond."""
     vals = [v[np.isfinite(v)] for v in values]
     vals = [v for v in vals if v.size]
     if not vals:
         return None
-    lo = min(float(np.quantile(v, 0.005)) for v in vals)
-    hi = max(min(q[3], q[2] + 3 * (q[2] - q[1])) for q in
-             (np.quantile(v, [0.005, 0.25, 0.75, 0.99]).tolist() for v in vals))
-    top, bottom = max(float(v.max()) for v in vals), min(float(v.min()) for v in vals)
-    if hi <= lo or (top <= hi + 0.1 * (hi - lo) and bottom >= lo - 0.1 * (hi - lo)):
+    qs = [np.quantile(v, [0.25, 0.75]) for v in vals]
+    lo_f = min(q[0] - 3 * (q[1] - q[0]) for q in qs)
+    hi_f = max(q[1] + 3 * (q[1] - q[0]) for q in qs)
+    bottom, top = min(float(v.min()) for v in vals), max(float(v.max()) for v in vals)
+    if hi_f <= lo_f or (top <= hi_f and bottom >= lo_f):
         return None
+    lo, hi = max(lo_f, bottom), min(hi_f, top)
     pad = 0.05 * (hi - lo)
-    return lo - pad, hi + pad
+    return float(lo - pad), float(hi + pad)
 
 
 def layer_color(i: int, n: int) -> str:
