@@ -220,7 +220,12 @@ def test_a_reader_sees_axis_titles_intervals_captions_and_working_buttons(report
 
         # SVG download button next to plotly's PNG one
         page.hover("#plot-family-dimension")
-        assert page.locator("#plot-family-dimension [data-title='Download plot as SVG']").count() == 1
+        svg = page.locator("#plot-family-dimension [data-title='Download plot as SVG']")
+        assert svg.count() == 1
+        with page.expect_download() as dl:
+            svg.click()
+        assert dl.value.suggested_filename == "plot-family-dimension.svg"
+        assert Path(dl.value.path()).read_text().lstrip().startswith("<svg")
     finally:
         next(gen, None)
     metrics = {"report_bytes": report.stat().st_size, "load_ms": seen["load_ms"],
