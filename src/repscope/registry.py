@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 __all__ = [
     "FAMILIES",
+    "FAMILY_UNITS",
     "INVARIANCES",
     "NULL_RTOL",
     "Accumulator",
@@ -63,12 +64,22 @@ Kind = Literal["single", "pair"]
 #: Known families (report panels and CLI groups) with their report titles, in report order.
 FAMILIES: Mapping[str, str] = MappingProxyType({
     "dimension": "Intrinsic dimension",
-    "local_dimension": "Local intrinsic dimension (mean over points)",
+    "local_dimension": "Local intrinsic dimension (summary over points)",
     "spectrum": "Spectrum and effective dimensionality",
     "spread": "Spread and isotropy",
     "outliers": "Outlier dimensions and rows",
     "classes": "Label-aware geometry",
     "similarity": "Layer x layer similarity",
+})
+
+#: The unit of a family's values when a measure states none (``register(..., units=...)``);
+#: families whose measures differ in units (spectrum, outliers) have no default.
+FAMILY_UNITS: Mapping[str, str] = MappingProxyType({
+    "dimension": "dimensions",
+    "local_dimension": "dimensions",
+    "spread": "unitless",
+    "similarity": "unitless",
+    "classes": "unitless",
 })
 
 #: Transformations a measure may declare itself invariant to (checked by the conformance tests).
@@ -265,6 +276,13 @@ class MeasureSpec:
     "The parameter ID-vs-scale curves vary (None: no scale curve)."
     defaults: Mapping[str, Any] = field(default_factory=dict)
     "Keyword parameters and their defaults, read from the signature."
+    units: str = ""
+    "Unit of the value (e.g. 'dimensions', 'nats', 'radians'); '' = the family's default."
+
+    @property
+    def unit(self) -> str:
+        """The value's unit: :attr:`units`, else the family's (:data:`FAMILY_UNITS`), else ''."""
+        return self.units or FAMILY_UNITS.get(self.family, "")
 
     @property
     def streamable(self) -> bool:
@@ -314,7 +332,8 @@ def register(
         pair is computed afresh), single measures must not.
     scale_param : the :class:`ScaleParam` of ID-vs-scale curves, or None.
     **meta : the remaining :class:`MeasureSpec` fields (``higher_is_better``, ``bounds``,
-        ``needs_labels``, ``min_samples``, ``default_panel``, ``symmetric``, ``description``).
+        ``needs_labels``, ``min_samples``, ``default_panel``, ``symmetric``, ``description``,
+        ``units``).
 
     Raises
     ------

@@ -26,8 +26,14 @@ def _short(layer: str) -> str:
     return layer[:1].upper() if layer == "embeddings" else layer[:8]
 
 
-def _summary_table(db_path: Path, plan: Any) -> Any:
-    """Scalar measures x layers; pair measures as the value between consecutive layers."""
+def _summary_table(db_path: Path, plan: Any, width: int = 100) -> Any:
+    """Scalar measures x layers; pair measures as the value between consecutive layers.
+
+    Fits ``width`` columns: when every layer does not fit beside the measure names, the layers
+    are split over several tables (layers 1-k, k+1-..., each titled with its range), so no
+    layer is dropped and no measure name is cut.
+    """
+    from rich.console import Group
     from rich.table import Table
 
     from repscope.analysis.db import load_results
@@ -38,27 +44,41 @@ def _summary_table(db_path: Path, plan: Any) -> Any:
             & df["layer"].isin(layers) & (df["layer_b"].isna() | df["layer_b"].isin(layers))]
     from rich import box
 
-    table = Table(title="results by layer (E = embeddings, Ln = layer n; pairs: layer i vs i+1)",
-                  header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
-                  collapse_padding=True)
-    table.add_column("measure", style="bold", no_wrap=True, max_width=20, overflow="ellipsis")
-    for layer in layers:
-        table.add_column(_short(layer), justify="right", no_wrap=True, min_width=6)
+    rows: list[tuple[str, dict[str, str]]] = []
     single = df[(df["kind"] == "single") & (df["status"] == "ok")]
     for (measure, variant), g in single.groupby(["measure", "variant"]):
         by = dict(zip(g["layer"], g["value"], strict=True))
-        name = measure + (f" ({variant})" if variant else "")
-        table.add_row(name, *[_fmt(by.get(layer)) for layer in layers])
+        rows.append((measure + (f" ({variant})" if variant else ""),
+                     {layer: _fmt(by.get(layer)) for layer in layers}))
     pairs = df[(df["kind"] == "pair") & (df["status"] == "ok")]
     for (measure, variant), g in pairs.groupby(["measure", "variant"]):
         name = measure + (f" ({variant})" if variant else "")
         adjacent = {a: v for a, b, v in zip(g["layer"], g["layer_b"], g["value"], strict=True)
                     if layers.index(b) == layers.index(a) + 1} if layers else {}
-        table.add_row(name + " (i, i+1)", *[_fmt(adjacent.get(layer)) for layer in layers])
+        rows.append((name + " (i, i+1)", {layer: _fmt(adjacent.get(layer)) for layer in layers}))
+    name_w = max([len("measure")] + [len(name) for name, _ in rows])
+    cell_w = max([6] + [len(_short(x)) for x in layers]
+                 + [len(v) for _, cells in rows for v in cells.values()])
+    per = max(1, (width - name_w - 3) // (cell_w + 2))  # each column: text + 1 space a side
+    chunks = [layers[i:i + per] for i in range(0, len(layers), per)] or [[]]
+    title = "results by layer (E = embeddings, Ln = layer n; pairs: layer i vs i+1)"
+    tables = []
+    for k, chunk in enumerate(chunks):
+        part = "" if len(chunks) == 1 else \
+            f" - layers {k * per + 1}-{k * per + len(chunk)} of {len(layers)}"
+        table = Table(title=title + part if k == 0 else part.lstrip(" -"),
+                      header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                      padding=(0, 1), collapse_padding=True)
+        table.add_column("measure", style="bold", no_wrap=True, min_width=name_w)
+        for layer in chunk:
+            table.add_column(_short(layer), justify="right", no_wrap=True, min_width=cell_w)
+        for name, cells in rows:
+            table.add_row(name, *[cells[layer] for layer in chunk])
+        tables.append(table)
     errors = df[df["status"] != "ok"]
     if len(errors):
-        table.caption = f"{len(errors)} result(s) failed: repscope results DB --status error"
-    return table
+        tables[-1].caption = f"{len(errors)} result(s) failed: repscope results DB --status error"
+    return tables[0] if len(tables) == 1 else Group(*tables)
 
 
 def _fmt(v: Any) -> str:
@@ -126,7 +146,7 @@ def analyze(cfg: AnalyzeConfig) -> None:
 
     console = _console()
     run = run_analysis(cfg, progress=True, console=console)
-    console.print(_summary_table(run.db_path, run.plan))
+    console.print(_summary_table(run.db_path, run.plan, console.width))
     if len(run.plans) > 1:
         steps = ", ".join(f"{p.source.get('checkpoint')}" for p in run.plans)
         console.print(f"checkpoint sweep over {len(run.plans)} checkpoints ({steps}); the "

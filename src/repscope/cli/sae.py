@@ -153,8 +153,15 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
     if out_file is None:
         out_file = (sae_dir / "features.html" if report_dir is None else
                     report_dir / "features" / _page_name(sae_dir, layer))
+    def activations(idx: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(X[idx]).to(model.W_dec.device)
+            return model.encode(x).float().cpu().numpy()
+
     out = feature_page(out_file, stats, meta=meta, evaluation=ev, n_features=n_features,
-                       n_top=n_top, info=info, summary=summary,
+                       n_top=n_top, info=info, summary=summary, activations=activations,
                        report=None if report_dir is None else report_dir / "report.html",
                        title=f"{cfg['architecture']} SAE features of {layer}")
     _print_eval(ev, f"SAE on {layer}, {len(rows):,} rows")

@@ -18,7 +18,8 @@ import torch
 from repscope._validate import check_int
 from repscope.dictionaries.source import as_source
 
-__all__ = ["FeatureStats", "compare_datasets", "feature_stats", "quantile_samples", "token_context"]
+__all__ = ["FeatureStats", "compare_datasets", "context_rows", "feature_stats", "quantile_samples",
+           "token_context"]
 
 
 @dataclass(frozen=True)
@@ -92,25 +93,37 @@ def feature_stats(sae: Any, data: Any, *, layer: str | None = None, top_k: int =
 
 def quantile_samples(stats: FeatureStats, feature: int, n_bins: int = 4, per_bin: int = 3) -> list[dict[str, Any]]:
     """Rows sampled from activation-quantile intervals of one latent: the uniform sample of
-    firing rows is split at its quantiles into ``n_bins`` intervals, ``per_bin`` rows each
-    (lowest activations first). Each item: ``{"low", "high", "rows", "values"}``."""
+    firing rows, sorted, is split into ``n_bins`` groups of (nearly) equal size, ``per_bin`` rows
+    each (lowest activations first). Each item: ``{"low", "high", "q_low", "q_high", "rows",
+    "values"}`` where ``[low, high]`` is the smallest and largest activation of the group (so
+    every sample lies inside its printed interval) and ``q_low``-``q_high`` the share of the
+    sample below the group (the quantile range, in [0, 1])."""
     check_int(feature, "feature", "quantile_samples", low=0, high=len(stats.count), high_name="d_sae")
     v, r = stats.sample_values[feature], stats.sample_rows[feature]
     ok = r >= 0
     v, r = v[ok], r[ok]
     if len(v) == 0:
         return []
-    order = np.argsort(v)
+    order = np.argsort(v, kind="stable")
     v, r = v[order], r[order]
-    edges = np.quantile(v, np.linspace(0, 1, n_bins + 1))
     out = []
-    for b, chunk in enumerate(np.array_split(np.arange(len(v)), n_bins)):
+    for chunk in np.array_split(np.arange(len(v)), n_bins):
         if len(chunk) == 0:
             continue
         pick = chunk[np.linspace(0, len(chunk) - 1, min(per_bin, len(chunk))).astype(int)]
-        out.append({"low": float(edges[b]), "high": float(edges[b + 1]),
+        out.append({"low": float(v[chunk[0]]), "high": float(v[chunk[-1]]),
+                    "q_low": chunk[0] / len(v), "q_high": (chunk[-1] + 1) / len(v),
                     "rows": r[pick].tolist(), "values": v[pick].tolist()})
     return out
+
+
+def context_rows(meta: Any, row: int, window: int = 8) -> tuple[np.ndarray, int]:
+    """Row indices of the tokens around ``row`` in its document (metadata in row order with
+    ``doc_id``), and the index of ``row`` among them."""
+    lo, hi = max(row - window, 0), min(row + window + 1, len(meta))
+    keep = (meta["doc_id"].iloc[lo:hi] == meta["doc_id"].iloc[row]).to_numpy()
+    rows = np.arange(lo, hi)[keep]
+    return rows, int(keep[: row - lo].sum())
 
 
 def token_context(meta: Any, row: int, window: int = 8) -> tuple[list[str], int]:

@@ -1,7 +1,13 @@
 """A self-contained HTML page for an SAE: evaluation summary, feature-density histogram, and
-one card per latent with its top-activating tokens in context and activation quantile samples.
+one card per latent with its top-activating contexts, activation quantile samples and a
+histogram of its activations.
 
-plotly.js is inlined (``plotly.offline.get_plotlyjs()``), so the page opens with no network.
+Contexts are shown as their tokenizer decodes them (:mod:`repscope.dictionaries.tokens`: WordPiece
+``##`` pieces joined, BPE / SentencePiece spaces restored) and, given ``activations``, every
+token is shaded by the latent's activation on it (hover a token for the number), as
+SAEDashboard and Neuronpedia do; the row that put the context in the list is outlined.
+plotly.js (its cartesian partial bundle, :mod:`repscope._plotly`) is inlined, so the page opens
+with no network.
 Next to ``NAME.html`` a sidecar ``NAME.json`` (:mod:`repscope.feature_pages`) records the
 layer, architecture, sizes, FVU and L0, so the analysis report (``report.html``) lists and links
 every feature page found under its directory; with ``report=`` the page links back to it.
@@ -12,13 +18,15 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from repscope._io import atomic_write_text
-from repscope.dictionaries.inspect import FeatureStats, quantile_samples, token_context
+from repscope.dictionaries.inspect import FeatureStats, context_rows, quantile_samples
+from repscope.dictionaries.tokens import detokenize
 from repscope.feature_pages import FEATURE_PAGE_KIND, sidecar_path
 
 __all__ = ["feature_page"]
@@ -28,40 +36,87 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table.summary td{padding:2px 12px}.card{border:1px solid #ccc;border-radius:6px;padding:8px 14px;margin:14px 0}
 .ctx{font-family:ui-monospace,monospace;font-size:13px;margin:2px 0;white-space:pre-wrap}
 .tok{padding:0 1px;border-radius:3px}.hit{outline:2px solid #c33}.val{color:#666;display:inline-block;width:5em}
-h3{margin:4px 0}.muted{color:#777}.back{font-size:14px}
+h3{margin:4px 0}.muted{color:#777}.back{font-size:14px}.hist{height:200px;max-width:520px}
+.legend-swatch{display:inline-block;width:90px;height:10px;vertical-align:middle;
+background:linear-gradient(90deg,rgba(255,120,0,0),rgba(255,120,0,.85))}
 """
 
 
-def _context_html(meta: Any, row: int, value: float, window: int) -> str:
+Activations = Callable[[np.ndarray], np.ndarray]
+
+
+def _shade(a: float, top: float) -> str:
+    """Background for activation ``a`` on a latent whose largest activation is ``top``."""
+    alpha = 0.0 if top <= 0 or not np.isfinite(a) else min(max(a / top, 0.0), 1.0)
+    return f"background:rgba(255,120,0,{0.85 * alpha:.3f})"
+
+
+def _context_html(meta: Any, row: int, value: float, window: int,
+                  acts: dict[int, float] | None = None, top: float = 0.0) -> str:
     if meta is None:
         return f'<div class="ctx"><span class="val">{value:.3f}</span>row {row}</div>'
     if "token" not in meta:  # pooled rows: one document per row
         text = str(meta["text"].iloc[row])[:300] if "text" in meta else f"row {row}"
         return f'<div class="ctx"><span class="val">{value:.3f}</span>{html.escape(text)}</div>'
-    tokens, at = token_context(meta, row, window)
+    rows, at = context_rows(meta, row, window)
+    pieces = detokenize([str(t) for t in meta["token"].to_numpy()[rows]])
     parts = []
-    for i, t in enumerate(tokens):
+    for i, (r, (sep, text)) in enumerate(zip(rows, pieces, strict=True)):
+        a = value if int(r) == row and acts is None else (acts or {}).get(int(r))
         cls = "tok hit" if i == at else "tok"
-        style = ' style="background:rgba(255,120,0,0.55)"' if i == at else ""
-        parts.append(f'<span class="{cls}"{style}>{html.escape(t)}</span>')
-    return f'<div class="ctx"><span class="val">{value:.3f}</span>{" ".join(parts)}</div>'
+        style = f' style="{_shade(a, top)}"' if a is not None else ""
+        tip = f' title="activation {a:.3f}"' if a is not None else ""
+        parts.append(f'{html.escape(sep)}<span class="{cls}"{style}{tip} data-act='
+                     f'"{"" if a is None else f"{a:.4g}"}">{html.escape(text)}</span>')
+    return f'<div class="ctx"><span class="val">{value:.3f}</span>{"".join(parts)}</div>'
 
 
-def _card(j: int, stats: FeatureStats, meta: Any, n_top: int, window: int) -> str:
+def _activations_of(j: int, meta: Any, rows: list[int], window: int,
+                    activations: Activations | None) -> dict[int, float] | None:
+    """Latent ``j``'s activation on every token of the contexts of ``rows``."""
+    if activations is None or meta is None or "token" not in meta:
+        return None
+    need = np.unique(np.concatenate([context_rows(meta, r, window)[0] for r in rows])) \
+        if rows else np.zeros(0, dtype=np.int64)
+    if need.size == 0:
+        return {}
+    codes = np.asarray(activations(need))  # (len(need), d_sae)
+    return dict(zip(need.tolist(), codes[:, j].astype(float).tolist(), strict=True))
+
+
+def _card(j: int, stats: FeatureStats, meta: Any, n_top: int, window: int,
+          activations: Activations | None, figures: list[dict[str, Any]]) -> str:
     freq = stats.count[j] / stats.n_rows
+    top = float(stats.top_values[j][0]) if stats.top_values.shape[1] else 0.0
     out = [f'<div class="card" id="f{j}"><h3>Latent {j}</h3>',
            f'<div class="muted">fires on {stats.count[j]} of {stats.n_rows} rows '
-           f'(frequency {freq:.2e}), mean active value {stats.mean_active[j]:.3f}</div>',
-           "<h4>Top activations</h4>"]
-    for v, r in zip(stats.top_values[j][:n_top], stats.top_rows[j][:n_top], strict=True):
-        if r >= 0:
-            out.append(_context_html(meta, int(r), float(v), window))
+           f'(frequency {freq:.2e}), mean active value {stats.mean_active[j]:.3f}, largest '
+           f'{top:.3f}</div>']
+    tops = [(float(v), int(r)) for v, r in zip(stats.top_values[j][:n_top],
+                                                stats.top_rows[j][:n_top], strict=True) if r >= 0]
     qs = quantile_samples(stats, j)
+    acts = _activations_of(j, meta, [r for _, r in tops] + [int(r) for q in qs for r in q["rows"]],
+                           window, activations)
+    sample = stats.sample_values[j][np.isfinite(stats.sample_values[j])]
+    if sample.size:
+        fid = f"hist-{j}"
+        figures.append({"id": fid, "data": [{"type": "histogram", "x": sample.tolist(),
+                                             "nbinsx": 20, "marker": {"color": "#e07a1f"}}],
+                        "layout": {"height": 200, "margin": {"l": 50, "r": 10, "t": 10, "b": 40},
+                                   "xaxis": {"title": {"text": "activation (on rows where it "
+                                                               "fires)"}},
+                                   "yaxis": {"title": {"text": "sampled rows"}}}})
+        out.append(f'<div class="hist" id="{fid}"></div>')
+    out.append("<h4>Top activations</h4>")
+    out.extend(_context_html(meta, r, v, window, acts, top) for v, r in tops)
     if qs:
         out.append("<h4>Activation quantile samples</h4>")
         for q in qs:
-            out.append(f'<div class="muted">interval [{q["low"]:.3f}, {q["high"]:.3f}]</div>')
-            out.extend(_context_html(meta, int(r), float(v), window)
+            out.append(f'<div class="muted quantile" data-low="{q["low"]!r}" '
+                       f'data-high="{q["high"]!r}">{100 * q["q_low"]:.0f}-{100 * q["q_high"]:.0f}'
+                       f' % of the firing activations: interval [{q["low"]:.3f}, '
+                       f'{q["high"]:.3f}]</div>')
+            out.extend(_context_html(meta, int(r), float(v), window, acts, top)
                        for r, v in zip(q["rows"], q["values"], strict=True))
     out.append("</div>")
     return "\n".join(out)
@@ -81,6 +136,7 @@ def feature_page(
     info: dict[str, Any] | None = None,
     summary: dict[str, Any] | None = None,
     report: str | Path | None = None,
+    activations: Activations | None = None,
 ) -> Path:
     """Write the page to ``path`` and its sidecar ``path.with_suffix('.json')``. ``meta``: the
     store's row metadata (doc_id, position, token) for token contexts; ``features``: latents to
@@ -88,8 +144,10 @@ def feature_page(
     :class:`~repscope.dictionaries.evaluate.SAEEvaluation`; ``info``: rows of the summary table;
     ``summary``: JSON-able facts for the report's "Sparse features" list (layer, architecture,
     d_in, d_sae, sae ...; FVU and L0 are added from ``evaluation``); ``report``: the analysis
-    ``report.html`` to link back to (relative link)."""
-    from plotly.offline import get_plotlyjs
+    ``report.html`` to link back to (relative link); ``activations``: ``rows -> (len(rows),
+    d_sae)`` codes of those rows, to shade every token of a context by the latent's activation
+    (without it only the listed row's own activation is shown)."""
+    from repscope._plotly import plotly_js
 
     if features is None:
         live = np.flatnonzero(stats.count > 0)
@@ -104,20 +162,30 @@ def feature_page(
     logf = np.log10(freq[freq > 0]).tolist()
     hist = {"data": [{"type": "histogram", "x": logf, "nbinsx": 40}],
             "layout": {"title": {"text": f"Feature density ({int((freq == 0).sum())} dead of {len(freq)})"},
-                       "xaxis": {"title": {"text": "log10 firing frequency"}},
+                       "xaxis": {"title": {"text": "log10 firing frequency (fraction of rows)"}},
                        "yaxis": {"title": {"text": "latents"}}, "height": 320}}
-    cards = "\n".join(_card(int(j), stats, meta, n_top, window) for j in features)
+    figures: list[dict[str, Any]] = [{"id": "density", **hist}]
+    cards = "\n".join(_card(int(j), stats, meta, n_top, window, activations, figures)
+                      for j in features)
+    figs_json = json.dumps(figures).replace("</", "<\\/")
     path = Path(path)
     back = ""
     if report is not None:
         href = Path(os.path.relpath(Path(report).resolve(), path.parent.resolve())).as_posix()
         back = f'<p class="back"><a id="report-link" href="{html.escape(href)}">&larr; repscope report</a></p>'
     doc = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_CSS}</style><script type="text/javascript">{get_plotlyjs()}</script></head><body>
+<style>{_CSS}</style><script type="text/javascript">{plotly_js()}</script></head><body>
 {back}<h1>{html.escape(title)}</h1><table class="summary">{"".join(rows)}</table>
 <div id="density"></div>
-<script>Plotly.newPlot("density", {json.dumps(hist["data"])}, {json.dumps(hist["layout"])});</script>
-<h2>Latents</h2>{cards}
+<h2>Latents</h2><p class="muted">Each context is decoded as its tokenizer writes it; a token's
+shade is the latent's activation on it relative to the latent's largest activation
+(<span class="legend-swatch"></span> 0 to max; hover a token for the value); the outlined token
+is the row listed.</p>{cards}
+<script>
+const figs = {figs_json};
+Promise.all(figs.map(f => Plotly.newPlot(f.id, f.data, f.layout, {{displaylogo: false}})))
+  .then(() => {{ document.body.dataset.plotsRendered = String(figs.length); }});
+</script>
 </body></html>"""
     atomic_write_text(path, doc)
     side = {"kind": FEATURE_PAGE_KIND, "title": title, "page": path.name, **(summary or {})}

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from repscope import registry
+from repscope.report.cells import ResultRow, num, result_row
 
 __all__ = ["FAMILIES", "CheckpointView", "Matrix", "ReportData", "Series", "TrainingSeries",
            "gather", "preferred_spectrum"]
@@ -38,6 +39,15 @@ class Series:
     "Distance from value down to the interval's low end (or stderr), None when unknown."
     err_high: list[float | None]
     n: list[int | None]
+    measure: str = ""
+    "Registered name (for the registry's definition, units and range)."
+    interval: str = "no interval"
+    """Kind and level of the error bars (:func:`repscope.report.cells.interval_kind`); several
+    kinds joined by '; ' when layers differ."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    "Resolved parameters of the first layer's call."
+    notes: list[tuple[str, ...]] = field(default_factory=list)
+    "Per layer: the sentences the measure wrote for the reader (``diagnostics['verdict']``)."
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,12 @@ class Matrix:
     higher_is_better: bool | None
     stats: dict[str, float]
     "Summary numbers (mean off-diagonal, mean adjacent-layer value)."
+    measure: str = ""
+    "Registered name."
+    interval: str = "no interval"
+    "Kind and level of the cells' intervals (shown in the hover text)."
+    bounds: tuple[float | None, float | None] = (None, None)
+    "The measure's registered range (fixes the colour scale when finite)."
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,7 @@ class CheckpointView:
     spectra: dict[str, dict[str, np.ndarray]]
     local: dict[str, dict[str, np.ndarray]]
     n_results: int
+    rows: list[ResultRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -112,18 +129,17 @@ class ReportData:
     "Scalar measures over checkpoints; only with more than one checkpoint."
     views: list[CheckpointView] = field(default_factory=list)
     "Every checkpoint's results in training order; only with more than one checkpoint."
+    rows: list[ResultRow] = field(default_factory=list)
+    "Every successful result (single and pair) for the results table and its CSV."
+    used_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    "measure label -> resolved parameters of its calls in this run (for the measures section)."
 
 
 def _label(measure: str, variant: str | None) -> str:
     return f"{measure} ({variant})" if variant else measure
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if np.isfinite(f) else None
+_num = num
 
 
 def _decode(text: Any) -> Any:
@@ -176,6 +192,7 @@ def gather(db_path: str | Path, run_id: str | None = None) -> ReportData:
     df = df[mine]
     layers = list(plan.get("layers") or _layer_order(df))
     ok = df[df["status"] == "ok"]
+    rows = _rows(ok)
     return ReportData(
         db_path=str(db.path), layers=layers,
         series=_series(ok[ok["kind"] == "single"], layers),
@@ -188,7 +205,8 @@ def gather(db_path: str | Path, run_id: str | None = None) -> ReportData:
         run={k: (str(run[k]) if run[k] is not None else None) for k in run.index
              if k not in ("plan", "provenance")},
         n_results=int(len(ok)), n_other_sources=other, registered=_registered(),
-        checkpoints=checkpoints, training=training, views=views,
+        checkpoints=checkpoints, training=training, views=views, rows=rows,
+        used_params=_used_params(rows + [r for v in views for r in v.rows]),
     )
 
 
@@ -200,7 +218,7 @@ def _views(ok: Any, checkpoints: list[dict[str, Any]], layers: list[str]) -> lis
         views.append(CheckpointView(
             str(c.get("name")), None if c.get("step") is None else int(c["step"]),
             _series(df[df["kind"] == "single"], layers), _matrices(df[df["kind"] == "pair"], layers),
-            _arrays(df, "eigenvalues"), _arrays(df, "local"), int(len(df))))
+            _arrays(df, "eigenvalues"), _arrays(df, "local"), int(len(df)), _rows(df)))
     return views
 
 
@@ -233,25 +251,46 @@ def _layer_order(df: Any) -> list[str]:
     return [name for _, name in pairs]
 
 
+def _rows(df: Any) -> list[ResultRow]:
+    """Every successful result of ``df`` as a :class:`ResultRow`, in database order."""
+    return [result_row(r, _label(r.measure, r.variant)) for r in df.itertuples()]
+
+
+def _used_params(rows: list[ResultRow]) -> dict[str, dict[str, Any]]:
+    """measure label -> the parameters of its first call (identical across layers of a label)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        out.setdefault(r.label, dict(r.params))
+    return out
+
+
+def _kinds(rows: list[ResultRow | None]) -> str:
+    kinds = list(dict.fromkeys(r.interval for r in rows if r is not None))
+    return "; ".join(kinds) if kinds else "no interval"
+
+
 def _series(df: Any, layers: list[str]) -> list[Series]:
     out = []
     for (family, measure, variant), g in df.groupby(["family", "measure", "variant"], sort=True):
-        by_layer = {r.layer: r for r in g.itertuples()}
-        vals, lo, hi, ns = [], [], [], []
-        for layer in layers:
-            r = by_layer.get(layer)
-            v = _num(r.value) if r is not None else None
+        by_layer = {r.layer: result_row(r, _label(measure, variant)) for r in g.itertuples()}
+        cells = [by_layer.get(layer) for layer in layers]
+        vals, lo, hi = [], [], []
+        for c in cells:
+            v = None if c is None else c.value
             vals.append(v)
-            ns.append(int(r.n) if r is not None and r.n == r.n else None)
-            low, high = (_num(r.ci_low), _num(r.ci_high)) if r is not None else (None, None)
-            se = _num(r.stderr) if r is not None else None
-            if v is not None and low is not None and high is not None:
-                lo.append(max(v - low, 0.0))
-                hi.append(max(high - v, 0.0))
+            if v is not None and c is not None and c.ci_low is not None and c.ci_high is not None:
+                lo.append(max(v - c.ci_low, 0.0))
+                hi.append(max(c.ci_high - v, 0.0))
             else:
+                se = None if c is None else c.stderr
                 lo.append(se)
                 hi.append(se)
-        out.append(Series(_label(measure, variant), family, layers, vals, lo, hi, ns))
+        first = next((c for c in cells if c is not None), None)
+        out.append(Series(
+            _label(measure, variant), family, layers, vals, lo, hi,
+            [None if c is None else c.n for c in cells], measure=str(measure),
+            interval=_kinds(cells), params=dict(first.params) if first else {},
+            notes=[() if c is None else c.notes for c in cells]))
     return out
 
 
@@ -261,32 +300,38 @@ def _matrices(df: Any, layers: list[str]) -> list[Matrix]:
     for (measure, variant), g in df.groupby(["measure", "variant"], sort=True):
         try:
             spec = registry.get(measure)
-            symmetric, hib = spec.symmetric, spec.higher_is_better
+            symmetric, hib, bounds = spec.symmetric, spec.higher_is_better, spec.bounds
         except KeyError:
-            symmetric, hib = False, None
+            symmetric, hib, bounds = False, None, (None, None)
         L = len(layers)
         M = np.full((L, L), np.nan)  # (L, L)
         hover = [["not computed"] * L for _ in range(L)]
+        cells = []
         for r in g.itertuples():
             i, j = index.get(r.layer), index.get(r.layer_b)
             if i is None or j is None or _num(r.value) is None:
                 continue
-            text = _cell_text(r)
+            cell = result_row(r, _label(measure, variant))
+            cells.append(cell)
+            text = _cell_text(r, cell.interval)
             M[i, j] = r.value
             hover[i][j] = text
             if symmetric and i != j:
                 M[j, i] = r.value
                 hover[j][i] = text
-        out.append(Matrix(_label(measure, variant), layers, M, hover, hib, _matrix_stats(M)))
+        out.append(Matrix(_label(measure, variant), layers, M, hover, hib, _matrix_stats(M),
+                          measure=str(measure), interval=_kinds(cells), bounds=tuple(bounds)))
     return out
 
 
-def _cell_text(r: Any) -> str:
+def _cell_text(r: Any, interval: str) -> str:
     parts = [f"{r.layer} x {r.layer_b}", f"value = {r.value:.4g}"]
     if _num(r.ci_low) is not None and _num(r.ci_high) is not None:
-        parts.append(f"CI = [{r.ci_low:.4g}, {r.ci_high:.4g}]")
+        parts.append(f"{interval} = [{r.ci_low:.4g}, {r.ci_high:.4g}]")
     elif _num(r.stderr) is not None:
-        parts.append(f"stderr = {r.stderr:.3g}")
+        parts.append(f"stderr = {r.stderr:.3g} ({interval})")
+    else:
+        parts.append("interval: none computed")
     diag = _decode(r.diagnostics)
     extra = _decode(r.extra)
     diag = diag if isinstance(diag, Mapping) else {}

@@ -139,7 +139,7 @@ moments when d_x = d_y)."""
 _SHAPE_INV = {"rotation", "translation", "scale", "permutation"}
 
 
-@register("procrustes_angular", family="similarity", kind="pair", invariances=_SHAPE_INV,
+@register("procrustes_angular", family="similarity", kind="pair", units="radians", invariances=_SHAPE_INV,
           higher_is_better=False, bounds=(0.0, math.pi / 2), min_samples=2, symmetric=True,
           default_panel=True, accumulator=PROCRUSTES["procrustes_angular"].streaming(),
           prepared=PROCRUSTES["procrustes_angular"].prepared())
@@ -157,7 +157,7 @@ def procrustes_angular(X: ArrayLike, Y: ArrayLike, *, device: str | None = None)
     return PROCRUSTES["procrustes_angular"].batch(X, Y, {"device": device}, device=device)
 
 
-@register("procrustes_euclidean", family="similarity", kind="pair",
+@register("procrustes_euclidean", family="similarity", kind="pair", units="activation units",
           invariances={"rotation", "translation", "permutation"},
           higher_is_better=False, bounds=(0.0, None), min_samples=2, symmetric=True,
           accumulator=PROCRUSTES["procrustes_euclidean"].streaming(),
@@ -243,7 +243,7 @@ def _alpha_side(sxx: torch.Tensor, n: int, params: Mapping[str, Any], name: str)
 SHAPE_ALPHA = MomentMeasure("shape_alpha", _alpha_side, alpha_estimate, _alpha_check)
 
 
-@register("shape_alpha", family="similarity", kind="pair",
+@register("shape_alpha", family="similarity", kind="pair", units="radians",
           invariances={"rotation", "translation", "permutation"},
           higher_is_better=False, bounds=(0.0, math.pi / 2), min_samples=3, symmetric=True,
           accumulator=SHAPE_ALPHA.streaming(), prepared=SHAPE_ALPHA.prepared(all_pairs=True))

@@ -83,7 +83,7 @@ def _spectrum(state: Moments, *, method: str = "exact", n_components: int | None
     )
 
 
-@register("spectrum", family="spectrum", invariances=_INV - {"scale"}, bounds=(0.0, None),
+@register("spectrum", family="spectrum", units="squared activation units", invariances=_INV - {"scale"}, bounds=(0.0, None),
           default_panel=True, accumulator=Streaming(CovarianceAccumulator, _spectrum))
 def spectrum(X: ArrayLike, *, method: str = "exact", n_components: int | None = None,
              device: str | None = None, seed: int = 0) -> Estimate:
@@ -146,7 +146,7 @@ def _power_law_alpha(state: Moments, *, rank_min: int = 1, rank_max: int | None 
     )
 
 
-@register("power_law_alpha", family="spectrum", invariances=_INV, default_panel=True,
+@register("power_law_alpha", family="spectrum", units="unitless exponent", invariances=_INV, default_panel=True,
           accumulator=Streaming(CovarianceAccumulator, _power_law_alpha))
 def power_law_alpha(X: ArrayLike, *, rank_min: int = 1, rank_max: int | None = None) -> Estimate:
     """Power-law decay exponent alpha of the covariance spectrum, ``lambda_r ~ r^(-alpha)``.
@@ -181,7 +181,7 @@ def _effective_rank(state: Moments) -> Estimate:
                                  **_finite("effective_rank", state, ev)})
 
 
-@register("effective_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
+@register("effective_rank", family="spectrum", units="dimensions", invariances=_INV, bounds=(1.0, None),
           default_panel=True, accumulator=Streaming(CovarianceAccumulator, _effective_rank))
 def effective_rank(X: ArrayLike) -> Estimate:
     """Effective rank of the centred data matrix (Roy and Vetterli 2007, EUSIPCO).
@@ -216,7 +216,7 @@ def _spectral_entropy(state: Moments, *, normalized: bool = False) -> Estimate:
                                  **_finite("spectral_entropy", state, ev)})
 
 
-@register("spectral_entropy", family="spectrum", invariances=_INV, bounds=(0.0, None),
+@register("spectral_entropy", family="spectrum", units="nats", invariances=_INV, bounds=(0.0, None),
           accumulator=Streaming(CovarianceAccumulator, _spectral_entropy))
 def spectral_entropy(X: ArrayLike, *, normalized: bool = False) -> Estimate:
     """Von Neumann entropy of the trace-normalised covariance, in nats.
@@ -242,7 +242,7 @@ def _stable_rank(state: Moments) -> Estimate:
                                  **_finite("stable_rank", state, ev)})
 
 
-@register("stable_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
+@register("stable_rank", family="spectrum", units="dimensions", invariances=_INV, bounds=(1.0, None),
           accumulator=Streaming(CovarianceAccumulator, _stable_rank))
 def stable_rank(X: ArrayLike) -> Estimate:
     """Stable (numerical) rank of the centred data: ``||Xc||_F^2 / ||Xc||_2^2 = sum_i lambda_i / lambda_1``.
@@ -276,7 +276,7 @@ def _effective_rank_uncentred(state: Moments) -> Estimate:
                                  **_finite(fn, state, ev)})
 
 
-@register("effective_rank_uncentred", family="spectrum", invariances={"rotation", "scale",
+@register("effective_rank_uncentred", family="spectrum", units="dimensions", invariances={"rotation", "scale",
                                                                       "permutation"},
           bounds=(1.0, None),
           accumulator=Streaming(CovarianceAccumulator, _effective_rank_uncentred))
@@ -294,7 +294,7 @@ def effective_rank_uncentred(X: ArrayLike) -> Estimate:
     return _effective_rank_uncentred(moments_of(X, "effective_rank_uncentred"))
 
 
-@register("von_neumann_entropy", family="spectrum", invariances={"rotation", "scale",
+@register("von_neumann_entropy", family="spectrum", units="nats", invariances={"rotation", "scale",
                                                                  "permutation"},
           bounds=(0.0, None))
 def von_neumann_entropy(X: ArrayLike) -> Estimate:

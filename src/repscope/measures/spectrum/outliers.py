@@ -60,7 +60,7 @@ def _outlier_dimensions(state: Moments, *, criterion: str = "variance", threshol
     )
 
 
-@register("outlier_dimensions", family="outliers",
+@register("outlier_dimensions", family="outliers", units="dimensions (count)",
           invariances={"translation", "scale", "permutation"}, bounds=(0.0, None),
           default_panel=True,
           accumulator=Streaming(CovarianceAccumulator, _outlier_dimensions))
@@ -83,7 +83,7 @@ def outlier_dimensions(X: ArrayLike, *, criterion: str = "variance", threshold: 
                                threshold=threshold, min_ratio=min_ratio)
 
 
-@register("norm_outliers", family="outliers", invariances={"rotation", "scale", "permutation"},
+@register("norm_outliers", family="outliers", units="fraction of rows", invariances={"rotation", "scale", "permutation"},
           bounds=(0.0, 1.0))
 def norm_outliers(X: ArrayLike, *, threshold: float = 3.0, min_ratio: float = 3.0) -> Estimate:
     """Fraction of rows whose Euclidean norm is an outlier (attention-sink style rows).
