@@ -26,6 +26,10 @@ One concept per module, from the entry point down:
 ``rerank``         the exact re-ranking every path ends in
 ``blocks``         query blocks within the memory budget, exact two-stage smallest-``c`` selection
 ``approximate``    faiss / pynndescent candidates, re-ranked exactly (``exact=False``)
+``query``          :func:`knn_query` (neighbours of new rows in a reference set, certified) and
+                   :func:`neighbor_ranks` (the rank of a given row among a row's neighbours)
+``recall``         recall@k of approximate indexes against the exact table,
+                   :func:`compression_table`
 =================  ============================================================================
 """
 
@@ -43,4 +47,14 @@ from repscope.neighbors.search import (  # noqa: F401
     knn,
 )
 
-__all__ = ["DuplicateReport", "Neighbors", "count_pairs_within", "knn"]
+from repscope.neighbors.query import QueryNeighbors, knn_query, neighbor_ranks  # noqa: E402
+from repscope.neighbors.recall import (  # noqa: E402
+    INDEXES,
+    CompressionRow,
+    compression_table,
+    recall_at_k,
+)
+
+__all__ = ["INDEXES", "CompressionRow", "DuplicateReport", "Neighbors", "QueryNeighbors",
+           "compression_table", "count_pairs_within", "knn", "knn_query", "neighbor_ranks",
+           "recall_at_k"]
