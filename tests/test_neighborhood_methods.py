@@ -251,3 +251,25 @@ def test_registered_by_name():
         assert registry.get(name).fn.__name__ == name
     assert registry.get("information_imbalance").prepared is not None
     assert knn(np.eye(4), 1).k == 1
+
+
+def test_compression_table_cli(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from repscope.cli import app
+
+    X, _ = _embedded(400, 5, 20, seed=15)
+    src = tmp_path / "emb.npy"
+    np.save(src, X)
+    out = tmp_path / "table.json"
+    res = CliRunner().invoke(app, ["compression-table", str(src), "--dims", "all,2",
+                                   "--quantizers", "flat,sq8", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["dims"], r["quantizer"]) for r in rows] == [(20, "flat"), (20, "sq8"), (2, "flat"),
+                                                           (2, "sq8")]
+    assert rows[0]["recall"] == 1.0 and rows[2]["recall"] < 0.8
+    bad = CliRunner().invoke(app, ["compression-table", str(src), "--dims", "x"])
+    assert bad.exit_code != 0 and "Invalid value for --dims" in bad.output

@@ -38,6 +38,13 @@ One concept per module, from the entry point down:
 from repscope.neighbors.blocks import DEFAULT_MEMORY_BUDGET, _blocks, _smallest  # noqa: F401
 from repscope.neighbors.certificate import _unit_roundoff  # noqa: F401
 from repscope.neighbors.duplicates import POLICIES, DuplicateReport, _exact_groups  # noqa: F401
+from repscope.neighbors.query import QueryNeighbors, knn_query, neighbor_ranks
+from repscope.neighbors.recall import (
+    INDEXES,
+    CompressionRow,
+    compression_table,
+    recall_at_k,
+)
 from repscope.neighbors.search import (  # noqa: F401
     BACKENDS,
     METRICS,
@@ -45,14 +52,6 @@ from repscope.neighbors.search import (  # noqa: F401
     Neighbors,
     count_pairs_within,
     knn,
-)
-
-from repscope.neighbors.query import QueryNeighbors, knn_query, neighbor_ranks  # noqa: E402
-from repscope.neighbors.recall import (  # noqa: E402
-    INDEXES,
-    CompressionRow,
-    compression_table,
-    recall_at_k,
 )
 
 __all__ = ["INDEXES", "CompressionRow", "DuplicateReport", "Neighbors", "QueryNeighbors",

@@ -108,6 +108,10 @@ def _build(faiss, A: np.ndarray, index: str, M: int, ef_construction: int, ef_se
         m = _pq_subquantizers(d, pq_bytes)
         nbits = int(min(8, max(1, np.floor(np.log2(max(A.shape[0], 2))))))  # 2^nbits <= n
         ix, nbytes = faiss.IndexPQ(d, m, nbits), m * nbits / 8.0
+        if A.shape[0] < 39 * 2**nbits:  # faiss's own threshold for a well-trained codebook
+            log.info("recall_at_k: training %d codebooks of %d centroids on %d rows only",
+                     m, 2**nbits, A.shape[0])
+        ix.pq.cp.min_points_per_centroid = 1  # the note above, instead of faiss's stderr one
     if not ix.is_trained:
         ix.train(A)
     ix.add(A)
