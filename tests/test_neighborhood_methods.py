@@ -87,6 +87,39 @@ def test_information_imbalance_rotation_noise_and_the_planted_subset():
     assert est.ci[1] < est.diagnostics["ci_ba"][0]
 
 
+def test_information_imbalance_equals_a_brute_force_reference():
+    rng = np.random.default_rng(21)
+    n = 90
+    A, B = rng.normal(size=(n, 4)), rng.normal(size=(n, 2))
+    B[:, 0] += A[:, 0]
+
+    def ranks(Z):  # (n, n) rank of j among i's neighbours, 1 = nearest, self excluded
+        D = ((Z[:, None] - Z[None]) ** 2).sum(-1)
+        np.fill_diagonal(D, np.inf)
+        return np.argsort(np.argsort(D, axis=1), axis=1) + 1
+
+    RA, RB = ranks(A), ranks(B)
+    nn_a, nn_b = RA.argmin(1), RB.argmin(1)
+    est = information_imbalance(A, B)
+    assert est.value == pytest.approx(2 / n * RB[np.arange(n), nn_a].mean(), rel=1e-12)
+    assert est.diagnostics["delta_ba"] == pytest.approx(2 / n * RA[np.arange(n), nn_b].mean(),
+                                                        rel=1e-12)
+
+
+def test_information_imbalance_layer_matrix_is_asymmetric():
+    from repscope.measures.similarity import similarity_matrix
+
+    rng = np.random.default_rng(22)
+    A = rng.normal(size=(300, 4))
+    m = similarity_matrix({"a": A, "b": A[:, :1].copy(), "c": rng.normal(size=(300, 3))},
+                          measure="information_imbalance")
+    v = np.asarray(m.values)
+    np.testing.assert_allclose(np.diag(v), 2 / 300)
+    assert v[0, 1] < 0.4 < v[1, 0]  # a -> b informative, b -> a not
+    assert v[0, 1] == pytest.approx(information_imbalance(A, A[:, :1]).value)
+    assert abs(v[0, 2] - 1) < 0.15 and abs(v[2, 1] - 1) < 0.15
+
+
 def test_information_imbalance_ci_covers_the_null_value():
     """Independent representations: E[Delta] = 1 exactly (ranks uniform over n - 1 others)."""
     covered, reps = 0, 200
@@ -243,6 +276,24 @@ def test_compression_table_rows():
     assert got[(24, "flat")].bytes_per_vector == 96.0 and got[(12, "sq8")].bytes_per_vector == 12.0
     with pytest.raises(ValueError, match="'quantizers' parameter of compression_table"):
         compression_table(X, quantizers=("zip",))
+
+
+@pytest.mark.slow
+def test_every_method_runs_in_analyze_and_the_report(tmp_path):
+    from analysis_support import make_store
+    from repscope.analysis.db import load_results
+    from repscope.analysis.plan import AnalyzeConfig
+    from repscope.analysis.run import analyze
+
+    store = make_store(tmp_path / "store")
+    names = ("information_imbalance", "unit_matching", "local_rank", "manifold_test",
+             "reference_lid", "knn_recall")
+    run = analyze(AnalyzeConfig(store=store.path, out=tmp_path / "out", measures=names,
+                                max_rows=150, report=True))
+    df = load_results(run.db_path, status=None)
+    assert set(df.measure) == set(names) and (df.status == "ok").all()
+    assert (df[df.measure == "information_imbalance"].shape[0]) == 16  # 4 x 4, asymmetric
+    assert (tmp_path / "out" / "report.html").stat().st_size > 0
 
 
 def test_registered_by_name():

@@ -85,7 +85,8 @@ def manifold_test(X: ArrayLike, *, k: int = 32, k_inner: int | None = None, alph
     flat set (``m_out / m_in ~ F(2(k - k_inner), 2(k_inner - 1))``; see the module
     docstring). p-values are adjusted across points with Benjamini-Hochberg; the value is the
     fraction of points rejected at ``alpha`` after adjustment. ``diagnostics`` (one entry per
-    input row, the per-token table): ``p_value``, ``p_adjusted``, ``rejected``,
+    input row, the per-token table): ``p_value`` (also ``local``, the per-point values the
+    report plots), ``p_adjusted``, ``rejected``,
     ``slope_inner``, ``slope_outer``, ``slope``, ``radius_inner``, ``radius``; and
     ``global_p`` (the smallest adjusted p-value: Simes' test of "the null holds everywhere",
     valid when the per-point p-values are independent or positively dependent).
@@ -107,7 +108,7 @@ def manifold_test(X: ArrayLike, *, k: int = 32, k_inner: int | None = None, alph
     adj[ok] = benjamini_hochberg(p[ok])
     rejected = np.where(ok, adj <= alpha, False)
     value = float(rejected[ok].mean())
-    diag = {"p_value": _expand(p, t), "p_adjusted": _expand(adj, t),
+    diag = {"local": _expand(p, t), "p_value": _expand(p, t), "p_adjusted": _expand(adj, t),
             "rejected": _expand(rejected, t), "slope_inner": _expand(np.where(ok, m_in, np.nan), t),
             "slope_outer": _expand(np.where(ok, m_out, np.nan), t),
             "slope": _expand(np.where(ok, slope, np.nan), t),
