@@ -91,7 +91,9 @@ def knn_query(
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"The 'dtype' parameter of {fn} must be torch.float32 or torch.float64. "
                          f"Got {dtype!r} instead.")
-    device = torch.device(device or "cpu")
+    if device is None:
+        device = Q.device if isinstance(Q, torch.Tensor) else "cpu"
+    device = torch.device(device)
     P = _prepare(R, metric, device, dtype)  # centred search copy of R, its centre
     Rref = as_numpy(P.ref).astype(np.float64, copy=False)  # (n, d) rows of exact distances
     Qref = as_numpy(Q).astype(np.float64)  # (m, d)
@@ -109,7 +111,7 @@ def knn_query(
     out_idx = np.empty((m, k), dtype=np.int64)
     out_d2 = np.empty((m, k), dtype=np.float64)
     n_cand = 0
-    for lo, hi in _blocks(m, n, memory_budget // 2, 8):
+    for lo, hi in _blocks(m, n, memory_budget // 4, 8):  # ~5 (b, n) float64 arrays
         M = torch.addmm(sq[None, :], Qs[lo:hi], Rs.T, alpha=-2.0)  # (b, n) ranking values
         M = M.to(torch.float64).cpu().numpy() + tQ[lo:hi, None]  # ~ squared distances
         spread = bounds.gamma * (tQ[lo:hi, None] + tR[None, :]) + bounds.slack

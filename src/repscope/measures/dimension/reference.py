@@ -63,7 +63,8 @@ def positive_lengths(search: Callable[[int], np.ndarray], k: int, n_max: int) ->
 @register("reference_lid", **_LOCAL, min_samples=4)
 def reference_lid(X: ArrayLike, *, reference: ArrayLike | None = None, k: int = 20,
                   unbiased: bool = True, summary: str = "median", metric: str = "euclidean",
-                  n_boot: int = 200, seed: int = 0, ci_level: float = 0.95) -> IDEstimate:
+                  n_boot: int = 200, seed: int = 0, ci_level: float = 0.95,
+                  device: Any = None) -> IDEstimate:
     """Local ID of each row of X among the rows of ``reference`` (Yin et al., ICML 2024).
 
     ``m_k(x) = (k - c) / sum_{j=1}^{k-1} log(T_k(x) / T_j(x))`` (Levina and Bickel 2004;
@@ -75,6 +76,7 @@ def reference_lid(X: ArrayLike, *, reference: ArrayLike | None = None, k: int = 
     X (NaN where fewer than ``k`` distinct reference rows exist), with quantiles; the value is
     the ``summary`` (median by default), with a bootstrap over the query rows. ``params``
     record a fingerprint (shape, dtype, SHA-256 prefix) of the reference, not its rows.
+    ``device``: where the neighbour search runs (default: CPU, or the device of a tensor X).
     """
     fn = "reference_lid"
     X = _check_X(X, fn, 1 if reference is not None else 4)
@@ -88,13 +90,13 @@ def reference_lid(X: ArrayLike, *, reference: ArrayLike | None = None, k: int = 
         k = check_int(k, "k", fn, low=3, high=n_max, high_inclusive=True, high_name="n_reference")
 
         def search(kk: int) -> np.ndarray:
-            return knn_query(X, R, kk, metric=metric).lengths()
+            return knn_query(X, R, kk, metric=metric, device=device).lengths()
     else:
         n_max = X.shape[0] - 1
         k = check_int(k, "k", fn, low=3, high=X.shape[0], high_name="n_samples")
 
         def search(kk: int) -> np.ndarray:
-            return knn(X, kk, metric=metric, duplicates="keep").lengths()
+            return knn(X, kk, metric=metric, duplicates="keep", device=device).lengths()
     if not isinstance(unbiased, bool):
         raise ValueError(f"The 'unbiased' parameter of {fn} must be a bool. Got {unbiased!r} instead.")
     check_choice(summary, "summary", fn, ("median", "mean"))
@@ -120,6 +122,7 @@ def reference_lid(X: ArrayLike, *, reference: ArrayLike | None = None, k: int = 
             "n_reference": int(n_max + (reference is None)), "n_undefined": int((~ok).sum())}
     params = {"reference": None if reference is None else _fingerprint(reference), "k": k,
               "unbiased": unbiased, "summary": summary, "metric": metric, "n_boot": n_boot,
-              "seed": seed, "ci_level": ci_level, "uncertainty": "bootstrap" if n_boot else "none"}
+              "seed": seed, "ci_level": ci_level,
+              "device": None if device is None else str(device), "uncertainty": "bootstrap" if n_boot else "none"}
     return IDEstimate(fn, stat(np.arange(vals.size)), int(vals.size), se, ci, params, diag,
                       scale=float(np.median(L[ok, k - 1])), rank=k)
