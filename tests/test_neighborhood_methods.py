@@ -266,6 +266,20 @@ def test_recall_is_one_for_the_exact_index_and_drops_with_compression():
     assert d["local_id"].shape == (1500,) and abs(np.median(d["local_id"]) - 8) < 2
 
 
+def test_insertion_order_maps_results_back_to_rows():
+    X, _ = _embedded(600, 5, 16, seed=16)
+    order = np.random.default_rng(16).permutation(600)
+    flat = recall_at_k(X, 8, index="flat", order=order)
+    exact = knn(X, 8, duplicates="keep")
+    np.testing.assert_array_equal(flat.found, exact.indices)
+    assert (flat.recall == 1).all()
+    hnsw = [knn_recall(X, k=8, M=4, ef_search=4, insertion=o, n_boot=0)
+            for o in ("given", "random", "id_ascending", "id_descending")]
+    assert all(0 < h.value < 1 for h in hnsw) and len({h.value for h in hnsw}) > 1
+    with pytest.raises(ValueError, match="recall_at_k: order must be a permutation"):
+        recall_at_k(X, 8, order=order[:-1])
+
+
 def test_compression_table_rows():
     X, _ = _embedded(800, 6, 24, seed=14)
     rows = compression_table(X, k=10, dims=(None, 12, 3), quantizers=("flat", "sq8"), n_boot=20)

@@ -129,6 +129,7 @@ def recall_at_k(
     ef_search: int = 16,
     pq_bytes: int | None = None,
     exact: Neighbors | None = None,
+    order: ArrayLike | None = None,
 ) -> RecallResult:
     """Recall@k of a faiss ``index`` built on X (n, d), optionally on ``dims`` PCA coordinates.
 
@@ -140,6 +141,8 @@ def recall_at_k(
         sub-quantisers of 8 bits; default about ``dims / 4``, a divisor of ``dims``).
     dims : build the index on the top ``dims`` principal coordinates (None: all ``d``).
     exact : the exact table of X (``knn(X, >= k, duplicates="keep")``) when already computed.
+    order : insertion order, a permutation of ``range(n)``: row ``order[t]`` is added ``t``-th
+        (None: row order). Results are reported per row of X whatever the order.
     """
     fn = "recall_at_k"
     X = check_array(X, fn, min_samples=3)
@@ -154,6 +157,11 @@ def recall_at_k(
     if pq_bytes is not None:
         pq_bytes = check_int(pq_bytes, "pq_bytes", fn, low=1, high=dims, high_inclusive=True,
                              high_name="dims")
+    if order is not None:
+        order = np.asarray(order)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise ValueError(f"{fn}: order must be a permutation of range({n}); got an array of "
+                             f"shape {order.shape}.")
     if exact is None or exact.k < k or exact.duplicates.policy != "keep" or exact.n != n:
         exact = knn(X, k, duplicates="keep")
     exact = exact.head(k)
@@ -164,8 +172,15 @@ def recall_at_k(
     faiss.omp_set_num_threads(1)  # deterministic graphs and codebooks
     try:
         B = np.ascontiguousarray(_pca_rows(A, dims), dtype=np.float32)  # (n, dims)
+        if order is not None:
+            B = B[order]  # inserted in this order; ids are positions in it
         ix, nbytes = _build(faiss, B, index, M, ef_construction, ef_search, pq_bytes)
         _, got = ix.search(B, min(n, k + 1))  # (n, k + 1)
+        if order is not None:  # back to rows of X: query t is row order[t], id s is order[s]
+            got = np.where(got >= 0, order[np.maximum(got, 0)], -1)
+            back = np.empty_like(got)
+            back[order] = got
+            got = back
     finally:
         faiss.omp_set_num_threads(threads)
     found = _drop_self(got.astype(np.int64), k)
