@@ -148,6 +148,21 @@ def test_reference_lid_matches_in_set_lid_and_rises_off_manifold():
     assert high.ci[0] > out.ci[1] and high.value > 1.5 * out.value, (high.value, out.value)
 
 
+def test_reference_lid_bootstrap_ci_covers_the_query_population_median():
+    """Given the reference, query LIDs are i.i.d., so the bootstrap over queries is valid: its
+    95 % CI must cover the population median (from 20,000 queries) in about 95 % of draws."""
+    R, E = _embedded(1000, 3, 6, seed=30)
+    rng = np.random.default_rng(31)
+    big = reference_lid(rng.uniform(size=(20000, 3)) @ E, reference=R, k=10, n_boot=0)
+    truth = big.value
+    covered, reps = 0, 100
+    for r in range(reps):
+        Q = rng.uniform(size=(100, 3)) @ E
+        est = reference_lid(Q, reference=R, k=10, n_boot=200, seed=r)
+        covered += est.ci[0] <= truth <= est.ci[1]
+    assert 0.88 <= covered / reps <= 0.99, covered / reps
+
+
 def test_reference_lid_skips_copies_and_rejects_bad_input():
     R, _ = _embedded(500, 3, 6, seed=8)
     a = reference_lid(R[:50], reference=R, k=10, n_boot=0)
