@@ -312,7 +312,7 @@ def test_every_method_runs_in_analyze_and_the_report(tmp_path):
     from analysis_support import make_store
     from repscope.analysis.db import load_results
     from repscope.analysis.plan import AnalyzeConfig
-    from repscope.analysis.run import analyze
+    from repscope.pipeline import analyze
 
     store = make_store(tmp_path / "store")
     names = ("information_imbalance", "unit_matching", "local_rank", "manifold_test",
@@ -352,4 +352,7 @@ def test_compression_table_cli(tmp_path):
                                                            (2, "sq8")]
     assert rows[0]["recall"] == 1.0 and rows[2]["recall"] < 0.8
     bad = CliRunner().invoke(app, ["compression-table", str(src), "--dims", "x"])
-    assert bad.exit_code != 0 and "Invalid value for --dims" in bad.output
+    assert bad.exit_code == 2 and "--dims" in bad.output
+    bad = CliRunner().invoke(app, ["compression-table", str(src), "--quantizers", "zip"])
+    assert bad.exit_code == 2 and "'quantizers' parameter of compression_table" in bad.output
+    assert "Traceback" not in bad.output
