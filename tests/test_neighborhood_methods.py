@@ -74,8 +74,8 @@ def test_information_imbalance_rotation_noise_and_the_planted_subset():
     n = 600
     A = rng.normal(size=(n, 6))
     rot = information_imbalance(A, A @ ortho_group.rvs(6, random_state=3))
-    assert rot.value == pytest.approx(2.0 / n)  # every nearest neighbour has rank 1
-    assert rot.diagnostics["delta_ba"] == pytest.approx(2.0 / n)
+    assert rot.value == 0.0 and rot.diagnostics["delta_ba"] == 0.0  # every rank is 1
+    assert rot.diagnostics["delta_paper_ab"] == pytest.approx(2.0 / n)  # the paper's floor
     noise = information_imbalance(A, rng.normal(size=(n, 6)))
     assert abs(noise.value - 1.0) < 0.1 and noise.ci[0] < 1.0 < noise.ci[1]
     # Glielmo et al.'s toy: B is a function of a subset of A's coordinates
@@ -101,9 +101,11 @@ def test_information_imbalance_equals_a_brute_force_reference():
     RA, RB = ranks(A), ranks(B)
     nn_a, nn_b = RA.argmin(1), RB.argmin(1)
     est = information_imbalance(A, B)
-    assert est.value == pytest.approx(2 / n * RB[np.arange(n), nn_a].mean(), rel=1e-12)
-    assert est.diagnostics["delta_ba"] == pytest.approx(2 / n * RA[np.arange(n), nn_b].mean(),
-                                                        rel=1e-12)
+    r_ab, r_ba = RB[np.arange(n), nn_a].mean(), RA[np.arange(n), nn_b].mean()
+    assert est.diagnostics["delta_paper_ab"] == pytest.approx(2 / n * r_ab, rel=1e-12)
+    assert est.diagnostics["delta_paper_ba"] == pytest.approx(2 / n * r_ba, rel=1e-12)
+    assert est.value == pytest.approx((r_ab - 1) / (n / 2 - 1), rel=1e-12)
+    assert est.diagnostics["delta_ba"] == pytest.approx((r_ba - 1) / (n / 2 - 1), rel=1e-12)
 
 
 def test_information_imbalance_layer_matrix_is_asymmetric():
@@ -114,14 +116,14 @@ def test_information_imbalance_layer_matrix_is_asymmetric():
     m = similarity_matrix({"a": A, "b": A[:, :1].copy(), "c": rng.normal(size=(300, 3))},
                           measure="information_imbalance")
     v = np.asarray(m.values)
-    np.testing.assert_allclose(np.diag(v), 2 / 300)
+    np.testing.assert_allclose(np.diag(v), 0.0)
     assert v[0, 1] < 0.4 < v[1, 0]  # a -> b informative, b -> a not
     assert v[0, 1] == pytest.approx(information_imbalance(A, A[:, :1]).value)
     assert abs(v[0, 2] - 1) < 0.15 and abs(v[2, 1] - 1) < 0.15
 
 
 def test_information_imbalance_ci_covers_the_null_value():
-    """Independent representations: E[Delta] = 1 exactly (ranks uniform over n - 1 others)."""
+    """Independent representations: E[Delta*] = 1 exactly (ranks uniform over n - 1 others)."""
     covered, reps = 0, 200
     rng = np.random.default_rng(4)
     for _ in range(reps):

@@ -94,5 +94,6 @@ def knn_recall(X: ArrayLike, *, k: int = 10, index: str = "hnsw", dims: int | No
     params = {"k": k, "index": index, "dims": dims, "M": M, "ef_construction": ef_construction,
               "ef_search": ef_search, "pq_bytes": pq_bytes, "insertion": insertion, "n_bins": n_bins, "n_boot": n_boot,
               "seed": seed, "ci_level": ci_level,
-              "uncertainty": "bootstrap" if n_boot else "none", "indexes": list(INDEXES)}
+              "uncertainty": "bootstrap" if n_boot else "none",
+              "interval": "sampling" if n_boot else "none", "indexes": list(INDEXES)}
     return make_estimate(fn, float(r.mean()), n, params, diag, stderr=se, ci=ci)

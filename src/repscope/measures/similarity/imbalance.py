@@ -9,6 +9,12 @@ transformers", ICLR 2025). About 0 when A's neighbourhoods predict B's (A is at 
 informative), about 1 when they say nothing about B (ranks uniform over the ``n - 1`` others).
 It is asymmetric: ``Delta(A -> B)`` small and ``Delta(B -> A)`` large means A holds B's
 information and more.
+
+The paper's value has a finite-sample floor of ``2 / n`` (every rank 1). repscope's value is the
+same statistic with the ranks shifted and rescaled, ``Delta* = (<r> - 1) / (n / 2 - 1)``, so
+that identical neighbourhoods give exactly 0 and independent ones exactly 1 in expectation at
+every ``n`` (``Delta = 2 / n + (1 - 2 / n) Delta*``; the two differ by less than ``2 / n``).
+The paper's values are in ``diagnostics["delta_paper_ab"]`` / ``["delta_paper_ba"]``.
 """
 
 from __future__ import annotations
@@ -60,13 +66,18 @@ def _permute(state: ImbalanceState, perm: np.ndarray) -> ImbalanceState:
     return ImbalanceState(state.X[perm], inv[state.nn[perm]])
 
 
+def _normalised(ranks: np.ndarray, n: int) -> np.ndarray:
+    """Per-row terms of Delta* = (mean rank - 1) / (n / 2 - 1): 0 when every rank is 1, and
+    expectation exactly 1 when ranks are uniform over the n - 1 other rows."""
+    return (ranks - 1.0) / (n / 2.0 - 1.0)
+
+
 def _compare(sa: ImbalanceState, sb: ImbalanceState, params: Mapping[str, Any]) -> Estimate:
     n = sa.X.shape[0]
     metric, ci_level = params["metric"], params["ci_level"]
     r_ab = neighbor_ranks(sb.X, sa.nn, metric=metric)  # rank in B of A's nearest neighbour
     r_ba = neighbor_ranks(sa.X, sb.nn, metric=metric)
-    terms = 2.0 * r_ab / n  # (n,) Delta(A -> B) is their mean
-    terms_ba = 2.0 * r_ba / n
+    terms, terms_ba = _normalised(r_ab, n), _normalised(r_ba, n)  # (n,) each; Delta* = mean
     value = float(terms.mean())
     se = float(terms.std(ddof=1) / np.sqrt(n))
     z = NormalDist().inv_cdf(0.5 + ci_level / 2)
@@ -74,8 +85,9 @@ def _compare(sa: ImbalanceState, sb: ImbalanceState, params: Mapping[str, Any]) 
     se_back = float(terms_ba.std(ddof=1) / np.sqrt(n))
     diag = {"delta_ab": value, "delta_ba": back, "stderr_ba": se_back,
             "ci_ba": (back - z * se_back, back + z * se_back),
-            "ranks_ab": r_ab, "ranks_ba": r_ba,
-            "null_value": 1.0, "floor": 2.0 / n}
+            "delta_paper_ab": float(2.0 * r_ab.mean() / n),
+            "delta_paper_ba": float(2.0 * r_ba.mean() / n),
+            "ranks_ab": r_ab, "ranks_ba": r_ba, "null_value": 1.0}
     out = {"metric": metric, "ci_level": ci_level, "uncertainty": "analytic (mean of per-row terms)"}
     return make_estimate("information_imbalance", value, n, out, diag, stderr=se,
                          ci=(value - z * se, value + z * se))
@@ -89,12 +101,14 @@ def information_imbalance(X: ArrayLike, Y: ArrayLike, *, metric: str = "euclidea
                           ci_level: float = 0.95) -> Estimate:
     """Information imbalance Delta(X -> Y): how well X's nearest neighbours predict Y's.
 
-    ``Delta(X -> Y) = (2 / n) sum_i r^Y_{i, j(i)} / n`` with ``j(i)`` the nearest neighbour of
-    row ``i`` in X and ``r^Y_{i, j}`` the rank of row ``j`` among row ``i``'s neighbours in Y
-    (Glielmo et al., PNAS Nexus 2022). ~0: X's neighbourhoods predict Y's; ~1: X says nothing
-    about Y. The value is ``Delta(X -> Y)``; ``diagnostics`` hold ``delta_ba`` (``Y -> X``,
-    with its stderr and CI) and the per-row ranks of both directions. Uncertainty: standard
-    error of the mean of the per-row terms ``2 r_i / n`` and a normal CI at ``ci_level``
+    Glielmo et al. (PNAS Nexus 2022) define ``Delta(X -> Y) = (2 / n) <r>``, the mean over rows
+    ``i`` of the rank ``r_i`` of ``j(i)`` (row ``i``'s nearest neighbour in X) among row ``i``'s
+    neighbours in Y. The value is its floor-corrected form ``Delta* = (<r> - 1) / (n / 2 - 1)``:
+    exactly 0 when X's nearest neighbours are Y's, 1 in expectation when X says nothing about
+    Y (see the module docstring; the paper's values are ``diagnostics["delta_paper_ab"]`` and
+    ``["delta_paper_ba"]``). ``diagnostics`` also hold ``delta_ba`` (``Y -> X``, with its
+    stderr and CI) and the per-row ranks of both directions. Uncertainty: standard error of
+    the mean of the per-row terms and a normal CI at ``ci_level``
     (rows treated as independent). Ranks are exact (the nearest neighbour from the certified
     table, ranks by float64 distances); rows tied with ``j(i)`` count as farther.
     """
