@@ -7,6 +7,8 @@ pairwise update of Chan, Golub and LeVeque (1979), accumulated in float64.
 :func:`bootstrap` resamples row indices for any statistic; :func:`half_sampling` draws halves
 of the rows without replacement (the delete-n/2 jackknife); :func:`group_labels` and
 :func:`jackknife` are the delete-a-group jackknife (bias correction and standard error).
+:func:`max_weight_matching` is the one-to-one (Hungarian) assignment shared by
+dictionary and unit matching.
 
 This module sits below the measures and imports none of them. The resampling tests of
 registered measures (``permutation_test``, ``bootstrap_ci``, ``paired_test``) live in
@@ -25,8 +27,8 @@ import numpy as np
 
 from repscope._validate import ArrayLike, as_numpy, check_float, check_int
 
-__all__ = ["Moments", "bootstrap", "group_labels", "half_sampling", "jackknife", "merge_comoment",
-           "t_quantile"]
+__all__ = ["Moments", "bootstrap", "group_labels", "half_sampling", "jackknife",
+           "max_weight_matching", "merge_comoment", "t_quantile"]
 
 _MOVED = frozenset({"PairedResult", "ResamplingResult", "bootstrap_ci", "paired_test",
                     "permutation_test"})
@@ -40,6 +42,16 @@ def __getattr__(name: str) -> Any:
                       f"from there.", DeprecationWarning, stacklevel=2)
         return getattr(importlib.import_module("repscope.inference"), name)
     raise AttributeError(f"module 'repscope.stats' has no attribute {name!r}")
+
+
+def max_weight_matching(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of the rows and columns of ``C`` (a, b) maximising the summed
+    weight (Hungarian algorithm, ``scipy.optimize.linear_sum_assignment``): ``min(a, b)``
+    pairs ``(rows[i], cols[i])``, rows ascending."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(np.asarray(C, dtype=np.float64), maximize=True)
+    return rows.astype(np.int64), cols.astype(np.int64)
 
 
 def merge_comoment(n_a: int, m_a: np.ndarray, n_b: int, m_b: np.ndarray,

@@ -28,6 +28,7 @@ _COMMANDS: dict[str, str] = {
     "results": "repscope.cli.analyze:results",
     "sae": "repscope.cli.sae:sae",
     "measures": "repscope.cli.measures:measures",
+    "compression-table": "repscope.cli.retrieval:compression_table",
     "landscape": "repscope.cli.landscape:landscape",
 }
 

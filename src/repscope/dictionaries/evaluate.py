@@ -20,6 +20,7 @@ import torch
 
 from repscope._validate import as_numpy, as_torch, check_array, check_float, check_int
 from repscope.results import Estimate, result_type
+from repscope.stats import max_weight_matching
 
 __all__ = [
     "SAEEvaluation",
@@ -147,14 +148,12 @@ def match_dictionaries(W_a: Any, W_b: Any) -> tuple[float, np.ndarray, np.ndarra
     """Stability across seeds: one-to-one Hungarian matching (``linear_sum_assignment``)
     maximising the summed cosine between rows of ``W_a`` and ``W_b``. Returns the mean matched
     cosine, and the matched row indices of ``W_a`` and ``W_b``."""
-    from scipy.optimize import linear_sum_assignment
-
     A = _unit_rows(W_a, "W_a", "match_dictionaries")
     B = _unit_rows(W_b, "W_b", "match_dictionaries")
     if A.shape[1] != B.shape[1]:
         raise ValueError(f"match_dictionaries needs directions of the same width; got {A.shape[1]} and {B.shape[1]}.")
     C = (A @ B.T).numpy()  # (m_a, m_b)
-    ia, ib = linear_sum_assignment(C, maximize=True)
+    ia, ib = max_weight_matching(C)
     return float(C[ia, ib].mean()), ia, ib
 
 

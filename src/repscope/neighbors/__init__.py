@@ -26,6 +26,10 @@ One concept per module, from the entry point down:
 ``rerank``         the exact re-ranking every path ends in
 ``blocks``         query blocks within the memory budget, exact two-stage smallest-``c`` selection
 ``approximate``    faiss / pynndescent candidates, re-ranked exactly (``exact=False``)
+``query``          :func:`knn_query` (neighbours of new rows in a reference set, certified) and
+                   :func:`neighbor_ranks` (the rank of a given row among a row's neighbours)
+``recall``         recall@k of approximate indexes against the exact table,
+                   :func:`compression_table`
 =================  ============================================================================
 """
 
@@ -34,6 +38,13 @@ One concept per module, from the entry point down:
 from repscope.neighbors.blocks import DEFAULT_MEMORY_BUDGET, _blocks, _smallest  # noqa: F401
 from repscope.neighbors.certificate import _unit_roundoff  # noqa: F401
 from repscope.neighbors.duplicates import POLICIES, DuplicateReport, _exact_groups  # noqa: F401
+from repscope.neighbors.query import QueryNeighbors, knn_query, neighbor_ranks
+from repscope.neighbors.recall import (
+    INDEXES,
+    CompressionRow,
+    compression_table,
+    recall_at_k,
+)
 from repscope.neighbors.search import (  # noqa: F401
     BACKENDS,
     METRICS,
@@ -43,4 +54,6 @@ from repscope.neighbors.search import (  # noqa: F401
     knn,
 )
 
-__all__ = ["DuplicateReport", "Neighbors", "count_pairs_within", "knn"]
+__all__ = ["INDEXES", "CompressionRow", "DuplicateReport", "Neighbors", "QueryNeighbors",
+           "compression_table", "count_pairs_within", "knn", "knn_query", "neighbor_ranks",
+           "recall_at_k"]
