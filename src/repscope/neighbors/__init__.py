@@ -26,6 +26,11 @@ One concept per module, from the entry point down:
 ``rerank``         the exact re-ranking every path ends in
 ``blocks``         query blocks within the memory budget, exact two-stage smallest-``c`` selection
 ``approximate``    faiss / pynndescent candidates, re-ranked exactly (``exact=False``)
+``distributed``    :func:`knn_distributed`: the exact table over row shards held by workers
+                   (Ray actors or in process), tree-merged; per-shard faiss indexes
+``worker``         what one worker of the distributed search holds and does
+``shard``          the certified search of query rows against one shard, and the merge
+``cost``           the cost model of a plan on N workers, calibrated on this machine
 =================  ============================================================================
 """
 
@@ -33,6 +38,7 @@ One concept per module, from the entry point down:
 # stay importable from here, as before the package split.
 from repscope.neighbors.blocks import DEFAULT_MEMORY_BUDGET, _blocks, _smallest  # noqa: F401
 from repscope.neighbors.certificate import _unit_roundoff  # noqa: F401
+from repscope.neighbors.distributed import knn_distributed
 from repscope.neighbors.duplicates import POLICIES, DuplicateReport, _exact_groups  # noqa: F401
 from repscope.neighbors.search import (  # noqa: F401
     BACKENDS,
@@ -43,4 +49,4 @@ from repscope.neighbors.search import (  # noqa: F401
     knn,
 )
 
-__all__ = ["DuplicateReport", "Neighbors", "count_pairs_within", "knn"]
+__all__ = ["DuplicateReport", "Neighbors", "count_pairs_within", "knn", "knn_distributed"]
