@@ -70,11 +70,12 @@ class RaySession:
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, bind: str = "loopback",
             connect_timeout: float = CONNECT_TIMEOUT, what: str = "The ray executor",
-            **init_kwargs: Any) -> RaySession:
+            start_attempts: int = 2, **init_kwargs: Any) -> RaySession:
     """Join the cluster at ``address``, start a local Ray (``address=None``), or reuse the Ray
     this process already runs. ``bind``: where a Ray started here listens (``"loopback"``, the
-    default, or ``"network"``); ``connect_timeout``: seconds allowed to reach ``address``.
-    ``init_kwargs`` go to ``ray.init`` (``runtime_env``, ``object_store_memory``, ...)."""
+    default, or ``"network"``); ``connect_timeout``: seconds allowed to reach ``address``;
+    ``start_attempts``: tries to start a local Ray. ``init_kwargs`` go to ``ray.init``
+    (``runtime_env``, ``object_store_memory``, ...)."""
     from repscope._validate import check_choice, check_float
 
     check_choice(bind, "bind", "connect", BINDS)
@@ -88,12 +89,13 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, bind: st
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     kwargs.update(init_kwargs)
     if address is not None:
+        _reachable(address, connect_timeout)
         _probe(address, connect_timeout)
         ray.init(address=address, **kwargs)
         return RaySession(ray, owns=True)
     if num_cpus is not None:
         kwargs.setdefault("num_cpus", num_cpus)
-    for attempt in (1, 2):
+    for attempt in range(1, start_attempts + 1):
         before = _children()
         try:
             with _single_host(ray, bind == "loopback"):
@@ -103,10 +105,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, bind: st
             with contextlib.suppress(Exception):
                 ray.shutdown()
             _stop_new_children(before)
-            if attempt == 2:
+            if attempt == start_attempts:
                 raise RayConnectionError(
                     f"Could not start a local Ray ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}); tried twice.") from None
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); tried {attempt} time(s)."
+                ) from None
             log.warning("starting a local Ray failed (%s); trying once more", exc)
     raise AssertionError("unreachable")
 
@@ -144,6 +147,24 @@ except Exception as exc:
     sys.exit(3)
 ray.shutdown()
 """
+
+
+def _reachable(address: str, timeout: float) -> None:
+    """Fail at once when nothing accepts a TCP connection at ``host:port`` (``ray://`` too);
+    ``"auto"`` and other forms are left to the probe."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout, 10.0)).close()
+    except OSError as exc:
+        raise RayConnectionError(
+            f"The Ray cluster at address={address!r} did not answer: nothing accepts "
+            f"connections at {hostport} ({exc.strerror or type(exc).__name__}). Check that it is "
+            f"running and reachable (for a remote cluster: 'ray://HOST:10001').") from None
 
 
 def _probe(address: str, timeout: float) -> None:

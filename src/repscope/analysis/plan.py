@@ -110,6 +110,9 @@ class AnalyzeConfig:
         "Worker count for the process/ray executors."))
     address: str | None = field(default=None, metadata=_help(
         "Ray cluster address ('auto', 'ray://host:10001'); None starts a local Ray."))
+    ray_bind: Literal["loopback", "network"] = field(default="loopback", metadata=_help(
+        "Where a Ray that repscope starts listens: loopback (this machine only) or network "
+        "(Ray's default, reachable from other machines)."))
     retries: int = field(default=1, metadata=_help("Retries of a failing task."))
     task_timeout: float | None = field(default=None, metadata=_help(
         "Seconds one task attempt may run before it is stopped and counted as failed "
@@ -430,6 +433,13 @@ def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[s
             raise PlanError(f"The '{name}' option must be an int >= {low} or None. Got {value!r}.")
     if cfg.max_length < 2:
         raise PlanError(f"The 'max_length' option must be an int >= 2. Got {cfg.max_length!r}.")
+    if cfg.ray_bind not in ("loopback", "network"):
+        raise PlanError(f"The 'ray_bind' option must be 'loopback' or 'network'. "
+                        f"Got {cfg.ray_bind!r}.")
+    if cfg.ray_bind != "loopback" and cfg.executor != "ray":
+        raise PlanError(f"The 'ray_bind' option needs executor 'ray': it says where a Ray that "
+                        f"repscope starts listens. Got ray_bind={cfg.ray_bind!r} with executor "
+                        f"{cfg.executor!r}.")
     problem = executor_option_problem(cfg.executor, workers=cfg.workers, address=cfg.address,
                                       timeout=cfg.task_timeout)
     if problem is not None:

@@ -271,7 +271,9 @@ def _execute(cfg: AnalyzeConfig, tasks: list[Task]) -> Iterator[tuple[Task, list
     """
     by_key = {t.key: t for t in tasks}
     batch = [t for t in tasks if t.kind != "stream"]
-    with make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address) as ex:
+    ray_options = {"bind": cfg.ray_bind} if cfg.executor == "ray" else {}
+    with make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address,
+                       **ray_options) as ex:
         # the driver shows its own per-stage progress bar, so the executor's stays off
         for outcome in ex.map(run_task, batch, key=lambda t: t.key, retries=cfg.retries,
                               progress=False, timeout=cfg.task_timeout):

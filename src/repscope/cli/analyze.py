@@ -137,9 +137,10 @@ def analyze(config_file: Path | None, **kwargs: Any) -> None:
     except (FileNotFoundError, KeyError) as exc:
         raise click.ClickException(str(exc.args[0] if exc.args else exc)) from None
     except Exception as exc:
+        from repscope._ray import RayConnectionError
         from repscope.capture import StoreError
 
-        if isinstance(exc, StoreError):
+        if isinstance(exc, StoreError | RayConnectionError):
             raise click.ClickException(str(exc)) from None
         raise
     console.print(_summary_table(run.db_path, run.plan))

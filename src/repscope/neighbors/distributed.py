@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from repscope._validate import as_numpy, check_array, check_choice, check_float, check_int
+from repscope.neighbors import prepare
 from repscope.neighbors.blocks import DEFAULT_MEMORY_BUDGET
 from repscope.neighbors.duplicates import (
     POLICIES,
@@ -53,7 +54,6 @@ from repscope.neighbors.duplicates import (
     _merge_near,
     _raise_duplicates,
 )
-from repscope.neighbors import prepare
 from repscope.neighbors.prepare import _combine_moments
 from repscope.neighbors.search import METRICS, Neighbors
 from repscope.neighbors.shard import SENTINEL
@@ -226,7 +226,7 @@ class _Driver:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
     def run(self) -> Neighbors:
-        n, k, fn = self.n, self.k, self.fn
+        n, k = self.n, self.k
         t = time.perf_counter()
         stats = self.pool.get([self.pool.call(w, "stats") for w in range(self.W)])
         sums = np.concatenate([s[0] for s in stats])
