@@ -3,6 +3,13 @@
     OMP_NUM_THREADS=2 /work/venvs/E/bin/python benchmarks/sae.py   # d_in = 384, 768; 16x; k = 32
     /work/venvs/E/bin/python benchmarks/sae.py --libraries repscope,sparsify --dims 768
     /work/venvs/E/bin/python benchmarks/sae.py --quick             # smoke run (small shapes)
+    python benchmarks/sae.py --architectures --dims 384 --libraries repscope --splice  # new rows
+
+``--architectures`` adds repscope's JumpReLU and Matryoshka BatchTopK (and BatchTopK for
+reference) to the TopK rows (same data, shapes and steps; their steps use the dense generic
+path). ``--splice`` times the spliced-in evaluation of a TopK SAE on the bundled SmolLM2
+(``model.layers.3``; clean + SAE + zero + mean forwards per batch, plus the layer statistics
+pass) on ``--splice-docs`` corpus documents of at most 64 tokens.
 
 The venv needs repscope (``pip install -e .``) and ``benchmarks/requirements-sae.txt``; torch
 must be installed first and pinned (``pip install torch==2.13.0``). All trainers get the same
@@ -52,14 +59,44 @@ def synthetic(n: int, d: int, seed: int = 0) -> np.ndarray:
     return np.einsum("nk,nkd->nd", vals, D[idx]) + 0.05 * rng.standard_normal((n, d)).astype(np.float32)
 
 
-def run_repscope(X: np.ndarray, d_sae: int, k: int, batch: int, steps: int) -> list[float]:
+def run_repscope(X: np.ndarray, d_sae: int, k: int, batch: int, steps: int,
+                 architecture: str = "topk") -> list[float]:
     from repscope.dictionaries.train import TrainConfig, train_sae
 
     stamps: list[float] = []
-    cfg = TrainConfig(architecture="topk", d_sae=d_sae, k=k, batch_size=batch, steps=steps,
-                      checkpoint_every=0, warmup_steps=10, dead_window_tokens=batch * 50)
+    cfg = TrainConfig(architecture=architecture, d_sae=d_sae, k=k, batch_size=batch, steps=steps,
+                      checkpoint_every=0, warmup_steps=10, dead_window_tokens=batch * 50,
+                      holdout_fraction=0.0, eval_every=0)
     train_sae(X, cfg, callback=lambda step, m: stamps.append(time.perf_counter()))
     return stamps
+
+
+def time_splice(n_docs: int, d_sae: int = 2304, k: int = 32) -> dict:
+    """Seconds of one spliced-in evaluation on SmolLM2 (model.layers.3), and the per-pass split."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from repscope.data.corpus import load_corpus
+    from repscope.data.models import builtin_smollm2
+    from repscope.dictionaries.sae import build_sae
+    from repscope.dictionaries.splice import spliced_evaluation
+
+    path = builtin_smollm2()
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    docs = load_corpus().documents[-n_docs:]
+    sae = build_sae("topk", 576, d_sae, k=k)
+    t = time.perf_counter()
+    ev = spliced_evaluation(model, sae, "model.layers.3", docs, tokenizer=tok, max_length=64, n_boot=200)
+    total = time.perf_counter() - t
+    t = time.perf_counter()
+    import torch as _t
+
+    with _t.no_grad():
+        for s in range(0, len(docs), 4):
+            model(**tok(docs[s:s + 4], return_tensors="pt", padding=True, truncation=True, max_length=64))
+    clean = time.perf_counter() - t
+    return {"docs": n_docs, "tokens": ev.n_samples, "seconds": total, "clean_forward_seconds": clean,
+            "d_sae": d_sae, "k": k}
 
 
 def run_saelens(X: np.ndarray, d_sae: int, k: int, batch: int, steps: int) -> list[float]:
@@ -135,12 +172,20 @@ def main() -> None:
                     help="comma-separated subset of " + ", ".join(RUNNERS))
     ap.add_argument("--dims", default=None, help="comma-separated d_in values (default 384,768)")
     ap.add_argument("--json", default=None, help="write results to this file")
+    ap.add_argument("--architectures", action="store_true",
+                    help="add repscope's batchtopk, jumprelu and matryoshka rows")
+    ap.add_argument("--splice", action="store_true", help="time the spliced-in evaluation on SmolLM2")
+    ap.add_argument("--splice-docs", type=int, default=16)
     args = ap.parse_args()
     dims = [int(d) for d in args.dims.split(",")] if args.dims else ([64] if args.quick else [384, 768])
     steps = args.steps or (6 if args.quick else 30)
     batch = args.batch or (256 if args.quick else 1024)
     k, expansion = (8, 4) if args.quick else (32, 16)
     names = [n.strip() for n in args.libraries.split(",") if n.strip()]
+    if args.architectures:
+        for arch in ("batchtopk", "jumprelu", "matryoshka"):
+            RUNNERS[f"repscope-{arch}"] = (lambda a: lambda *x: run_repscope(*x, architecture=a))(arch)
+            names.append(f"repscope-{arch}")
     unknown = sorted(set(names) - set(RUNNERS))
     if unknown:
         ap.error(f"unknown libraries {unknown}; choose from {sorted(RUNNERS)}")
@@ -174,6 +219,12 @@ def main() -> None:
                          "threads": torch.get_num_threads()})
             print(f"{name:9s} d_in={d:4d} d_sae={d_sae:6d} k={k}: {tps:9.0f} tokens/s (median step; "
                   f"mean {mean_tps:.0f}), {100 * frac:5.1f}% of GEMM peak")
+    if args.splice:
+        sp = time_splice(args.splice_docs)
+        print(f"spliced-in evaluation, SmolLM2 model.layers.3, {sp['docs']} docs / {sp['tokens']} "
+              f"predicted tokens: {sp['seconds']:.1f} s (one clean forward pass over the same "
+              f"documents: {sp['clean_forward_seconds']:.1f} s)")
+        rows.append({"library": "repscope-splice", **sp})
     load_end = os.getloadavg()
     print(f"load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f} (1 min)")
     for row in rows:

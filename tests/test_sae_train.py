@@ -36,6 +36,14 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def _saved_step(out):
+    """The step of the training state checkpointed in ``out`` (safetensors header JSON)."""
+    from safetensors import safe_open
+
+    with safe_open(str(out / "state.safetensors"), framework="pt") as f:
+        return json.loads(f.metadata()["repscope_state"])["step"]
+
+
 def _run(script, out, kill_at):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(script), str(out), str(kill_at)], env=env,
@@ -47,7 +55,7 @@ def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path):
     script.write_text(SCRIPT.format(cfg=repr(CFG)))
     killed = _run(script, tmp_path / "b", 37)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    state = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
+    state = {"step": _saved_step(tmp_path / "b")}
     assert state["step"] == 30  # last checkpoint before the kill
     resumed = _run(script, tmp_path / "b", -1)
     assert resumed.returncode == 0, resumed.stderr
@@ -163,3 +171,41 @@ def test_decoder_tangent_projection_and_storage_order_adam():
             o.step()
     for (name, p), q in zip(sae.named_parameters(), ref.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_heldout_split_batch_default_and_warnings(caplog):
+    from repscope.dictionaries.source import holdout_split
+
+    train, held = holdout_split(1000, 0.1, seed=0)
+    assert len(held) == 128 and np.intersect1d(train, held).size == 0 and len(train) + len(held) == 1000
+    assert np.all(np.diff(held.reshape(-1, 64), axis=1) == 1)  # whole 64-row segments
+    assert len(holdout_split(60, 0.5, seed=0)[1]) == 0  # a single segment: nothing held out
+    X = np.random.default_rng(0).standard_normal((746, 4)).astype(np.float32)  # the README's rows
+    with caplog.at_level("WARNING"):
+        res = train_sae(X, TrainConfig(d_sae=1024, k=2, steps=3, eval_every=1, log_every=1))
+    assert res.resolved["batch_size"] == len(res.train_rows) // 8  # default tied to the rows
+    assert len(res.heldout_rows) == 64 and "heldout_fvu" in res.history[-1] and "fvu" in res.history[0]
+    assert "1024 latents for only 682 training rows" in caplog.text
+    with pytest.raises(ValueError, match=r"The 'batch_size' parameter of train_sae must be an int in "
+                                         r"\[1, training rows=682\]. Got 1024 instead."):
+        train_sae(X, TrainConfig(d_sae=8, k=2, batch_size=1024, steps=1))
+
+
+def test_evaluation_metrics_named_precisely():
+    from repscope.dictionaries.evaluate import evaluate_sae
+    from repscope.dictionaries.sae import build_sae
+
+    rng = np.random.default_rng(1)
+    X = (rng.standard_normal((300, 6)) + 2.0).astype(np.float32)
+    sae = build_sae("topk", 6, 12, k=3)
+    ev = evaluate_sae(sae, X, split="held-out")
+    with torch.no_grad():
+        H = sae.decode(sae.encode(torch.from_numpy(X))).double().numpy()
+    Xd = X.astype(np.float64)
+    err = ((Xd - H) ** 2).sum()
+    assert ev.mse == pytest.approx(err / X.size) and ev.sq_error_per_token == pytest.approx(err / 300)
+    assert ev.value == pytest.approx(err / ((Xd - Xd.mean(0)) ** 2).sum())
+    assert ev.explained_variance == pytest.approx(1 - ev.value)
+    assert ev.explained_variance_uncentred == pytest.approx(1 - err / (Xd**2).sum())
+    assert ev.l2_ratio == pytest.approx(np.mean(np.linalg.norm(H, axis=1) / np.linalg.norm(Xd, axis=1)))
+    assert ev.params["split"] == "held-out"

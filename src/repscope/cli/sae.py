@@ -1,4 +1,4 @@
-"""``repscope sae train`` and ``repscope sae inspect``: sparse autoencoders on a store layer."""
+"""``repscope sae train|inspect|export|splice``: sparse autoencoders on a store layer."""
 
 from __future__ import annotations
 
@@ -36,10 +36,21 @@ def _print_eval(ev: Any, title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in ("value", "mse", "cosine", "l0_mean", "dead_fraction", "dense_fraction", "shrinkage",
-                 "decoder_max_cosine_mean"):
-        table.add_row("FVU" if name == "value" else name, f"{getattr(ev, name):.4g}")
+    for name in ("value", "explained_variance", "explained_variance_uncentred", "mse",
+                 "sq_error_per_token", "cosine", "l0_mean", "dead_fraction", "dense_fraction",
+                 "shrinkage", "l2_ratio", "decoder_max_cosine_mean"):
+        if hasattr(ev, name):
+            table.add_row("FVU" if name == "value" else name, f"{getattr(ev, name):.4g}")
     Console().print(table)
+
+
+def _write_error(exc: OSError, out_dir: Path) -> click.ClickException:
+    """One line for a failed write (full disk, read-only directory, ...)."""
+    where = exc.filename or str(out_dir)
+    reason = exc.strerror or str(exc)
+    return click.ClickException(
+        f"cannot write {str(where)!r}: {reason} (errno {exc.errno}). Nothing written is corrupt: "
+        f"fix it and rerun the same command to resume from the last checkpoint in {str(out_dir)!r}.")
 
 
 @sae.command()
@@ -47,11 +58,12 @@ def _print_eval(ev: Any, title: str) -> None:
               help="ActivationStore directory (from `repscope capture`).")
 @click.option("--layer", required=True, help="Layer of the store to train on, e.g. encoder.layer.2.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Output directory: cfg.json, sae.safetensors, state.pt, eval.json.")
+              help="Output directory: cfg.json, sae.safetensors, manifest.json, state.safetensors, eval.json.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML/TOML/JSON file with TrainConfig keys; options given here override it.")
-@click.option("--eval-rows", default=20000, show_default=True, help="Rows sampled for the evaluation.")
-@click.option("--resume/--no-resume", default=True, help="Continue from out/state.pt if present.")
+@click.option("--eval-rows", default=20000, show_default=True,
+              help="Held-out rows sampled for the evaluation.")
+@click.option("--resume/--no-resume", default=True, help="Continue from the training state in --out if present.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @cli_options(TrainConfig)
 def train(store_path: Path, layer: str, out_dir: Path, config_file: str | None, eval_rows: int,
@@ -69,13 +81,18 @@ def train(store_path: Path, layer: str, out_dir: Path, config_file: str | None, 
         cfg = load_config(TrainConfig, config_file, **kwargs)
         store = _open_store(store_path)
         result = train_sae(store, cfg, layer=layer, out_dir=out_dir, resume=resume, progress=progress)
-        rows = _eval_rows(store.n_rows, eval_rows, cfg.seed)
-        ev = evaluate_sae(result.sae, store.read(layer, rows))
+        held = len(result.heldout_rows) > 0
+        pool = result.heldout_rows if held else result.train_rows
+        rows = pool[_eval_rows(len(pool), eval_rows, cfg.seed)]
+        split = "held-out" if held else "train (in-sample: no rows were held out)"
+        ev = evaluate_sae(result.sae, store.read(layer, rows), split=split)
+        atomic_write_text(out_dir / "eval.json", ev.to_json())
     except (StoreError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
-    atomic_write_text(out_dir / "eval.json", ev.to_json())
+    except OSError as exc:
+        raise _write_error(exc, out_dir) from exc
     _print_eval(ev, f"{cfg.architecture} SAE on {layer}: {result.sae.d_sae} latents, "
-                    f"evaluated on {len(rows):,} training rows")
+                    f"evaluated on {len(rows):,} {split} rows")
     Console().print(f"SAE: {out_dir}")
 
 
@@ -115,12 +132,18 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
         layer = layer or cfg.get("hook_name")
         if layer is None:
             raise ValueError("The SAE's cfg.json names no layer (hook_name); pass --layer.")
+        if layer not in list(store.layers):
+            raise ValueError(f"--layer {layer!r} is not a layer of the store {str(store_path)!r}; "
+                             f"its layers: {list(store.layers)}.")
+        if store.dim(layer) != model.d_in:
+            raise ValueError(f"The SAE in {str(sae_dir)!r} reads {model.d_in} features, but layer "
+                             f"{layer!r} of the store has {store.dim(layer)}.")
         rows = np.arange(min(store.n_rows, max_rows))
         X = store.read(layer, rows)
         stats = feature_stats(model, ArraySource(X, "repscope sae inspect"), top_k=n_top)
         ev = evaluate_sae(model, X)
         meta = store.metadata(rows).reset_index(drop=True)
-    except (StoreError, ValueError, FileNotFoundError) as exc:
+    except (StoreError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     info = {"SAE": str(sae_dir), "architecture": cfg["architecture"], "d_in x d_sae":
             f"{cfg['d_in']} x {cfg['d_sae']}", "store": str(store_path), "layer": layer,
@@ -139,7 +162,7 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
     _print_eval(ev, f"SAE on {layer}, {len(rows):,} rows")
     Console().print(f"Feature page: {out}")
     if report_dir is not None:
-        from repscope.report.features import MAX_DEPTH
+        from repscope.feature_pages import MAX_DEPTH
         from repscope.report.html import write_report
 
         inside = Path(out).resolve().parent.parts[len(report_dir.resolve().parts):]
@@ -151,6 +174,29 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
         except ValueError as exc:
             raise click.ClickException(f"The feature page was written, but the report was not "
                                        f"regenerated: {exc}") from exc
+
+
+@sae.command()
+@click.argument("sae_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["saelens", "sparsify", "repscope"]), required=True,
+              help="Layout to write: SAELens 6 (SAE.load_from_disk), sparsify (SparseCoder.load_from_disk) "
+                   "or repscope's.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Directory to write.")
+def export(sae_dir: Path, fmt: str, out_dir: Path) -> None:
+    """Write a saved SAE (any readable layout) in another library's layout."""
+    from rich.console import Console
+
+    from repscope.dictionaries.io import load_sae, read_cfg, save_sae
+
+    try:
+        cfg = read_cfg(sae_dir)
+        save_sae(load_sae(sae_dir), out_dir, format=fmt, hook_name=cfg.get("hook_name"))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {str(exc.filename or out_dir)!r}: "
+                                   f"{exc.strerror or exc} (errno {exc.errno}).") from exc
+    Console().print(f"{fmt} SAE: {out_dir}")
 
 
 RESULTS_DB = "results.duckdb"
@@ -168,7 +214,7 @@ def _report_dir(report_path: Path | None, out_file: Path | None) -> Path | None:
                 f"with {RESULTS_DB} inside it.")
         return folder
     if out_file is not None:
-        from repscope.report.features import MAX_DEPTH
+        from repscope.feature_pages import MAX_DEPTH
 
         for folder in list(out_file.resolve().parents)[:MAX_DEPTH + 1]:
             if (folder / RESULTS_DB).is_file():

@@ -19,6 +19,8 @@ __all__ = [
     "afa_k",
     "batch_topk",
     "batch_topk_threshold",
+    "JumpReLUSTE",
+    "StepSTE",
     "jumprelu",
     "matching_pursuit",
     "topk",
@@ -156,6 +158,49 @@ def jumprelu(pre: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor
     BatchTopK SAEs use it at inference with a single global threshold estimated in training,
     so a row's code no longer depends on the other rows of its batch."""
     return pre * (pre > threshold)
+
+
+def _rectangle(u: torch.Tensor) -> torch.Tensor:
+    """Rectangle kernel ``K(u) = 1[-1/2 < u < 1/2]``."""
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class JumpReLUSTE(torch.autograd.Function):
+    """JumpReLU ``z = pre * H(pre - theta)`` (per-latent ``theta`` (d_sae,)) with the
+    straight-through pseudo-derivative of Rajamanoharan et al. 2024 ("Jumping Ahead", eq. 11):
+    ``dz/dpre = H(pre - theta)`` and ``dz/dtheta = -(theta / eps) K((pre - theta) / eps)`` with the
+    rectangle kernel ``K`` of bandwidth ``eps``; the threshold gradient is summed over rows."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, eps):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return pre * (pre > theta)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        pre, theta = ctx.saved_tensors
+        k = _rectangle((pre - theta) / ctx.eps)  # (n, d_sae)
+        grad_theta = -(theta / ctx.eps) * (k * g).sum(0)
+        return g * (pre > theta), grad_theta, None
+
+
+class StepSTE(torch.autograd.Function):
+    """Heaviside step ``H(pre - theta)`` (the L0 count) with the pseudo-derivative of
+    Rajamanoharan et al. 2024 (eq. 12): ``dH/dtheta = -(1 / eps) K((pre - theta) / eps)`` and no
+    gradient to ``pre``: the L0 penalty trains the thresholds only."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, eps):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        pre, theta = ctx.saved_tensors
+        grad_theta = -(1.0 / ctx.eps) * (_rectangle((pre - theta) / ctx.eps) * g).sum(0)
+        return None, grad_theta, None
 
 
 def afa_k(acts: torch.Tensor, target_norm: torch.Tensor, dec_norms: torch.Tensor,

@@ -164,7 +164,15 @@ class SAEEvaluation(Estimate):
     """Evaluation of one SAE on one set of activations; ``value`` is the FVU."""
 
     mse: float = float("nan")
-    "Mean squared error per entry."
+    "Mean squared error per entry, ``sum ||x - x_hat||^2 / (n d)``."
+    sq_error_per_token: float = float("nan")
+    "Squared error per row (token), ``sum ||x - x_hat||^2 / n`` (SAELens' ``mse``)."
+    explained_variance: float = float("nan")
+    "Centred, ``1 - FVU`` (SAELens' ``explained_variance``; sparsify reports ``fvu``)."
+    explained_variance_uncentred: float = float("nan")
+    "``1 - sum ||x - x_hat||^2 / sum ||x||^2`` (no mean removed)."
+    l2_ratio: float = float("nan")
+    "Mean over rows of ``||x_hat|| / ||x||`` (SAELens' and SAEBench's ``l2_ratio``)."
     cosine: float = float("nan")
     "Mean cosine between inputs and reconstructions."
     l0_mean: float = float("nan")
@@ -182,12 +190,16 @@ class SAEEvaluation(Estimate):
 
 
 @torch.no_grad()
-def evaluate_sae(sae: Any, X: Any, *, batch_size: int = 4096, dense_threshold: float = 0.1) -> SAEEvaluation:
-    """Every metric above for ``sae`` on ``X`` (n, d_in), streamed in batches."""
+def evaluate_sae(sae: Any, X: Any, *, batch_size: int = 4096, dense_threshold: float = 0.1,
+                 split: str = "unspecified") -> SAEEvaluation:
+    """Every metric above for ``sae`` on ``X`` (n, d_in), streamed in batches. ``split`` says
+    which rows ``X`` are (``"held-out"``: never trained on; ``"train"``: in-sample) and is
+    recorded in ``params``: evaluate on :attr:`TrainResult.heldout_rows`."""
     X = check_array(X, "evaluate_sae", min_samples=2)
     n = X.shape[0]
     device = sae.W_dec.device
-    sums = {"sq_err": 0.0, "x": np.zeros(X.shape[1]), "xx": 0.0, "cos": 0.0, "hh": 0.0, "hx": 0.0}
+    sums = {"sq_err": 0.0, "x": np.zeros(X.shape[1]), "xx": 0.0, "cos": 0.0, "hh": 0.0, "hx": 0.0,
+            "ratio": 0.0}
     fired = torch.zeros(sae.d_sae, dtype=torch.float64)
     l0s = []
     for s in range(0, n, batch_size):
@@ -202,6 +214,8 @@ def evaluate_sae(sae: Any, X: Any, *, batch_size: int = 4096, dense_threshold: f
         sums["cos"] += float(torch.where(den > 0, (x * h).sum(1) / den.clamp_min(1e-300), 0.0).sum())
         sums["hh"] += float(h.pow(2).sum())
         sums["hx"] += float((h * x).sum())
+        xn = x.norm(dim=1)
+        sums["ratio"] += float(torch.where(xn > 0, h.norm(dim=1) / xn.clamp_min(1e-300), 0.0).sum())
         nz = (z != 0).cpu()
         fired += nz.double().sum(0)
         l0s.append(nz.sum(1).numpy())
@@ -213,8 +227,12 @@ def evaluate_sae(sae: Any, X: Any, *, batch_size: int = 4096, dense_threshold: f
     return SAEEvaluation(
         measure="sae_evaluation", value=sums["sq_err"] / total, n_samples=n,
         params={"architecture": sae.architecture, "d_in": sae.d_in, "d_sae": sae.d_sae,
-                "dense_threshold": dense_threshold, "window_rows": n},
+                "dense_threshold": dense_threshold, "window_rows": n, "split": split},
         mse=sums["sq_err"] / (n * X.shape[1]),
+        sq_error_per_token=sums["sq_err"] / n,
+        explained_variance=1.0 - sums["sq_err"] / total,
+        explained_variance_uncentred=1.0 - sums["sq_err"] / sums["xx"],
+        l2_ratio=sums["ratio"] / n,
         cosine=sums["cos"] / n, l0_mean=float(l0_all.mean()),
         dead_fraction=dead_fraction(freq), dense_fraction=dense_fraction(freq, dense_threshold),
         shrinkage=sums["hh"] / sums["hx"], decoder_max_cosine_mean=float(dmc.mean()),

@@ -133,3 +133,40 @@ class BatchPlan:
         cache: dict[tuple[int, int], np.ndarray] = {}
         for step in range(start_step, n_steps):
             yield step, self.rows(step, cache)
+
+
+#: rows per held-out segment (:func:`holdout_split`)
+HOLDOUT_SEGMENT_ROWS = 64
+
+
+def holdout_split(n_rows: int, fraction: float, seed: int,
+                  segment_rows: int = HOLDOUT_SEGMENT_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``n_rows`` rows into sorted ``(train_rows, heldout_rows)``.
+
+    Rows are cut into contiguous segments of ``segment_rows`` (token rows of one document stay
+    mostly together, so held-out rows are mostly whole documents and reads stay sequential);
+    ``round(fraction * n_segments)`` segments, at least one when ``fraction > 0`` and there are
+    two or more, are drawn with ``default_rng([seed, 3])``. With a single segment nothing is
+    held out."""
+    n_seg = -(-n_rows // segment_rows)
+    n_hold = int(round(fraction * n_seg))
+    if fraction > 0 and n_seg >= 2:
+        n_hold = min(max(n_hold, 1), n_seg - 1)
+    else:
+        n_hold = 0
+    held = np.zeros(n_rows, dtype=bool)
+    for seg in np.random.default_rng([seed, 3]).choice(n_seg, size=n_hold, replace=False):
+        held[seg * segment_rows:(seg + 1) * segment_rows] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+class SubsetSource:
+    """The rows ``rows`` (sorted) of another source, renumbered ``0 .. len(rows) - 1``."""
+
+    def __init__(self, source: RowSource, rows: np.ndarray) -> None:
+        self.source, self.rows = source, np.asarray(rows, dtype=np.int64)
+        self.n_rows, self.d = len(self.rows), source.d
+        self.name = source.name
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self.source.read(self.rows[rows])

@@ -6,23 +6,31 @@ the scheduled learning rate, renormalise decoder rows to unit norm, update dead-
 counters. Learning rate: linear warm-up over ``warmup_steps``, constant, then linear decay to
 0 over the last ``decay_fraction`` of the steps.
 
-Output directory (the sparsify / SAELens layout)::
+Held-out rows: ``holdout_fraction`` of the rows (seeded contiguous segments,
+:func:`~repscope.dictionaries.source.holdout_split`) are never trained on; their FVU is logged
+every ``eval_every`` steps and :class:`TrainResult` returns them for evaluation.
 
-    out_dir/cfg.json          architecture, shapes, hyper-parameters, training config, layer
-    out_dir/sae.safetensors   weights (W_enc, b_enc, W_dec, b_dec, input_scale, ...)
-    out_dir/state.pt          resume state: weights, optimiser, step, dead-latent counters, RNG
+Output directory (repscope's layout, :mod:`~repscope.dictionaries.io`)::
 
-``state.pt`` is written atomically every ``checkpoint_every`` steps; a run killed at any point
-and started again with the same config continues from the last checkpoint and ends with the
-same weights, bit for bit, as an uninterrupted run (same machine, same thread count).
+    out_dir/cfg.json            architecture, shapes, hyper-parameters, training config, layer,
+                                resolved batch size / steps / lr and the train / held-out split
+    out_dir/sae.safetensors     weights (W_enc, b_enc, W_dec, b_dec, input_scale, ...)
+    out_dir/manifest.json       sha256 of both, verified by load_sae
+    out_dir/state.safetensors   resume state: weights, optimiser, step, dead-latent counters, RNG
+                                (tensors + JSON, no pickle: :mod:`~repscope.dictionaries.checkpoint`)
+
+The state is written atomically every ``checkpoint_every`` steps; a run killed at any point (or
+stopped by a full disk) and started again with the same config continues from the last
+checkpoint and ends with the same weights, bit for bit, as an uninterrupted run (same machine,
+same thread count).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,22 +39,32 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from repscope._io import atomic_write_bytes
-from repscope._validate import check_int
+from repscope._validate import check_float, check_int
 from repscope.config import config_to_dict
+from repscope.dictionaries import checkpoint as ckpt
 from repscope.dictionaries.io import save_sae
 from repscope.dictionaries.sae import SparseAutoencoder, build_sae
-from repscope.dictionaries.source import BatchPlan, RowSource, as_source
+from repscope.dictionaries.source import (
+    BatchPlan,
+    RowSource,
+    SubsetSource,
+    as_source,
+    holdout_split,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "train_sae"]
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
+STATE_FILE = ckpt.STATE_FILE
 #: last training batches re-read with the final weights by ``SparseAutoencoder.after_training``
 #: (BatchTopK's inference threshold, Bussmann et al. 2024)
 FINAL_BATCHES = 100
 #: config keys that may change between a run and its resume (they do not affect the weights)
-_RESUMABLE_CHANGES = ("device", "log_every", "checkpoint_every")
+_RESUMABLE_CHANGES = ("device", "log_every", "checkpoint_every", "eval_every")
+#: default rows per step: at most this, and at most an eighth of the training rows
+DEFAULT_BATCH = 1024
+#: held-out rows the periodic FVU is computed on (the first ones of the held-out set)
+EVAL_ROWS = 4096
 
 
 MIN_DEFAULT_STEPS = 1000
@@ -62,17 +80,24 @@ def _f(default: Any, help: str) -> Any:
 class TrainConfig:
     """Everything that defines a training run (saved in ``cfg.json`` under ``train``)."""
 
-    architecture: Literal["relu", "topk", "batchtopk", "topafa", "mp"] = _f("topk", "SAE architecture.")
+    architecture: Literal["relu", "topk", "batchtopk", "topafa", "mp", "jumprelu", "matryoshka"] = _f(
+        "topk", "SAE architecture.")
     expansion: int = _f(16, "d_sae = expansion * d_in (ignored when d_sae is given).")
     d_sae: int | None = _f(None, "Number of latents.")
-    k: int = _f(32, "Active latents per row (topk, batchtopk: mean per row; mp: pursuit steps).")
+    k: int = _f(32, "Active latents per row (topk, batchtopk, matryoshka: mean per row; mp: pursuit steps).")
     l1_coeff: float = _f(1e-3, "L1 coefficient (relu).")
+    l0_coeff: float | None = _f(None, "L0 penalty coefficient (jumprelu; default 1 / d_in).")
+    bandwidth: float = _f(0.05, "Straight-through kernel bandwidth (jumprelu).")
+    threshold_init: float = _f(0.01, "Initial JumpReLU threshold (jumprelu).")
+    widths: tuple[int, ...] = _f((), "Nested prefix widths, ending at d_sae (matryoshka; default "
+                                     "d_sae/16, /8, /4, /2, d_sae).")
     afa_coeff: float = _f(1 / 32, "Norm-matching loss coefficient (topafa; Lee et al. sweep 1/128 to 1/16).")
     afa_tol: float = _f(0.0, "top-AFA: prefer the sparsest prefix within afa_tol * ||x|| of the closest "
                              "(0: Lee et al.'s rule; 0.02 reaches the true sparsity, docs/dictionaries.md).")
     auxk_alpha: float = _f(1 / 32, "AuxK loss coefficient (topk, batchtopk, topafa).")
     k_aux: int | None = _f(None, "Latents in the AuxK reconstruction (default d_in // 2).")
-    batch_size: int = _f(1024, "Rows per step.")
+    batch_size: int | None = _f(None, "Rows per step (default min(1024, training rows / 8); "
+                                          "more than the training rows is refused).")
     steps: int | None = _f(None, "Optimiser steps (default: one pass over the rows, and at "
                                  "least 1,000 steps on small data).")
     lr: float | None = _f(None, "Adam learning rate (default 2e-4 / sqrt(d_sae / 16384), Gao et al.).")
@@ -82,6 +107,9 @@ class TrainConfig:
     normalize: bool = _f(True, "Scale inputs so that E||x||^2 = d_in (scale stored in the SAE).")
     checkpoint_every: int = _f(500, "Steps between resumable checkpoints (0: only at the end).")
     log_every: int = _f(50, "Steps between logged metrics.")
+    holdout_fraction: float = _f(0.1, "Fraction of rows held out (seeded segments of 64 rows), never "
+                                      "trained on; evaluations use them.")
+    eval_every: int = _f(250, "Steps between held-out FVU evaluations in the log (0: only at the end).")
     block_rows: int = _f(4096, "Contiguous rows per shuffled block (sequential reads).")
     window_blocks: int = _f(8, "Blocks shuffled together.")
     seed: int = _f(0, "Seed of the initialisation and the data order.")
@@ -100,6 +128,9 @@ class TrainConfig:
                        "auxk_alpha": self.auxk_alpha},
         }
         per_arch["batchtopk"] = per_arch["topk"]
+        per_arch["jumprelu"] = {"l0_coeff": self.l0_coeff, "bandwidth": self.bandwidth,
+                                "threshold_init": self.threshold_init}
+        per_arch["matryoshka"] = {**per_arch["topk"], "widths": self.widths or None}
         return {**per_arch[self.architecture], "seed": self.seed}
 
 
@@ -114,7 +145,13 @@ class TrainResult:
     steps: int
     "Steps done in total (including those before a resume)."
     out_dir: Path | None
-    "Where cfg.json / sae.safetensors / state.pt were written, if anywhere."
+    "Where cfg.json / sae.safetensors / state.safetensors were written, if anywhere."
+    train_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    "Rows trained on (sorted indices into the data)."
+    heldout_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    "Rows held out (never trained on): evaluate on these."
+    resolved: dict[str, Any] = field(default_factory=dict)
+    "Resolved defaults: batch_size, steps, lr, d_sae, and the split sizes."
 
 
 def lr_at(step: int, n_steps: int, lr: float, warmup: int, decay_fraction: float) -> float:
@@ -187,10 +224,53 @@ def _init_from_data(sae: SparseAutoencoder, source: RowSource, cfg: TrainConfig)
     sae.b_dec.copy_((x * sae.input_scale).mean(0).to(sae.b_dec.dtype))
 
 
-def _save_state(out_dir: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(out_dir / STATE_FILE, buf.getvalue())
+def _resolve(cfg: TrainConfig, n_train: int, d_sae: int) -> tuple[int, int, float]:
+    """Batch size, step count and learning rate, defaults filled in; warns about shapes that
+    cannot train well and refuses a batch larger than the training rows."""
+    fn = "train_sae"
+    if cfg.batch_size is None:
+        batch = max(1, min(DEFAULT_BATCH, n_train // 8))
+    else:
+        batch = check_int(cfg.batch_size, "batch_size", fn, low=1, high=n_train, high_inclusive=True,
+                          high_name="training rows")
+    if d_sae > n_train:
+        log.warning("train_sae: %d latents for only %d training rows: most latents cannot be fit "
+                    "(use a smaller expansion or d_sae, or more rows)", d_sae, n_train)
+    n_steps = cfg.steps if cfg.steps is not None else max(n_train // batch, MIN_DEFAULT_STEPS)
+    check_int(n_steps, "steps", fn, low=1)
+    lr = cfg.lr if cfg.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)
+    return batch, n_steps, lr
+
+
+@torch.no_grad()
+def heldout_fvu(sae: SparseAutoencoder, X: torch.Tensor) -> float:
+    """FVU of ``sae`` on raw rows ``X`` (n, d_in), in float64 (the definition of
+    :func:`~repscope.dictionaries.evaluate.fvu`)."""
+    was_training = sae.training
+    sae.eval()
+    recon = sae.decode(sae.encode(X)).double()  # (n, d_in)
+    sae.train(was_training)
+    x = X.double()
+    return float((x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-300))
+
+
+def _batch_fvu(sae: SparseAutoencoder, x: torch.Tensor, mse: float) -> float:
+    """Training-batch FVU from the step's per-entry mse on the normalised scale."""
+    xd = x.double()
+    total = float((xd - xd.mean(0)).pow(2).sum(1).mean()) * float(sae.input_scale) ** 2
+    return mse * sae.d_in / max(total, 1e-300)
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before training when the output directory cannot be written."""
+    probe = out / f".write-probe-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"0")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
 
 
 def train_sae(
@@ -204,25 +284,33 @@ def train_sae(
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg.architecture`` on ``data`` (an ``(n, d)`` array/tensor, or an
-    ActivationStore with ``layer``). With ``out_dir``, checkpoints there and, when
-    ``resume`` and a ``state.pt`` exists, continues from it. ``callback(step, metrics)`` runs
-    after every step (``metrics`` has step, lr and loss; the full set on logging steps)."""
-    source = as_source(data, layer, "train_sae")
+    ActivationStore with ``layer``), holding out ``cfg.holdout_fraction`` of the rows. With
+    ``out_dir``, checkpoints there and, when ``resume`` and a training state exists, continues
+    from it. ``callback(step, metrics)`` runs after every step (``metrics`` has step, lr and
+    loss; the full set on logging steps). Writing errors (full disk, read-only directory) are
+    raised as ``OSError``; the last checkpoint stays intact and a rerun resumes from it."""
+    full = as_source(data, layer, "train_sae")
+    check_float(cfg.holdout_fraction, "holdout_fraction", "train_sae", low=0.0, high=1.0, high_inclusive=False)
+    train_rows, held_rows = holdout_split(full.n_rows, cfg.holdout_fraction, cfg.seed)
+    source: RowSource = SubsetSource(full, train_rows) if len(held_rows) else full
     d_sae = cfg.resolved_d_sae(source.d)
     sae = build_sae(cfg.architecture, source.d, d_sae, **cfg.hyper()).to(cfg.device)
-    plan = BatchPlan(source.n_rows, check_int(cfg.batch_size, "batch_size", "train_sae", low=1,
-                     high=source.n_rows, high_inclusive=True, high_name="n_rows"),
-                     cfg.seed, cfg.block_rows, cfg.window_blocks)
-    n_steps = cfg.steps if cfg.steps is not None else max(plan.batches_per_epoch, MIN_DEFAULT_STEPS)
-    check_int(n_steps, "steps", "train_sae", low=1)
-    lr = cfg.lr if cfg.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)
+    batch, n_steps, lr = _resolve(cfg, source.n_rows, d_sae)
+    plan = BatchPlan(source.n_rows, batch, cfg.seed, cfg.block_rows, cfg.window_blocks)
+    resolved = {"batch_size": batch, "steps": n_steps, "lr": lr, "d_sae": d_sae,
+                "train_rows": len(train_rows), "heldout_rows": len(held_rows),
+                "split": f"holdout_split(n_rows={full.n_rows}, fraction={cfg.holdout_fraction}, seed={cfg.seed})"}
+    X_eval = (torch.from_numpy(full.read(held_rows[:EVAL_ROWS])).to(cfg.device)
+              if len(held_rows) else None)
     opt, opt_tensors = _adam(sae, lr)
     since_fired = torch.zeros(d_sae, dtype=torch.int64, device=cfg.device)
     history: list[dict[str, float]] = []
-    extra = {"hook_name": layer, "source": source.name, "train": config_to_dict(cfg)}
+    extra = {"hook_name": layer, "source": full.name, "train": config_to_dict(cfg), "resolved": resolved}
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _check_writable(out)
     start = 0
-    if out is not None and resume and (out / STATE_FILE).is_file():
+    if out is not None and resume and ckpt.has_state(out):
         start, since_fired, history = _load_state(out, sae, opt, cfg)
         log.info("resuming %s at step %d of %d", out, start, n_steps)
     else:
@@ -231,10 +319,8 @@ def train_sae(
     def checkpoint(step: int) -> None:
         if out is None:
             return
-        state = {"model": sae.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                 "since_fired": since_fired, "history": history, "rng": torch.get_rng_state(),
-                 "train": config_to_dict(cfg)}
-        _save_state(out, state)
+        ckpt.save_state(out, sae.state_dict(), opt.state_dict(), since_fired,
+                        {"step": step, "history": history, "train": config_to_dict(cfg)})
         save_sae(sae, out, **extra)
 
     sae.train()
@@ -258,14 +344,19 @@ def train_sae(
             since_fired += len(rows)
             since_fired.index_fill_(0, res.fired(), 0)
         metrics = {"step": step, "lr": opt.param_groups[0]["lr"], "loss": float(res.loss.detach())}
-        if step % cfg.log_every == 0 or step == n_steps - 1:
+        last = step == n_steps - 1
+        if step % cfg.log_every == 0 or last:
             metrics.update({k: float(v) for k, v in res.parts.items()})
             metrics["l0"] = float(res.l0())
+            metrics["fvu"] = _batch_fvu(sae, x, metrics["mse"])
             metrics["dead_fraction"] = float(dead.float().mean())
+            if X_eval is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
+                metrics["heldout_fvu"] = heldout_fvu(sae, X_eval)
+                log.info("step %d: held-out FVU %.4f (%d rows)", step, metrics["heldout_fvu"], len(X_eval))
             history.append(metrics)
             log.debug("step %d %s", step, metrics)
             if bar is not None:
-                bar[0].update(bar[1], description=f"SAE mse={metrics['mse']:.4f} l0={metrics['l0']:.1f}")
+                bar[0].update(bar[1], description=f"SAE fvu={metrics['fvu']:.3f} l0={metrics['l0']:.1f}")
         if bar is not None:
             bar[0].update(bar[1], advance=1)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
@@ -277,11 +368,11 @@ def train_sae(
     final = plan.iter_rows(max(0, n_steps - FINAL_BATCHES), n_steps)  # lazy: read if consumed
     sae.after_training(torch.from_numpy(source.read(rows)).to(cfg.device) for _, rows in final)
     checkpoint(n_steps)
-    return TrainResult(sae.eval(), history, n_steps, out)
+    return TrainResult(sae.eval(), history, n_steps, out, train_rows, held_rows, resolved)
 
 
 def _load_state(out: Path, sae: SparseAutoencoder, opt: torch.optim.Optimizer, cfg: TrainConfig):  # type: ignore[no-untyped-def]
-    state = torch.load(out / STATE_FILE, map_location=sae.W_dec.device, weights_only=False)
+    state = ckpt.load_state(out, sae.W_dec.device)
     saved = state["train"]
     now = config_to_dict(cfg)
     diff = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
