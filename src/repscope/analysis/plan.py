@@ -39,6 +39,7 @@ from repscope.analysis.selection import (
     resolve_measures,
     select_rows,
 )
+from repscope.capture.remote import is_url
 from repscope.config import config_to_dict
 from repscope.results import to_jsonable
 
@@ -252,7 +253,7 @@ class Plan:
 
 def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[str, str]]]:
     """Validate what needs no data; return the resolved measures. Raises :class:`PlanError`."""
-    if cfg.store is not None and not Path(cfg.store).exists():
+    if cfg.store is not None and not is_url(cfg.store) and not Path(cfg.store).exists():
         raise PlanError(f"The store {str(cfg.store)!r} does not exist.")
     if cfg.checkpoints is not None and cfg.store is not None:
         raise PlanError("The 'checkpoints' option captures every checkpoint into OUT/stores; it "

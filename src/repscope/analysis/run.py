@@ -341,7 +341,8 @@ def _sources(cfg: AnalyzeConfig, progress: bool) -> list[Any]:
 
 def _open_or_capture(cfg: AnalyzeConfig, progress: bool) -> tuple[Any, Path]:
     if cfg.store is not None:
-        return _store_class().open(cfg.store), Path(cfg.store)
+        store = _store_class().open(cfg.store)  # a URL is fetched into its local cache
+        return store, Path(store.path)
     from repscope.capture import CaptureConfig, run_capture
 
     path = Path(cfg.out) / "store"
