@@ -9,10 +9,12 @@ group this test created); ``ray stop`` is never used.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,10 +99,12 @@ def test_a_token_auth_cluster_refuses_a_client_without_the_token(tmp_path, monke
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "s3cret-" + "x" * 24,
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_AUTH_TOKEN_PATH", None)
+    # Ray's socket paths must stay under 107 bytes: pytest's tmp_path can be longer
+    ray_tmp = tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp")
     log = open(tmp_path / "head.log", "wb")  # noqa: SIM115 (closed below)
     head = subprocess.Popen([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=1",
                              "--include-dashboard=false", "--block",
-                             f"--temp-dir={tmp_path / 'ray'}"],
+                             f"--temp-dir={ray_tmp}"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_listening(port, head, 240)
@@ -116,6 +120,7 @@ def test_a_token_auth_cluster_refuses_a_client_without_the_token(tmp_path, monke
     finally:
         _stop_group(head)
         log.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _wait_listening(port: int, proc: subprocess.Popen, timeout: float) -> None:

@@ -90,8 +90,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, bind: st
     kwargs.update(init_kwargs)
     if address is not None:
         _reachable(address, connect_timeout)
-        _probe(address, connect_timeout)
-        ray.init(address=address, **kwargs)
+        local = _loopback(address)  # a loopback-bound cluster: join it in single-host mode too
+        _probe(address, connect_timeout, local)
+        with _single_host(ray, local):
+            ray.init(address=address, **kwargs)
         return RaySession(ray, owns=True)
     if num_cpus is not None:
         kwargs.setdefault("num_cpus", num_cpus)
@@ -149,6 +151,14 @@ ray.shutdown()
 """
 
 
+def _loopback(address: str) -> bool:
+    """Whether ``host:port`` names this machine's loopback interface. A Ray client resolves
+    such an address to the node's network address (where a loopback-bound cluster does not
+    listen) unless it runs in single-host mode as well."""
+    host = address.split("://", 1)[-1].rstrip("/").rpartition(":")[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 def _reachable(address: str, timeout: float) -> None:
     """Fail at once when nothing accepts a TCP connection at ``host:port`` (``ray://`` too);
     ``"auto"`` and other forms are left to the probe."""
@@ -167,15 +177,16 @@ def _reachable(address: str, timeout: float) -> None:
             f"running and reachable (for a remote cluster: 'ray://HOST:10001').") from None
 
 
-def _probe(address: str, timeout: float) -> None:
+def _probe(address: str, timeout: float, single_host: bool = False) -> None:
     """Connect to ``address`` once in a subprocess, within ``timeout`` seconds; a one-line
     :class:`RayConnectionError` if the cluster does not answer or refuses authentication (seen
     on the probe's stderr as soon as Ray reports it, without waiting for the deadline)."""
     import threading
     import time
 
+    env = {**os.environ, _SINGLE_HOST: "0"} if single_host else None
     proc = subprocess.Popen([sys.executable, "-c", _PROBE, address], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, errors="replace")
+                            stderr=subprocess.PIPE, text=True, errors="replace", env=env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),
                               daemon=True)
