@@ -341,8 +341,11 @@ def _sources(cfg: AnalyzeConfig, progress: bool) -> list[Any]:
 
 def _open_or_capture(cfg: AnalyzeConfig, progress: bool) -> tuple[Any, Path]:
     if cfg.store is not None:
-        store = _store_class().open(cfg.store)  # a URL is fetched into its local cache
-        return store, Path(store.path)
+        from repscope.capture.remote import store_url
+
+        store = _store_class().open(cfg.store)  # a URL is fetched into the local cache
+        url = store_url(cfg.store)  # tasks open the URL: on another node, into its own cache
+        return store, (url if url is not None else Path(cfg.store))
     from repscope.capture import CaptureConfig, run_capture
 
     path = Path(cfg.out) / "store"

@@ -155,6 +155,13 @@ def run_knn_distributed(
                              f"{sorted(INDEX_DEFAULTS[index])} for index={index!r}. Got {unknown} instead.")
     n, d, specs = _sources(data, layer, workers, fn)
     k = check_int(k, "k", fn, low=1, high=n, high_name="n_samples")
+    if index == "exact" and log.isEnabledFor(logging.INFO):  # the preflight estimate
+        from repscope.neighbors.cost import default_profile, estimate_knn_cost
+
+        plan = estimate_knn_cost(n, d, k, len(specs), profile=default_profile(threads_per_worker),
+                                 metric=metric, query_rows=query_rows, memory_budget=memory_budget,
+                                 remote=executor == "ray")
+        log.info("%s: %s", fn, plan.summary())
     t0 = time.perf_counter()
     pool = _RayPool(specs, metric, memory_budget, threads_per_worker, address, bind,
                     connect_timeout) if executor == "ray" else _LocalPool(specs, metric, memory_budget)
