@@ -147,15 +147,16 @@ def main() -> None:
         profile = calibrate_ray(profile, workers=2)
         print(f"Ray: start {profile.start_s:.1f} s, call {profile.call_s * 1e3:.2f} ms, "
               f"transfer {1 / profile.transfer_s / 1e9:.2f} GB/s")
-        rows = []
+        rows: list[dict] = []
+        result = {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                  "profile": profile.__dict__, "rows": rows, "projection": project(profile)}
         for data in args.data.split(","):
             X_all = synthetic(max(ns)) if data == "synthetic" else minilm_rows(max(ns), root)
             for n in ns:
                 X = np.ascontiguousarray(X_all[:n])
                 rows += run_one(data, X, profile, single=n <= args.single_max)
-        result = {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                  "profile": profile.__dict__, "rows": rows, "projection": project(profile)}
-        Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+                # after every size: a long run stopped half way keeps what it measured
+                Path(args.out).write_text(json.dumps(result, indent=2, default=float))
         print(f"wrote {args.out}")
     finally:
         session.close()
