@@ -24,6 +24,8 @@ import subprocess
 import sys
 from typing import Any
 
+from repscope.errors import UserError
+
 log = logging.getLogger(__name__)
 
 BINDS = ("loopback", "network")
@@ -33,8 +35,9 @@ CONNECT_TIMEOUT = 60.0
 _SINGLE_HOST = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-host (loopback) mode
 
 
-class RayConnectionError(RuntimeError):
-    """A Ray cluster could not be started or joined (the message is one line)."""
+class RayConnectionError(UserError, RuntimeError):
+    """A Ray cluster could not be started or joined (the message is one line; the CLI prints
+    it as its one ``error:`` line, exit code 1)."""
 
 
 def import_ray(what: str = "This feature") -> Any:

@@ -3,12 +3,13 @@
 Layout (``FORMAT_VERSION`` 1)::
 
     store/
-      manifest.json         identity, provenance, layers, dims, dtype; the shard list once complete
+      manifest.json         identity, provenance, layers, dims, dtype; the shard list once
+                            complete; checksums of itself and of documents.json / vocab.json
       documents.json        the input documents (row metadata refers to them by doc_id)
       vocab.json            token id -> token string (token-level stores)
       shards/000000/        one directory per shard of ``shard_rows`` rows (the last may be shorter)
         <layer>.npy         (rows, d) array in the storage dtype (bfloat16 stored as uint16 bits)
-        meta.npy            structured array, one record per row (doc_id, position, token_id)
+        meta.npy            structured array, one record per row (doc_id, position, token_id, ...)
         shard.json          rows, byte size + sha256 of every file, the writer's resume point
 
 Crash safety: a shard is written into ``shards/.tmp-NNNNNN/``, every file fsynced, then the
@@ -22,8 +23,9 @@ same chunks (see :class:`repscope.capture.writer.StoreWriter`).
 Reading never loads a whole store: ``read`` touches only the shards holding the rows asked for
 (contiguous rows with positioned reads, scattered rows through a transient memory map), and
 ``iter_batches`` streams a layer with memory bounded by one batch. ``open`` checks the
-manifest and every file's size; each file's sha256 is checked the first time it is read
-(``verify="lazy"``, the default), all at once (``"full"``), or never (``"size"``).
+manifest (format, version, its own checksum) and every file's size; each file's sha256 is
+checked the first time it is read (``verify="lazy"``, the default), all at once (``"full"``,
+:meth:`ActivationStore.verify`, see :mod:`repscope.capture.integrity`), or never (``"size"``).
 
 Object storage: ``open`` and ``create`` also take a URL (``s3://bucket/prefix``, any fsspec
 protocol); the store is cached locally and published object by object with the manifest as
@@ -48,6 +50,12 @@ from repscope.capture.format import (
     STORAGE_DTYPES,
     StoreError,
     read_manifest,
+)
+from repscope.capture.integrity import (
+    IntegrityReport,
+    check_side_file_sizes,
+    read_side_file,
+    verify_store,
 )
 from repscope.capture.writer import StoreWriter
 
@@ -151,6 +159,7 @@ class ActivationStore:
                 f"allow_incomplete=True."
             )
         shards = _load_shards(path, manifest)
+        check_side_file_sizes(path, manifest)
         store = cls(path, manifest, shards, verify)
         if verify == "full":
             store.verify()
@@ -242,16 +251,15 @@ class ActivationStore:
 
     # -- verification ----------------------------------------------------------------
 
-    def verify(self, progress: Any = None) -> None:
-        """Check the sha256 of every shard file; raise :class:`StoreError` on a mismatch.
+    def verify(self, progress: Any = None) -> IntegrityReport:
+        """Check every file against the store's checksums and structure; raise
+        :class:`StoreError` at the first problem (see :mod:`repscope.capture.integrity`).
 
-        ``progress``, if given, is called with the number of bytes checked after each file.
+        ``progress``, if given, is called with the number of bytes checked after each shard
+        file. Returns what was checked, and what a store written before some checksums
+        existed could not have checked.
         """
-        for shard in self._shards:
-            for fname in shard.files:
-                self._verify_file(shard, fname)
-                if progress is not None:
-                    progress(shard.files[fname]["bytes"])
+        return verify_store(self, progress)
 
     def _verify_file(self, shard: ShardInfo, fname: str) -> None:
         key = (shard.index, fname)
@@ -416,23 +424,27 @@ class ActivationStore:
     def documents(self) -> list[str]:
         """The input documents (``doc_id`` indexes this list); empty if none were stored."""
         if self._documents is None:
-            file = self.path / "documents.json"
-            self._documents = json.loads(file.read_text()) if file.is_file() else []
+            self._documents = read_side_file(self.path, self._manifest, "documents.json",
+                                             verify=self._verify != "size")
         return self._documents
 
     @property
     def vocab(self) -> list[str]:
         """Token strings by token id; empty if the store has no token-level rows."""
         if self._vocab is None:
-            file = self.path / "vocab.json"
-            self._vocab = json.loads(file.read_text()) if file.is_file() else []
+            self._vocab = read_side_file(self.path, self._manifest, "vocab.json",
+                                         verify=self._verify != "size")
         return self._vocab
 
     def metadata(self, rows: Any = None) -> Any:
         """A pandas DataFrame, one row per stored row (index = row number).
 
-        Token-level stores: ``doc_id``, ``position``, ``token_id``, ``token``; pooled stores:
-        ``doc_id`` and ``text`` (the document).
+        Token-level stores: ``doc_id``, ``position`` (in the sequence the model saw),
+        ``token_id``, ``token`` and, since the token-selection release, ``doc_position`` (in
+        the document's tokenisation), ``char_start``/``char_end`` (the token's characters in
+        ``documents[doc_id]``, -1 for special tokens), ``window`` and ``special``. Pooled
+        stores: ``doc_id``, ``text`` (the document) and, in new stores, ``n_tokens``,
+        ``n_kept``, ``n_pooled``, ``truncated``.
         """
         import pandas as pd
 
@@ -447,6 +459,44 @@ class ActivationStore:
             docs = np.asarray(self.documents, dtype=object)
             df["text"] = docs[df["doc_id"].to_numpy()]
         return df
+
+    def document_tokens(self) -> Any:
+        """A pandas DataFrame, one row per document (index = ``doc_id``): ``n_tokens`` (its full
+        tokenisation), ``n_kept`` (tokens the model saw), ``n_windows``, ``n_selected`` (rows
+        after the token selection) and ``truncated``. Stores written before this record existed
+        give the documents' index only."""
+        import pandas as pd
+
+        table = self._manifest.get("document_tokens")
+        if not table:
+            return pd.DataFrame(index=pd.RangeIndex(len(self.documents), name="doc_id"))
+        df = pd.DataFrame({k: np.asarray(v, dtype=np.int64) for k, v in table.items()})
+        df.index.name = "doc_id"
+        df["truncated"] = df["n_kept"] < df["n_tokens"]
+        return df
+
+    def text_around(self, rows: Any, chars: int = 40,
+                    mark: tuple[str, str] = ("[[", "]]")) -> list[str]:
+        """Each token row shown in its document's text: ``chars`` characters either side and
+        the token's own characters between ``mark`` (from the ``char_start``/``char_end``
+        metadata). Rows without a span (special tokens, older stores) fall back to
+        :meth:`contexts`."""
+        index = self._row_index(rows, "ActivationStore.text_around")
+        idx = np.arange(index.start, index.stop) if isinstance(index, slice) else index
+        meta = self._gather("meta.npy", idx, convert=False)
+        if "char_start" not in (meta.dtype.names or ()):
+            return self.contexts(idx, mark=mark)
+        out = []
+        for r, rec in zip(idx, meta, strict=True):
+            lo, hi = int(rec["char_start"]), int(rec["char_end"])
+            if lo < 0 or not self.documents:
+                out.append(self.contexts([int(r)], mark=mark)[0])
+                continue
+            text = self.documents[int(rec["doc_id"])]
+            left, right = max(lo - chars, 0), min(hi + chars, len(text))
+            out.append(("..." if left else "") + text[left:lo] + mark[0] + text[lo:hi] + mark[1]
+                       + text[hi:right] + ("..." if right < len(text) else ""))
+        return out
 
     def contexts(self, rows: Any, window: int = 8, mark: tuple[str, str] = ("[[", "]]")) -> list[str]:
         """Text around each row: its document's tokens within ``window`` positions, the row's
