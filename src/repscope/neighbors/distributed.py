@@ -47,7 +47,7 @@ from repscope.neighbors.duplicates import (
     POLICIES,
     DuplicateReport,
     _byte_labels,
-    _count_near,
+    _count_joined,
     _groups_of_labels,
     _hash_groups,
     _in_input_order,
@@ -246,27 +246,31 @@ class _Driver:
         threshold = self.tol * rms
         kept, inverse, mult = self._exact_groups(hashes)
         self._timed("stats", t)
-        n_groups = kept.shape[0]
-        if self.duplicates == "raise" and n_groups < n:
-            self._raise(1.0 - n_groups / n, threshold)
+        # the duplicates policy exactly as in neighbors.search.knn (same counts, same messages)
+        n_exact = n - kept.shape[0]  # rows bitwise equal to an earlier row
+        if self.duplicates == "raise" and n_exact and k >= kept.shape[0]:
+            self._raise(n_exact / n, n_exact, threshold)
+        exact_inverse = inverse
         if self.duplicates == "keep":
             kept, inverse, mult = np.arange(n), np.arange(n), np.ones(n, dtype=np.int64)
         exact = self.index == "exact"
         idx, dist, setups = self._search(kept, center, exact)
-        if self.duplicates != "keep" and threshold > 0:
+        n_groups = n - n_exact
+        if threshold > 0:  # near duplicates: the same single linkage under every policy
             merged = _merge_near(idx, dist, threshold, kept, inverse, mult)
-            if merged is not None:
+            if merged is not None and self.duplicates == "keep":
+                n_groups = _count_joined(merged[1], exact_inverse)
+            elif merged is not None:
                 kept, inverse, mult = merged
-                idx, dist, setups = self._search(kept, center, exact)
-            n_groups = kept.shape[0]
-        elif threshold > 0:
-            n_groups = min(n_groups, n - _count_near(dist, threshold))
+                n_groups = kept.shape[0]
+                if self.duplicates != "raise":
+                    idx, dist, setups = self._search(kept, center, exact)
         fraction = 1.0 - n_groups / n
         if self.duplicates == "raise" and fraction > 0:
-            self._raise(fraction, threshold)
+            self._raise(fraction, n_exact, threshold)
         report = DuplicateReport(self.duplicates, self.tol, threshold, n, fraction,
                                  kept.astype(np.int64), mult.astype(np.int64),
-                                 inverse.astype(np.int64))
+                                 inverse.astype(np.int64), n_exact)
         searched = max(1, self.counts["searched"])
         f64, direct = self.counts["float64"] / searched, self.counts["direct"] / searched
         if exact:
@@ -276,9 +280,9 @@ class _Driver:
         return Neighbors(idx, dist, self.metric, k, False, "faiss", report, self.d,
                          f"sharded-{self.index}", 0, 0.0, 0.0, 0.0, workers=self.W, recall=recall)
 
-    def _raise(self, fraction: float, threshold: float) -> None:
+    def _raise(self, fraction: float, n_exact: int, threshold: float) -> None:
         try:
-            _raise_duplicates(fraction, self.n, self.tol, threshold)
+            _raise_duplicates(fraction, self.n, n_exact, self.tol, threshold)
         except ValueError as err:
             raise ValueError(str(err).replace("knn found", f"{self.fn} found")) from None
 
