@@ -76,7 +76,7 @@ def test_analyze_reports_an_unreachable_cluster_in_one_line(tmp_path):
                                       "--no-report"])
     assert result.exit_code == 1, result.output
     last = result.output.strip().splitlines()[-1]
-    assert last.startswith("Error: ") and f"address='{address}'" in last
+    assert last.startswith("error: ") and f"address='{address}'" in last
     assert "Traceback" not in result.output
 
 
