@@ -83,3 +83,24 @@ def test_calibration_measures_positive_costs():
 def test_bad_arguments_are_one_line_errors(args, match):
     with pytest.raises(ValueError, match=match):
         estimate_knn_cost(*args, profile=PROFILE)
+
+
+def test_knn_distributed_logs_its_preflight_estimate(small_blocks, tmp_path, monkeypatch, caplog):
+    """The estimate is logged (INFO) before the search, from the saved profile when one is
+    named by $REPSCOPE_COST_PROFILE, and equals estimate_knn_cost's summary for the plan."""
+    import logging
+
+    from repscope.neighbors import cost
+
+    PROFILE.save(tmp_path / "profile.json")
+    monkeypatch.setenv(cost.PROFILE_ENV, str(tmp_path / "profile.json"))
+    cost.default_profile.cache_clear()
+    try:
+        X = np.random.default_rng(1).standard_normal((900, 6)).astype(np.float32)
+        with caplog.at_level(logging.INFO, logger="repscope.neighbors.distributed"):
+            run_knn_distributed(X, 4, workers=3, executor="local", query_rows=200)
+    finally:
+        cost.default_profile.cache_clear()
+    expected = estimate_knn_cost(900, 6, 4, 3, profile=PROFILE, query_rows=200,
+                                 remote=False).summary()
+    assert f"knn_distributed: {expected}" in caplog.messages
