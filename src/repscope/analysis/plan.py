@@ -39,6 +39,7 @@ from repscope.analysis.selection import (
     resolve_measures,
     select_rows,
 )
+from repscope.capture.remote import is_url
 from repscope.config import config_to_dict
 from repscope.results import to_jsonable
 
@@ -126,6 +127,9 @@ class AnalyzeConfig:
         "Worker count for the process/ray executors."))
     address: str | None = field(default=None, metadata=_help(
         "Ray cluster address ('auto', 'ray://host:10001'); None starts a local Ray."))
+    ray_bind: Literal["loopback", "network"] = field(default="loopback", metadata=_help(
+        "Where a Ray that repscope starts listens: loopback (this machine only) or network "
+        "(Ray's default, reachable from other machines)."))
     retries: int = field(default=1, metadata=_help("Retries of a failing task."))
     task_timeout: float | None = field(default=None, metadata=_help(
         "Seconds one task attempt may run before it is stopped and counted as failed "
@@ -260,7 +264,7 @@ class Plan:
 
 def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[str, str]]]:
     """Validate what needs no data; return the resolved measures. Raises :class:`PlanError`."""
-    if cfg.store is not None and not Path(cfg.store).exists():
+    if cfg.store is not None and not is_url(cfg.store) and not Path(cfg.store).exists():
         raise PlanError(f"The store {str(cfg.store)!r} does not exist.")
     if cfg.checkpoints is not None and cfg.store is not None:
         raise PlanError("The 'checkpoints' option captures every checkpoint into OUT/stores; it "
@@ -276,6 +280,13 @@ def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[s
             raise PlanError(f"The '{name}' option must be an int >= {low} or None. Got {value!r}.")
     if cfg.max_length < 2:
         raise PlanError(f"The 'max_length' option must be an int >= 2. Got {cfg.max_length!r}.")
+    if cfg.ray_bind not in ("loopback", "network"):
+        raise PlanError(f"The 'ray_bind' option must be 'loopback' or 'network'. "
+                        f"Got {cfg.ray_bind!r}.")
+    if cfg.ray_bind != "loopback" and cfg.executor != "ray":
+        raise PlanError(f"The 'ray_bind' option needs executor 'ray': it says where a Ray that "
+                        f"repscope starts listens. Got ray_bind={cfg.ray_bind!r} with executor "
+                        f"{cfg.executor!r}.")
     problem = executor_option_problem(cfg.executor, workers=cfg.workers, address=cfg.address,
                                       timeout=cfg.task_timeout)
     if problem is not None:

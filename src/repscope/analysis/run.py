@@ -274,7 +274,9 @@ def _execute(cfg: AnalyzeConfig, tasks: list[Task]) -> Iterator[tuple[Task, list
     """
     by_key = {t.key: t for t in tasks}
     batch = [t for t in tasks if t.kind != "stream"]
-    with make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address) as ex:
+    ray_options = {"bind": cfg.ray_bind} if cfg.executor == "ray" else {}
+    with make_executor(kind=cfg.executor, workers=cfg.workers, address=cfg.address,
+                       **ray_options) as ex:
         # the driver shows its own per-stage progress bar, so the executor's stays off
         for outcome in ex.map(run_task, batch, key=lambda t: t.key, retries=cfg.retries,
                               progress=False, timeout=cfg.task_timeout):
@@ -342,7 +344,11 @@ def _sources(cfg: AnalyzeConfig, progress: bool) -> list[Any]:
 
 def _open_or_capture(cfg: AnalyzeConfig, progress: bool) -> tuple[Any, Path]:
     if cfg.store is not None:
-        return _store_class().open(cfg.store), Path(cfg.store)
+        from repscope.capture.remote import store_url
+
+        store = _store_class().open(cfg.store)  # a URL is fetched into the local cache
+        url = store_url(cfg.store)  # tasks open the URL: on another node, into its own cache
+        return store, (url if url is not None else Path(cfg.store))
     from repscope.capture import run_capture
     from repscope.capture.run import capture_config
 

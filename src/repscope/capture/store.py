@@ -26,6 +26,10 @@ Reading never loads a whole store: ``read`` touches only the shards holding the 
 manifest (format, version, its own checksum) and every file's size; each file's sha256 is
 checked the first time it is read (``verify="lazy"``, the default), all at once (``"full"``,
 :meth:`ActivationStore.verify`, see :mod:`repscope.capture.integrity`), or never (``"size"``).
+
+Object storage: ``open`` and ``create`` also take a URL (``s3://bucket/prefix``, any fsspec
+protocol); the store is cached locally and published object by object with the manifest as
+the commit (:mod:`repscope.capture.remote`).
 """
 
 from __future__ import annotations
@@ -142,7 +146,10 @@ class ActivationStore:
                 f"The 'verify' parameter of ActivationStore.open must be one of "
                 f"{{'lazy', 'full', 'size'}}. Got {verify!r} instead."
             )
-        path = Path(path)
+        from repscope.capture.remote import pull_store, store_url
+
+        url = store_url(path)
+        path = pull_store(url) if url is not None else Path(path)
         manifest = read_manifest(path)
         if manifest["status"] != "complete" and not allow_incomplete:
             n = len(_list_shard_dirs(path))
@@ -168,10 +175,23 @@ class ActivationStore:
 
         See :class:`StoreWriter` for the arguments and the resume protocol; its
         :meth:`~StoreWriter.finish` returns the finished store opened with :meth:`open`.
+        An object-store URL (``s3://bucket/prefix``) is written in its local cache directory
+        and uploaded by ``finish`` (:mod:`repscope.capture.remote`).
         """
+        from repscope.capture.remote import cache_dir_for, push_store, store_url
+
+        url = store_url(path)
+        opener: Any = ActivationStore.open
+        if url is not None:
+            path = cache_dir_for(url)
+
+            def opener(local: Path, **kw: Any) -> ActivationStore:
+                push_store(local, url)
+                return ActivationStore.open(local, **kw)
+
         return StoreWriter(Path(path), layers=layers, dtype=dtype, shard_rows=shard_rows,
                            meta_columns=meta_columns, identity=identity, info=info,
-                           documents=documents, vocab=vocab, opener=ActivationStore.open)
+                           documents=documents, vocab=vocab, opener=opener)
 
     # -- description -----------------------------------------------------------------
 

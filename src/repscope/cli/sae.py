@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,16 @@ def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_ro
 
     try:
         store = _open_store(store_path)
-        result = train_sae(store, cfg, layer=layer, out_dir=out_dir, resume=resume, progress=progress)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: data parallel
+            from repscope.dictionaries.distributed import train_sae_distributed
+
+            result = train_sae_distributed(store, cfg, layer=layer, out_dir=out_dir,
+                                           resume=resume, progress=progress)
+            if int(os.environ.get("RANK", "0")) != 0:
+                return  # process 0 evaluates and reports; every process holds the same SAE
+        else:
+            result = train_sae(store, cfg, layer=layer, out_dir=out_dir, resume=resume,
+                               progress=progress)
         held = len(result.heldout_rows) > 0
         pool = result.heldout_rows if held else result.train_rows
         rows = pool[_eval_rows(len(pool), eval_rows, cfg.seed)]

@@ -168,6 +168,21 @@ class SparseAutoencoder(nn.Module):
         yields raw training batches (n, d_in) lazily (nothing is read unless consumed)."""
 
 
+def _local_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    return num / den.clamp_min(1e-12)
+
+
+_BATCH_RATIO = [_local_ratio]  # replaced while a data-parallel step runs
+
+
+def batch_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` for two sums over the rows of the training batch (AuxK's normalised
+    error). Under data parallelism (:mod:`repscope.dictionaries.distributed`) each process
+    holds part of the batch and the denominator is summed over all of them, so that the
+    processes' losses add up to the one-process loss."""
+    return _BATCH_RATIO[0](num, den)
+
+
 def auxk_loss(
     xn: torch.Tensor, pre: torch.Tensor, recon: torch.Tensor, W_dec: torch.Tensor,
     dead: torch.Tensor | None, k_aux: int, alpha: float,
@@ -181,7 +196,7 @@ def auxk_loss(
     pre_dead = pre[:, dead]  # (n, n_dead)
     z_aux = act.topk(pre_dead, min(k_aux, pre_dead.shape[1]))
     e_hat = z_aux @ W_dec[dead]  # (n, d_in)
-    return alpha * (e_hat - e).pow(2).sum() / e.pow(2).sum().clamp_min(1e-12)
+    return alpha * batch_ratio((e_hat - e).pow(2).sum(), e.pow(2).sum())
 
 
 class ReLUSAE(SparseAutoencoder):
@@ -245,7 +260,7 @@ class TopKSAE(SparseAutoencoder):
         if pre_aux is not None:
             e = (xn - recon).detach()  # (n, d_in)
             e_hat = act.topk_decode(aux, idx_aux, self.W_dec)  # (n, d_in)
-            parts["auxk"] = self.auxk_alpha * (e_hat - e).pow(2).sum() / e.pow(2).sum().clamp_min(1e-12)
+            parts["auxk"] = self.auxk_alpha * batch_ratio((e_hat - e).pow(2).sum(), e.pow(2).sum())
         else:
             parts["auxk"] = xn.new_zeros(())
         return TrainStep(parts["mse"] + parts["auxk"], None, {k: v.detach() for k, v in parts.items()},

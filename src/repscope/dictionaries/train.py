@@ -282,13 +282,17 @@ def train_sae(
     resume: bool = True,
     progress: bool = False,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    parallel: Any = None,
 ) -> TrainResult:
     """Train ``cfg.architecture`` on ``data`` (an ``(n, d)`` array/tensor, or an
     ActivationStore with ``layer``), holding out ``cfg.holdout_fraction`` of the rows. With
     ``out_dir``, checkpoints there and, when ``resume`` and a training state exists, continues
     from it. ``callback(step, metrics)`` runs after every step (``metrics`` has step, lr and
     loss; the full set on logging steps). Writing errors (full disk, read-only directory) are
-    raised as ``OSError``; the last checkpoint stays intact and a rerun resumes from it."""
+    raised as ``OSError``; the last checkpoint stays intact and a rerun resumes from it.
+    ``parallel``: set by :func:`repscope.dictionaries.distributed.train_sae_distributed`
+    (this process's share of each batch, gradient all-reduce); None trains in one process."""
+    par = parallel if parallel is not None else _ONE_PROCESS
     full = as_source(data, layer, "train_sae")
     check_float(cfg.holdout_fraction, "holdout_fraction", "train_sae", low=0.0, high=1.0, high_inclusive=False)
     train_rows, held_rows = holdout_split(full.n_rows, cfg.holdout_fraction, cfg.seed)
@@ -307,7 +311,7 @@ def train_sae(
     history: list[dict[str, float]] = []
     extra = {"hook_name": layer, "source": full.name, "train": config_to_dict(cfg), "resolved": resolved}
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if out is not None and par.writer:
         _check_writable(out)
     start = 0
     if out is not None and resume and ckpt.has_state(out):
@@ -317,21 +321,24 @@ def train_sae(
         _init_from_data(sae, source, cfg)
 
     def checkpoint(step: int) -> None:
-        if out is None:
+        if out is None or not par.writer:  # data parallel: every process holds the same state
             return
         ckpt.save_state(out, sae.state_dict(), opt.state_dict(), since_fired,
                         {"step": step, "history": history, "train": config_to_dict(cfg)})
         save_sae(sae, out, **extra)
 
     sae.train()
-    bar = _progress(progress, n_steps, start)
+    bar = _progress(progress and par.writer, n_steps, start)
     for step, rows in plan.iter_rows(start, n_steps):
-        x = torch.from_numpy(source.read(rows)).to(cfg.device)  # (batch, d_in)
+        mine = par.share(rows)  # this process's rows of the global batch (all of them alone)
+        x = torch.from_numpy(source.read(mine)).to(cfg.device)  # (batch, d_in)
         dead = since_fired > cfg.dead_window_tokens
-        res = sae.training_loss(x, dead)
+        with par.batch(len(mine), len(rows)):
+            res = sae.training_loss(x, dead)
         opt.zero_grad(set_to_none=True)  # the storage-order views' gradients
         sae.zero_grad(set_to_none=True)
-        res.loss.backward()
+        par.weighted(res.loss).backward()
+        par.reduce_grads(sae)
         remove_parallel_grad(sae.W_dec)
         _sync_grads(sae, opt_tensors)
         for group in opt.param_groups:
@@ -342,13 +349,14 @@ def train_sae(
             sae.after_step(res.dense_codes())
         with torch.no_grad():
             since_fired += len(rows)
-            since_fired.index_fill_(0, res.fired(), 0)
+            since_fired.index_fill_(0, par.fired(res.fired(), d_sae), 0)
         metrics = {"step": step, "lr": opt.param_groups[0]["lr"], "loss": float(res.loss.detach())}
         last = step == n_steps - 1
         if step % cfg.log_every == 0 or last:
             metrics.update({k: float(v) for k, v in res.parts.items()})
             metrics["l0"] = float(res.l0())
             metrics["fvu"] = _batch_fvu(sae, x, metrics["mse"])
+            metrics.update(par.means(metrics, ("loss", *res.parts, "l0", "fvu")))
             metrics["dead_fraction"] = float(dead.float().mean())
             if X_eval is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
                 metrics["heldout_fvu"] = heldout_fvu(sae, X_eval)
@@ -369,6 +377,35 @@ def train_sae(
     sae.after_training(torch.from_numpy(source.read(rows)).to(cfg.device) for _, rows in final)
     checkpoint(n_steps)
     return TrainResult(sae.eval(), history, n_steps, out, train_rows, held_rows, resolved)
+
+
+class _OneProcess:
+    """The hooks :func:`train_sae` calls for data parallelism, for one process: no-ops."""
+
+    writer = True
+
+    def share(self, rows: np.ndarray) -> np.ndarray:
+        return rows
+
+    def batch(self, mine: int, total: int) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def weighted(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def reduce_grads(self, sae: SparseAutoencoder) -> None:
+        pass
+
+    def fired(self, idx: torch.Tensor, d_sae: int) -> torch.Tensor:
+        return idx
+
+    def means(self, metrics: dict[str, float], keys: Any) -> dict[str, float]:
+        return {}
+
+
+_ONE_PROCESS = _OneProcess()
 
 
 def _load_state(out: Path, sae: SparseAutoencoder, opt: torch.optim.Optimizer, cfg: TrainConfig):  # type: ignore[no-untyped-def]

@@ -30,6 +30,11 @@ One concept per module, from the entry point down:
                    :func:`neighbor_ranks` (the rank of a given row among a row's neighbours)
 ``recall``         recall@k of approximate indexes against the exact table,
                    :func:`compression_table`
+``distributed``    :func:`knn_distributed`: the exact table over row shards held by workers
+                   (Ray actors or in process), tree-merged; per-shard faiss indexes
+``worker``         what one worker of the distributed search holds and does
+``shard``          the certified search of query rows against one shard, and the merge
+``cost``           the cost model of a plan on N workers, calibrated on this machine
 =================  ============================================================================
 """
 
@@ -37,6 +42,7 @@ One concept per module, from the entry point down:
 # stay importable from here, as before the package split.
 from repscope.neighbors.blocks import DEFAULT_MEMORY_BUDGET, _blocks, _smallest  # noqa: F401
 from repscope.neighbors.certificate import _unit_roundoff  # noqa: F401
+from repscope.neighbors.distributed import knn_distributed
 from repscope.neighbors.duplicates import POLICIES, DuplicateReport, _exact_groups  # noqa: F401
 from repscope.neighbors.query import QueryNeighbors, knn_query, neighbor_ranks
 from repscope.neighbors.recall import (
@@ -55,5 +61,5 @@ from repscope.neighbors.search import (  # noqa: F401
 )
 
 __all__ = ["INDEXES", "CompressionRow", "DuplicateReport", "Neighbors", "QueryNeighbors",
-           "compression_table", "count_pairs_within", "knn", "knn_query", "neighbor_ranks",
-           "recall_at_k"]
+           "compression_table", "count_pairs_within", "knn", "knn_distributed", "knn_query",
+           "neighbor_ranks", "recall_at_k"]

@@ -77,6 +77,34 @@ class DuplicateReport:
                 "n_exact_duplicates": self.n_exact}
 
 
+def _row_hashes(X: np.ndarray) -> np.ndarray:
+    """(n,) uint64 hash of each row's bytes (a seeded linear hash of its 32-bit words, modulo
+    2**64): equal rows have equal hashes, so only rows of one hash can be duplicates. Rows whose
+    byte length is not a multiple of 4 are zero-padded to one (the padding is the same for every
+    row). A pure function of each row's bytes: any split of the rows gives the same hashes."""
+    X = np.ascontiguousarray(X)
+    n = X.shape[0]
+    raw = X.view(np.uint8).reshape(n, -1)  # (n, bytes)
+    if raw.shape[1] % 4:
+        raw = np.concatenate([raw, np.zeros((n, 4 - raw.shape[1] % 4), np.uint8)], axis=1)
+    words = raw.view(np.uint32)  # (n, w)
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, words.shape[1], dtype=np.uint64) | 1
+    h = np.empty(n, dtype=np.uint64)  # wraps modulo 2**64
+    step = max(1, 2**20 // words.shape[1])  # rows per 8 MB uint64 chunk
+    for lo in range(0, n, step):
+        h[lo:lo + step] = words[lo:lo + step] @ mult
+    return h
+
+
+def _hash_groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Grouping by hash: (first row of each hash, inverse, counts, rows that join a group)."""
+    _, first, inverse, counts = np.unique(h, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    inverse = inverse.ravel()
+    dup = np.flatnonzero(first[inverse] != np.arange(h.shape[0]))  # rows that join a group
+    return first, inverse, counts, dup
+
+
 def _exact_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bitwise-identical rows: (kept first-row indices in input order, inverse, counts).
 
@@ -84,21 +112,27 @@ def _exact_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     then verified bytewise, and the slower sort of whole rows runs only on a hash collision.
     """
     X = np.ascontiguousarray(X)
-    if X.nbytes % (4 * X.shape[0]) == 0:
-        words = X.view(np.uint32).reshape(X.shape[0], -1)  # (n, w)
-        mult = np.random.default_rng(0x5EED).integers(1, 2**63, words.shape[1], dtype=np.uint64) | 1
-        h = np.empty(X.shape[0], dtype=np.uint64)  # wraps modulo 2**64
-        step = max(1, 2**20 // words.shape[1])  # rows per 8 MB uint64 chunk
-        for lo in range(0, X.shape[0], step):
-            h[lo:lo + step] = words[lo:lo + step] @ mult
-        _, first, inverse, counts = np.unique(h, return_index=True, return_inverse=True,
-                                              return_counts=True)
-        inverse = inverse.ravel()
-        dup = np.flatnonzero(first[inverse] != np.arange(X.shape[0]))  # rows that join a group
-        if np.array_equal(words[dup], words[first[inverse[dup]]]):  # bitwise equal to its first
-            return _in_input_order(first, inverse, counts)
+    first, inverse, counts, dup = _hash_groups(_row_hashes(X))
+    if _same_bytes(X[dup], X[first[inverse[dup]]]):  # bitwise equal to its first row
+        return _in_input_order(first, inverse, counts)
+    return _groups_of_labels(_byte_labels(X))
+
+
+def _same_bytes(A: np.ndarray, B: np.ndarray) -> bool:
+    """Whether the rows of A and B are bitwise equal (``-0.0`` differs from ``0.0``)."""
+    return A.shape == B.shape and bool(np.array_equal(A.view(np.uint8), B.view(np.uint8)))
+
+
+def _byte_labels(X: np.ndarray) -> np.ndarray:
+    """(n,) int64 label of each row's byte content (equal labels = bitwise-equal rows)."""
+    X = np.ascontiguousarray(X)
     rows = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()  # (n,)
-    _, first, inverse, counts = np.unique(rows, return_index=True, return_inverse=True,
+    return np.unique(rows, return_inverse=True)[1].ravel().astype(np.int64)
+
+
+def _groups_of_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first rows in input order, inverse, counts) of the groups of equal ``labels``."""
+    _, first, inverse, counts = np.unique(labels, return_index=True, return_inverse=True,
                                           return_counts=True)
     return _in_input_order(first, inverse.ravel(), counts)
 

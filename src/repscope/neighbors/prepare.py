@@ -82,19 +82,7 @@ def _prepare(X: ArrayLike, metric: str, device: torch.device, dtype: torch.dtype
     Xo = as_torch(X, device=device)  # (n, d), not copied when possible
     n, d = Xo.shape
     chunk = max(1, 2**20 // d)  # float64 chunks of 8 MB: reused heap memory, not fresh maps
-    if metric == "cosine":
-        ref = torch.empty((n, d), dtype=torch.float64, device=device)
-        for lo in range(0, n, chunk):
-            rows = Xo[lo:lo + chunk].to(torch.float64)  # (c, d)
-            norms = torch.linalg.vector_norm(rows, dim=1)  # (c,)
-            if bool((norms == 0).any()):
-                bad = lo + int((norms == 0).nonzero()[0, 0])
-                raise ValueError(
-                    f"knn with metric='cosine' needs non-zero rows; row {bad} of X has norm 0."
-                )
-            ref[lo:lo + chunk] = rows / norms[:, None]
-    else:
-        ref = Xo if Xo.dtype in (torch.float32, torch.float64) else Xo.to(torch.float32)
+    ref = _reference_rows(Xo, metric)
     if device.type == "cpu" and dtype in (torch.float32, torch.float64):
         return _prepare_numpy(ref, metric, dtype)
     mean = torch.zeros(d, dtype=torch.float64, device=device)
@@ -112,20 +100,74 @@ def _prepare(X: ArrayLike, metric: str, device: torch.device, dtype: torch.dtype
     return _Prepared(search, ref, rms, mean)
 
 
-def _prepare_numpy(ref: torch.Tensor, metric: str, dtype: torch.dtype) -> _Prepared:
-    """CPU path of :func:`_prepare`: numpy's float64-accumulating reductions and casting
-    subtraction run in a few passes over X (torch's float64 column sums are ~10x slower)."""
-    A = ref.numpy()  # (n, d) float32 or float64, shares memory with ref
-    n = A.shape[0]
-    mean = np.add.reduce(A, axis=0, dtype=np.float64) / n  # (d,)
-    sq = float(np.einsum("ij,ij->", A, A, dtype=np.float64))
-    rms = float(np.sqrt(max(sq / n - float(mean @ mean), 0.0)))
+MOMENT_BLOCK = 4096
+"""Rows per block of the centre and radius sums (:func:`_block_moments`). The per-block float64
+sums are added in block order, so every split of the rows on block boundaries (the shards of
+:func:`repscope.neighbors.distributed.knn_distributed`) gives the same centre and radius, bit
+for bit."""
+
+
+def _block_moments(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block float64 column sums ``(nb, d)`` and sums of squares ``(nb,)`` of the rows of
+    ``A`` (n, d), in blocks of :data:`MOMENT_BLOCK` rows starting at row 0."""
+    n, d = A.shape
+    nb = -(-n // MOMENT_BLOCK)
+    sums = np.empty((nb, d))
+    sqs = np.empty(nb)
+    for b in range(nb):
+        rows = A[b * MOMENT_BLOCK:(b + 1) * MOMENT_BLOCK]  # (<= block, d)
+        sums[b] = np.add.reduce(rows, axis=0, dtype=np.float64)  # row after row: any alignment
+        sqs[b] = np.add.reduce(np.add.reduce(np.square(rows, dtype=np.float64), axis=0))
+    return sums, sqs
+
+
+def _combine_moments(sums: np.ndarray, sqs: np.ndarray, n: int) -> tuple[np.ndarray, float]:
+    """(mean (d,), rms radius) from the block sums of :func:`_block_moments`, in block order."""
+    mean = np.add.reduce(sums, axis=0) / n  # (d,)
+    sq = float(np.add.reduce(sqs))
+    return mean, float(np.sqrt(max(sq / n - float(mean @ mean), 0.0)))
+
+
+def _centred(A: np.ndarray, mean: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """Rows of ``A`` minus ``mean`` in the search dtype (float32 or float64)."""
     out = np.empty(A.shape, dtype=np.float32 if dtype == torch.float32 else np.float64)
     if np.float64 in (A.dtype, out.dtype):  # unit rows (cosine) are float64
         np.subtract(A, mean, out=out, casting="same_kind")  # centred in float64, then rounded
     else:
         np.subtract(A, mean.astype(A.dtype), out=out)  # exact near the centre: a translation
-    return _Prepared(torch.from_numpy(out), ref, rms, torch.from_numpy(mean))
+    return out
+
+
+def _prepare_numpy(ref: torch.Tensor, metric: str, dtype: torch.dtype) -> _Prepared:
+    """CPU path of :func:`_prepare`: numpy's float64-accumulating reductions and casting
+    subtraction run in a few passes over X (torch's float64 column sums are ~10x slower)."""
+    A = ref.numpy()  # (n, d) float32 or float64, shares memory with ref
+    mean, rms = _combine_moments(*_block_moments(A), A.shape[0])
+    return _Prepared(torch.from_numpy(_centred(A, mean, dtype)), ref, rms, torch.from_numpy(mean))
+
+
+def _unit_rows(rows: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """(c, d) float64 unit rows of ``rows`` (cosine); a zero row is refused (``offset``: the
+    first row's index in X, for the message)."""
+    rows = rows.to(torch.float64)
+    norms = torch.linalg.vector_norm(rows, dim=1)  # (c,)
+    if bool((norms == 0).any()):
+        bad = offset + int((norms == 0).nonzero()[0, 0])
+        raise ValueError(f"knn with metric='cosine' needs non-zero rows; row {bad} of X has norm 0.")
+    return rows / norms[:, None]
+
+
+def _reference_rows(Xo: torch.Tensor, metric: str) -> torch.Tensor:
+    """The rows whose direct differences give exact distances: X itself (float16/bfloat16 as
+    float32), or its float64 unit rows for cosine (chunks of 8 MB)."""
+    n, d = Xo.shape
+    if metric != "cosine":
+        return Xo if Xo.dtype in (torch.float32, torch.float64) else Xo.to(torch.float32)
+    chunk = max(1, 2**20 // d)
+    ref = torch.empty((n, d), dtype=torch.float64, device=Xo.device)
+    for lo in range(0, n, chunk):
+        ref[lo:lo + chunk] = _unit_rows(Xo[lo:lo + chunk], lo)
+    return ref
 
 
 def _squared_norms(S: torch.Tensor) -> np.ndarray:

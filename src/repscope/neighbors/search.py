@@ -67,7 +67,8 @@ class Neighbors:
     n_features: int = 0
     "Columns of the X the table was computed on (checked when the table is reused)."
     strategy: str = "brute"
-    "Exact search that ran: 'brute' or 'lowrank' (certified pruning); 'approximate' otherwise."
+    "Search that ran: 'brute', 'lowrank' (certified pruning) or 'sharded' (exact, over workers); "
+    "'approximate', 'sharded-ivf' or 'sharded-hnsw' for approximate tables."
     rank: int = 0
     "Dimension ``r`` of the principal subspace the 'lowrank' search ranked in (0 for brute)."
     fallback_fraction: float = 0.0
@@ -76,6 +77,11 @@ class Neighbors:
     "Fraction of rows whose brute-search candidates failed their certificate (float64 recheck)."
     direct_fraction: float = 0.0
     "Fraction of rows that failed the float64 certificate too (searched locally re-centred)."
+    workers: int = 1
+    "Workers whose row shards the search ran over (:func:`~repscope.neighbors.knn_distributed`)."
+    recall: float | None = None
+    "Recall@k of an approximate table against the exact search on a seeded sample of rows "
+    "(None for exact tables, or when it was not measured)."
 
     @property
     def n(self) -> int:

@@ -181,7 +181,9 @@ def _dup_diag(t: _Table) -> dict[str, Any]:
             "neighbor_strategy": t.nb.strategy, "neighbor_rank": int(t.nb.rank),
             "neighbor_fallback_fraction": float(t.nb.fallback_fraction),
             "neighbor_float64_fraction": float(t.nb.float64_fraction),
-            "neighbor_direct_fraction": float(t.nb.direct_fraction)}
+            "neighbor_direct_fraction": float(t.nb.direct_fraction),
+            "neighbor_exact": bool(t.nb.exact), "neighbor_workers": int(t.nb.workers),
+            "neighbor_recall": None if t.nb.recall is None else float(t.nb.recall)}
 
 
 def _expand(local: np.ndarray, t: _Table) -> np.ndarray:
