@@ -122,7 +122,7 @@ def analyze(cfg: AnalyzeConfig) -> None:
     1 when a task failed or the run stopped (a one-line summary says which), 2 for a usage
     error (an option or config value refused before any work).
     """
-    from repscope.analysis.run import analyze as run_analysis
+    from repscope.pipeline import analyze as run_analysis
 
     console = _console()
     run = run_analysis(cfg, progress=True, console=console)
