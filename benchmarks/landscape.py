@@ -13,6 +13,9 @@ the full step, and the projection's memory. Run with ``OMP_NUM_THREADS`` set to 
 you want (default 1)::
 
     OMP_NUM_THREADS=1 python benchmarks/landscape.py --models mlp cnn minilm
+
+On a loaded machine the MiniLM rows take long (the reference layout's step is ~15 full steps):
+``--sentences 32`` measures one batch size, ``--no-reference`` leaves the reference layout out.
 """
 
 from __future__ import annotations
@@ -39,25 +42,26 @@ def _images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def setups(models: list[str], batch: int) -> list[dict[str, Any]]:
+def setups(models: list[str], batch: int, sentences: tuple[int, ...] = (16, 32),
+           reference: bool = True) -> list[dict[str, Any]]:
     out = []
     if "mlp" in models:
         torch.manual_seed(0)
         out.append(dict(name="MLP 784-200-200-10", model=MLP(784, 10), batch=_images(batch),
-                        d=(1000,), said=False, exclude=()))
+                        d=(1000,), said=False, exclude=(), reference=reference))
     if "cnn" in models:
         torch.manual_seed(0)
         out.append(dict(name="LeNet-5", model=LeNet(28, 10), batch=_images(batch),
-                        d=(1000,), said=False, exclude=()))
+                        d=(1000,), said=False, exclude=(), reference=reference))
     if "minilm" in models:
         from repscope.landscape.tasks import ready_task
 
         task = ready_task("chatterbot-minilm", per_class=60)
-        for n in (16, 32):
+        for n in sentences:
             ids, mask, y = (t[:n] for t in task.train)
             out.append(dict(name=f"MiniLM + head, {n} sentences", model=task.model(0),
                             batch=(ids, mask, y), d=(1000, 10000), said=True,
-                            exclude=task.exclude))
+                            exclude=task.exclude, reference=reference))
     return out
 
 
@@ -104,8 +108,8 @@ def run(setup: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
                 rows.append(dict(model=setup["name"], D=D, projection=proj, d=d,
                                  seconds=math.nan, ratio=math.nan, memory=D * d * 4 / 2**20))
                 continue
-            if proj.endswith("layout)") and d != setup["d"][0]:
-                continue  # the slow reference layout once per model
+            if proj.endswith("layout)") and (d != setup["d"][0] or not setup["reference"]):
+                continue  # the slow reference layout once per model (unless left out)
             sub = Subspace(model, d, projection=kind, said=setup["said"],
                            exclude=setup["exclude"], seed=0) if kind != "sparse" or _nnz(
                                model, setup["exclude"], d) < 5e7 else None
@@ -142,6 +146,10 @@ def main() -> None:
                     choices=["mlp", "cnn", "minilm"])
     ap.add_argument("--batch", type=int, default=128, help="Images per step (MLP, LeNet).")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--sentences", nargs="+", type=int, default=[16, 32],
+                    help="Batch sizes (sentences per step) of the MiniLM rows.")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="Leave out the Fastfood reference layout (Li et al.'s single block).")
     ap.add_argument("--quick", action="store_true", help="Smoke run: the MLP, 2 repeats.")
     args = ap.parse_args()
     if args.quick:
@@ -157,7 +165,7 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average "
           f"{os.getloadavg()[0]:.1f}\n", flush=True)
     rows = []
-    for setup in setups(args.models, args.batch):
+    for setup in setups(args.models, args.batch, tuple(args.sentences), not args.no_reference):
         rows += run(setup, args.repeats)
     print("\n| model | D | projection | d | step (ms) | vs full step | projection memory (MiB) |")
     print("|---|---:|---|---:|---:|---:|---:|")

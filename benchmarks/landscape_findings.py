@@ -15,6 +15,18 @@ Each section writes ``docs/landscape_<section>.png`` and prints a markdown table
 shared 2-core machine (hours for everything; the MiniLM section is the longest)::
 
     python benchmarks/landscape_findings.py --sections digits fashion minilm --out landscape-out
+
+A reduced configuration (fewer seeds, a coarser grid) is a documented override, printed with
+the results and written to ``OUT/findings.json``; e.g. the MiniLM section with one seed on the
+grid 128, 512, 2048, 8192 and no bisection::
+
+    python benchmarks/landscape_findings.py --sections minilm --seeds 0 \
+        --sweep d_min=128 growth=4 precision=1
+
+``--tasks`` runs only some of a section's tasks (two processes can share one ``--out``: the
+database is locked per access); a final run of the whole section then only reads the recorded
+runs and writes the table and the figure with every task. A reduced run resumes into the full one: runs are keyed by task, kind, ``d``, seed and
+projection, not by the seed set or the grid.
 """
 
 from __future__ import annotations
@@ -39,6 +51,36 @@ SECTIONS = {
                    seeds=(0, 1), sweep=dict(growth=4.0, d_max=8192, precision=0.5,
                                             overshoot=0)),
 }
+
+
+SWEEP_KEYS = {"d_min": int, "d_max": int, "growth": float, "precision": float,
+              "overshoot": int}
+
+
+def _sweep_override(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    if not sep or key not in SWEEP_KEYS:
+        raise argparse.ArgumentTypeError(
+            f"--sweep expects KEY=VALUE with KEY one of {sorted(SWEEP_KEYS)}, got {text!r}")
+    try:
+        return key, SWEEP_KEYS[key](value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--sweep {key} expects a {SWEEP_KEYS[key].__name__}, got {value!r}") from None
+
+
+def configure(name: str, seeds: list[int] | None, sweep: dict[str, float],
+              tasks: list[str] | None = None) -> dict:
+    """The section's configuration with the command line's overrides applied."""
+    spec = dict(SECTIONS[name])
+    if tasks:
+        spec["tasks"] = tuple(t for t in spec["tasks"] if t in tasks)
+    if seeds:
+        spec["seeds"] = tuple(seeds)
+    spec["sweep"] = {"precision": 0.05, **spec["sweep"], **sweep}
+    spec["reduced"] = bool(seeds) or bool(sweep)
+    SECTIONS[name] = spec
+    return spec
 
 
 def run_section(name: str, out: Path, executor: str, workers: int | None) -> list:
@@ -88,6 +130,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "landscape-out")
     ap.add_argument("--executor", default="local")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--tasks", nargs="+", default=None,
+                    help="Run only these tasks of the chosen sections (the figure and table "
+                    "then show only them).")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None,
+                    help="Override the seeds of every chosen section (a reduced run).")
+    ap.add_argument("--sweep", nargs="+", type=_sweep_override, default=[],
+                    metavar="KEY=VALUE", help="Override the sweep of every chosen section: "
+                    f"{', '.join(SWEEP_KEYS)} (a reduced run, e.g. d_min=128 growth=4).")
     ap.add_argument("--quick", action="store_true",
                     help="Smoke run: the digits section with 1 seed, 2 epochs, d <= 64.")
     args = ap.parse_args()
@@ -103,16 +153,24 @@ def main() -> None:
     print(f"# landscape findings, {date.today()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s) per run\n", flush=True)
-    summary = {}
+    summary_path = args.out / "findings.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for name in args.sections:
+        spec = configure(name, args.seeds, dict(args.sweep), args.tasks)
+        if not spec["tasks"]:
+            continue
+        config = {"tasks": list(spec["tasks"]), "seeds": list(spec["seeds"]),
+                  "sweep": spec["sweep"], "params": spec["params"], "reduced": spec["reduced"]}
+        print(f"## {name}: {json.dumps(config)}", flush=True)
         results = run_section(name, args.out, args.executor, args.workers)
         print(f"\n## {name}\n\n{table(results)}\n")
         for r in results:
             print(f"- {r.task} seed-mean curve (d: value): {curve(r)}")
             print(f"  full training per seed: {', '.join(f'{v:.3f}' for v in r.baseline)}; "
                   f"theta_0: {r.initial_mean:.3f}; per-seed d_int90: {r.d_int(0.9).per_seed}")
-        summary[name] = [json.loads(r.to_json()) for r in results]
-    (args.out / "findings.json").write_text(json.dumps(summary))
+        summary[name] = {"config": config, "date": str(date.today()),
+                         "results": [json.loads(r.to_json()) for r in results]}
+        summary_path.write_text(json.dumps(summary))
 
 
 if __name__ == "__main__":
