@@ -50,6 +50,7 @@ __all__ = [
     "ResultsDBError",
     "decode_json_columns",
     "export_results",
+    "load_findings",
     "load_results",
     "load_runs",
 ]
@@ -112,6 +113,28 @@ RUN_COLUMNS: dict[str, str] = {
     "plan": "JSON",  # the resolved plan
     "provenance": "JSON",  # model, data, hashes, versions, machine
 }
+
+
+FINDING_COLUMNS: dict[str, str] = {
+    "key": "VARCHAR PRIMARY KEY",  # hash(source_id, rows_hash, layer, check_name)
+    "run_id": "VARCHAR",  # the run that made the check
+    "source_id": "VARCHAR",
+    "rows_hash": "VARCHAR",
+    "checkpoint": "VARCHAR",
+    "layer": "VARCHAR",
+    "layer_index": "INTEGER",
+    "check_name": "VARCHAR",  # 'massive_activations'
+    "warn": "BOOLEAN",  # whether the check warns
+    "coordinate": "INTEGER",  # the coordinate with the largest variance share
+    "variance_share": "DOUBLE",  # its share of the layer's total variance
+    "max_abs": "DOUBLE",  # largest |x| among the flagged coordinates
+    "n_massive_rows": "BIGINT",
+    "n": "BIGINT",  # rows checked
+    "exclude_positions": "VARCHAR",  # suggested positions, comma-separated ('' = none)
+    "message": "VARCHAR",  # one line for people
+    "detail": "JSON",  # the full finding (every flagged coordinate, positions, token ids)
+}
+"""One row per (layer, check) of the data checks made before measuring (``findings`` table)."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +383,21 @@ class ResultsDB:
                 [finished_at, status, n_done, n_failed, run_id],
             )
 
+    def write_findings(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert or replace data-check rows (see :data:`FINDING_COLUMNS`); return count."""
+        if not rows:
+            return 0
+        cols = list(FINDING_COLUMNS)
+        bad = sorted({c for r in rows for c in r} - set(cols))
+        if bad:
+            raise ValueError(f"Unknown finding column(s) {bad}; known: {cols}.")
+        marks = ", ".join("?" for _ in cols)
+        with self.connect(write=True) as con:
+            con.executemany(f"INSERT OR REPLACE INTO findings ({', '.join(cols)}) "
+                            f"VALUES ({marks})", [tuple(_to_db(r.get(c)) for c in cols)
+                                                  for r in rows])
+        return len(rows)
+
     # -- reads --------------------------------------------------------------------------------
 
     def done_keys(self, keys: Iterable[str] | None = None) -> set[str]:
@@ -404,7 +442,8 @@ def _has_table(con: Any, name: str) -> bool:
 
 
 def _ensure_schema(con: Any) -> None:
-    for table, columns in (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS)):
+    for table, columns in (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS),
+                           ("findings", FINDING_COLUMNS)):
         body = ", ".join(f"{c} {t}" for c, t in columns.items())
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
         have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
@@ -460,6 +499,23 @@ def load_runs(path: str | Path) -> Any:
 
             return pd.DataFrame(columns=list(RUN_COLUMNS))
         return con.execute("SELECT * FROM runs ORDER BY started_at").df()
+
+
+def load_findings(path: str | Path, *, warn_only: bool = False) -> Any:
+    """The ``findings`` table (data checks such as massive activations) as a DataFrame.
+
+    One row per (store, rows, layer, check), ordered by layer; ``detail`` stays JSON text.
+    ``warn_only`` keeps the rows that warn.
+    """
+    db = ResultsDB.at(path)
+    with db.connect(write=False) as con:
+        if not _has_table(con, "findings"):
+            import pandas as pd
+
+            return pd.DataFrame(columns=list(FINDING_COLUMNS))
+        where = " WHERE warn" if warn_only else ""
+        return con.execute(f"SELECT * FROM findings{where} "
+                           f"ORDER BY checkpoint NULLS FIRST, layer_index, check_name").df()
 
 
 def decode_json_columns(df: Any, columns: Sequence[str] = ("params", "diagnostics", "extra")) -> Any:

@@ -80,6 +80,13 @@ class AnalysisRun:
     seconds: float
     plans: tuple[Plan, ...] = dataclasses.field(default=(), repr=False)
     "One plan per checkpoint in a checkpoint sweep (``plan`` is the last); else ``(plan,)``."
+    findings: tuple[Mapping[str, Any], ...] = dataclasses.field(default=(), repr=False)
+    "Data checks of this run, one per layer (and checkpoint): the ``findings`` table's rows."
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """One line per layer whose data check warns (massive activations, dominant coordinates)."""
+        return tuple(f["message"] for f in self.findings if f.get("warn"))
 
 
 # -- worker side -------------------------------------------------------------------------------
@@ -463,6 +470,7 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
          f"{cfg.executor} executor")
     run_id = f"{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     db.start_run(run_id, plan_dict, provenance(plan, store), n_todo, _now())
+    findings = _data_checks(plans, sources, run_id, db)
     by_measure = {m.name: m for m in measures}
     completers = {t.key: _run_fields(p, run_id, by_measure) for p in plans for t in p.tasks}
     n_ok = n_failed = 0
@@ -499,7 +507,23 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
             report_path = write_report(db.path, out / "report.html")
     return AnalysisRun(run_id, out, db.path, report_path, plan_path, plan,
                        n_results=len(all_items), n_cached=len(done), n_computed=n_ok,
-                       n_failed=n_failed, seconds=time.perf_counter() - t_start, plans=plans)
+                       n_failed=n_failed, seconds=time.perf_counter() - t_start, plans=plans,
+                       findings=tuple(findings))
+
+
+def _data_checks(plans: tuple[Plan, ...], sources: list[Any], run_id: str,
+                 db: ResultsDB) -> list[dict[str, Any]]:
+    """Massive activations / outlier coordinates of every planned layer, into ``findings``."""
+    from repscope.analysis.checks import check_plan, summary_line
+
+    findings = []
+    for p, s in zip(plans, sources, strict=True):
+        findings.extend(check_plan(p, s.store, run_id))
+    db.write_findings(findings)
+    line = summary_line(findings)
+    if line is not None:
+        log.warning(line)
+    return findings
 
 
 def _say(progress: bool, console: Any, message: str) -> None:

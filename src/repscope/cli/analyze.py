@@ -127,6 +127,7 @@ def analyze(cfg: AnalyzeConfig) -> None:
     console = _console()
     run = run_analysis(cfg, progress=True, console=console)
     console.print(_summary_table(run.db_path, run.plan))
+    _print_data_checks(console, run)
     if len(run.plans) > 1:
         steps = ", ".join(f"{p.source.get('checkpoint')}" for p in run.plans)
         console.print(f"checkpoint sweep over {len(run.plans)} checkpoints ({steps}); the "
@@ -143,6 +144,45 @@ def analyze(cfg: AnalyzeConfig) -> None:
     if run.n_failed:
         raise UserError(_failure_summary(run.db_path, run.run_id, run.n_failed,
                                          run.n_computed + run.n_failed))
+
+
+def _print_data_checks(console: Any, run: Any) -> None:
+    """The massive-activation warning: one summary line, then the worst layers (at most 5)."""
+    from rich.markup import escape
+
+    from repscope.analysis.checks import summary_line
+
+    line = summary_line(run.findings)
+    if line is None:
+        return
+    console.print(f"[bold yellow]warning:[/] {escape(line)}")
+    worst = sorted((f for f in run.findings if f.get("warn")),
+                   key=lambda f: -f["variance_share"])[:5]
+    for f in worst:
+        console.print(f"  {escape(f['message'])}")
+    console.print(f"  (every layer: 'repscope results {run.out} --findings'; "
+                  f"the report's 'Data checks' section)")
+
+
+def _print_findings(db: Path, layer: str | None) -> None:
+    """``repscope results DB --findings``: one line per layer and check."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from repscope.analysis.db import load_findings
+
+    df = load_findings(db)
+    if layer is not None:
+        df = df[df["layer"] == layer]
+    table = Table(title=f"{len(df)} data check(s)", header_style="bold")
+    for col in ("layer", "check", "warn", "coordinate", "share", "max |x|", "exclude"):
+        table.add_column(col, justify="right" if col in ("coordinate", "share", "max |x|")
+                         else "left")
+    for r in df.itertuples():
+        table.add_row(_text(r.layer), _text(r.check_name), "yes" if r.warn else "no",
+                      str(int(r.coordinate)), f"{r.variance_share:.1%}", _fmt(r.max_abs),
+                      escape(_text(r.exclude_positions)))
+    _console().print(table)
 
 
 def _failure_summary(db_path: Path, run_id: str, n_failed: int, n_run: int) -> str:
@@ -211,13 +251,20 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: 
 @click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write the selected rows to a .parquet or .csv file.")
 @click.option("--limit", type=int, default=200, show_default=True, help="Rows to print.")
+@click.option("--findings", is_flag=True, default=False,
+              help="Print the data checks (massive activations, dominant coordinates per layer) "
+                   "instead of the results.")
 def results(db: Path, measure: str | None, layer: str | None, status: str,
-            export: Path | None, limit: int) -> None:
+            export: Path | None, limit: int, findings: bool) -> None:
     """Print results from a database (a results directory or .duckdb file), or export them."""
     from rich.markup import escape
     from rich.table import Table
 
     from repscope.analysis.db import load_results
+
+    if findings:
+        _print_findings(db, layer)
+        return
 
     df = load_results(db, status=None if status == "any" else status, measure=measure,
                       layer=layer)

@@ -546,6 +546,11 @@ def render_report(data: ReportData, *, feature_pages: Sequence[FeaturePageInfo] 
     from repscope._version import __version__
 
     page = _Page()
+    from repscope.report.checks import data_checks_html
+
+    checks = data_checks_html(data.findings)
+    if checks is not None:
+        page.section("checks", "Data checks", checks)
     _per_checkpoint(page, data, _scalar_sections)
     _training_section(page, data)
     for section in (_similarity_section, _spectra_section, _local_section, _table_section):
@@ -595,6 +600,7 @@ h4 { margin:4px 0; }
          color:var(--muted); margin:8px 0 16px; }
 .empty-title { font-weight:600; color:var(--ink); } .hint { margin-top:4px; }
 .note { color:var(--muted); font-size:13px; }
+p.warn { background:#fff6e0; border-left:4px solid #d98e04; padding:8px 12px; }
 table { border-collapse:collapse; } td, th { padding:4px 10px; text-align:left; }
 table.grid { width:100%; font-size:13px; } table.grid th { background:#f1f4f9; }
 table.grid td, table.grid th { border-bottom:1px solid var(--line); }
