@@ -53,6 +53,7 @@ __all__ = [
     "load_findings",
     "load_results",
     "load_runs",
+    "tidy_results",
 ]
 
 log = logging.getLogger(__name__)
@@ -471,6 +472,19 @@ def load_results(path: str | Path, *, status: str | None = "ok",
     ``status`` ('ok', 'error' or None for all), ``measure`` and ``layer``. Rows are sorted by
     measure, variant and layer order. ``params``, ``diagnostics`` and ``extra`` stay JSON text;
     :func:`decode_json_columns` turns them into Python objects.
+
+    Parameters
+    ----------
+    path : path
+        A ``.duckdb`` file or the directory ``repscope analyze`` wrote.
+    status : {'ok', 'error'} or None, default 'ok'
+    measure, layer : str, optional
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per result, columns :data:`RESULT_COLUMNS` (:func:`tidy_results` for a tidy
+        frame with p-values as columns).
     """
     db = ResultsDB.at(path)
     where, args = [], []
@@ -501,11 +515,54 @@ def load_runs(path: str | Path) -> Any:
         return con.execute("SELECT * FROM runs ORDER BY started_at").df()
 
 
+TIDY_COLUMNS = ("checkpoint", "layer", "layer_b", "measure", "variant", "family", "kind",
+                "value", "stderr", "ci_low", "ci_high", "n", "p_value", "calibrated",
+                "null_mean", "n_perm", "status", "seconds", "key")
+"Columns of :func:`tidy_results`, in order."
+
+
+def tidy_results(df: Any) -> Any:
+    """One tidy frame from :func:`load_results` rows: a result per row, its value, interval
+    (``stderr``, ``ci_low``, ``ci_high``), permutation ``p_value``, ``calibrated`` score
+    (value minus the permutation null's mean) and ``null_mean`` / ``n_perm`` as plain columns
+    (NaN where absent), in :data:`TIDY_COLUMNS` order, layers in store order."""
+    import pandas as pd
+
+    extra = [json.loads(v) if isinstance(v, str) else (v if isinstance(v, Mapping) else {})
+             for v in df.get("extra", pd.Series([None] * len(df), dtype=object))]
+    out = df.reset_index(drop=True).copy()
+    for col in ("p_value", "calibrated", "null_mean", "n_perm"):
+        out[col] = pd.to_numeric(pd.Series([_number(e.get(col)) for e in extra], dtype=object),
+                                 errors="coerce")
+    for col in TIDY_COLUMNS:
+        if col not in out:
+            out[col] = None
+    if "layer_index" in out:
+        out = out.sort_values(["measure", "variant", "layer_index", "layer_b_index"],
+                              na_position="first", kind="stable")
+    return out[list(TIDY_COLUMNS)].reset_index(drop=True)
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def load_findings(path: str | Path, *, warn_only: bool = False) -> Any:
     """The ``findings`` table (data checks such as massive activations) as a DataFrame.
 
     One row per (store, rows, layer, check), ordered by layer; ``detail`` stays JSON text.
     ``warn_only`` keeps the rows that warn.
+
+    Parameters
+    ----------
+    path : path
+        A ``.duckdb`` file or the directory ``repscope analyze`` wrote.
+    warn_only : bool, default False
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`FINDING_COLUMNS`.
     """
     db = ResultsDB.at(path)
     with db.connect(write=False) as con:

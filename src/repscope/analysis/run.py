@@ -83,6 +83,28 @@ class AnalysisRun:
     findings: tuple[Mapping[str, Any], ...] = dataclasses.field(default=(), repr=False)
     "Data checks of this run, one per layer (and checkpoint): the ``findings`` table's rows."
 
+    def to_pandas(self, *, status: str | None = "ok") -> Any:
+        """This run's results as one tidy pandas DataFrame, a result per row.
+
+        Parameters
+        ----------
+        status : {'ok', 'error'} or None, default 'ok'
+            Keep the results with this status (None: all).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`repscope.analysis.db.TIDY_COLUMNS`: checkpoint, layer, layer_b,
+            measure, variant, family, kind, value, stderr, ci_low, ci_high, n, p_value,
+            calibrated, null_mean, n_perm, status, seconds, key; the results of every store and
+            row selection this run planned (computed now or found in the database).
+        """
+        from repscope.analysis.db import load_results, tidy_results
+
+        df = load_results(self.db_path, status=status)
+        keys = {it.key for p in (self.plans or (self.plan,)) for _, it in p.items()}
+        return tidy_results(df[df["key"].isin(keys)])
+
     @property
     def warnings(self) -> tuple[str, ...]:
         """One line per layer whose data check warns (massive activations, dominant coordinates)."""
@@ -434,6 +456,21 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
 
     Raises :class:`~repscope.analysis.plan.PlanError` for an invalid config before any capture
     or measurement. Failing measures do not raise: they are recorded with their error.
+
+    Parameters
+    ----------
+    cfg : AnalyzeConfig
+        Source (model + corpus, or ``store``), layers, rows, measures, execution, output.
+    progress : bool, default False
+        Show the capture / measures progress bars and stage lines.
+    console : rich.console.Console, optional
+        Where the progress goes (default: stderr).
+
+    Returns
+    -------
+    AnalysisRun
+        Where the database, plan and report are, counts of computed / cached / failed results,
+        the data checks (``findings``, ``warnings``) and ``to_pandas()`` for the results.
     """
     t_start = time.perf_counter()
     measures, skipped = check_config(cfg)

@@ -288,7 +288,28 @@ def train_sae(
     ``out_dir``, checkpoints there and, when ``resume`` and a training state exists, continues
     from it. ``callback(step, metrics)`` runs after every step (``metrics`` has step, lr and
     loss; the full set on logging steps). Writing errors (full disk, read-only directory) are
-    raised as ``OSError``; the last checkpoint stays intact and a rerun resumes from it."""
+    raised as ``OSError``; the last checkpoint stays intact and a rerun resumes from it.
+
+    Parameters
+    ----------
+    data : array of shape (n, d), tensor, or ActivationStore
+        The activations (a store needs ``layer``).
+    cfg : TrainConfig
+        Architecture, width, sparsity, schedule, seed.
+    layer : str, optional
+        The store layer to train on.
+    out_dir : path, optional
+        Checkpoint directory (resumable).
+    resume : bool, default True
+    progress : bool, default False
+    callback : callable, optional
+        ``callback(step, metrics)`` after every step.
+
+    Returns
+    -------
+    TrainResult
+        The trained autoencoder, its resolved settings and the training history.
+    """
     full = as_source(data, layer, "train_sae")
     check_float(cfg.holdout_fraction, "holdout_fraction", "train_sae", low=0.0, high=1.0, high_inclusive=False)
     train_rows, held_rows = holdout_split(full.n_rows, cfg.holdout_fraction, cfg.seed)

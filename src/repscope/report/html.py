@@ -45,6 +45,20 @@ def write_report(db_path: str | Path, out: str | Path | None = None, *,
     """Render the database at ``db_path`` (file or results directory) to ``out`` (HTML).
 
     ``out`` defaults to ``report.html`` next to the database. Returns the written path.
+
+    Parameters
+    ----------
+    db_path : path
+        A results directory or ``.duckdb`` file.
+    out : path, optional
+        The HTML file (default ``report.html`` next to the database).
+    run_id : str, optional
+        The run to report (default: the latest).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
     """
     from repscope._io import atomic_write_text
 

@@ -118,6 +118,20 @@ def cka_linear(X: ArrayLike, Y: ArrayLike, *, batch_size: int = 8192,
     float64-centred rows over 512-row chunks summed in float64, about twice as fast on a CPU;
     it differs from the float64 value by ~5e-9 for d >= 40 and up to ~1e-6 for d <= 5
     (:func:`~repscope.measures.similarity._common.cross_products`).
+
+    Parameters
+    ----------
+    X, Y : arrays of shape (n, d_x) and (n, d_y)
+        Two representations of the same n inputs (numpy or torch).
+    batch_size : int, default 8192
+        Rows per streamed chunk.
+    precision : {'float64', 'mixed'}, default 'float64'
+        Cross-product precision (see above).
+
+    Returns
+    -------
+    Estimate
+        ``value`` in [0, 1]; ``params`` holds the resolved parameters.
     """
     X, Y = check_pair(X, Y, "cka_linear", min_samples=2)
     params = LINEAR_CKA.checked({"batch_size": batch_size, "precision": precision})
