@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 import repscope
-from analysis_support import register_toys, unregister_toys  # noqa: F401
-from analysis_support import store  # noqa: F401 (shared fixture)
+from analysis_support import (  # noqa: F401
+    register_toys,
+    store,  # noqa: F401 (shared fixture)
+    unregister_toys,
+)
 
 
 def test_import_is_torch_free_and_every_public_name_resolves():

@@ -21,8 +21,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from repscope._version import __version__
-from repscope.results import Estimate
+from repscope._version import __version__ as __version__
+from repscope.results import Estimate as Estimate
 
 _LAZY = {
     "ActivationStore": "repscope.capture.store",
