@@ -80,6 +80,8 @@ class AnalysisRun:
     seconds: float
     plans: tuple[Plan, ...] = dataclasses.field(default=(), repr=False)
     "One plan per checkpoint in a checkpoint sweep (``plan`` is the last); else ``(plan,)``."
+    estimate: Any = dataclasses.field(default=None, repr=False)
+    "The preflight :class:`~repscope.analysis.preflight.PlanEstimate` (None when not made)."
     findings: tuple[Mapping[str, Any], ...] = dataclasses.field(default=(), repr=False)
     "Data checks of this run, one per layer (and checkpoint): the ``findings`` table's rows."
 
@@ -474,6 +476,8 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
     """
     t_start = time.perf_counter()
     measures, skipped = check_config(cfg)
+    if cfg.dry_run:
+        cfg = _dry_run_source(cfg)
     out = check_output_dir(Path(cfg.out), "out", "analyze")
     remove_stale_temporaries(out, lambda name: name in ("plan.json", "report.html"))
     sources = _sources(cfg, progress)
@@ -505,6 +509,23 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
          f"{len(plan.measures)} measures -> {len(all_items)} results "
          f"({len(done)} already in {db.path.name}, {n_todo} to compute) on the "
          f"{cfg.executor} executor")
+    estimate = None
+    if (progress or cfg.dry_run) and pending:
+        from repscope.analysis.preflight import estimate as estimate_plan
+
+        estimate = estimate_plan(plan, store, pending, permutations=cfg.permutations)
+        for line in estimate.lines():
+            _say(progress, console, line)
+    if cfg.dry_run:
+        return AnalysisRun("dry-run", out, db.path, None, plan_path, plan,
+                           n_results=len(all_items), n_cached=len(done), n_computed=0,
+                           n_failed=0, seconds=time.perf_counter() - t_start, plans=plans,
+                           estimate=estimate)
+    refiner = None
+    if estimate is not None:
+        from repscope.analysis.preflight import Refiner, format_seconds
+
+        refiner = Refiner(estimate.seconds, n_todo)
     run_id = f"{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     db.start_run(run_id, plan_dict, provenance(plan, store), n_todo, _now())
     findings = _data_checks(plans, sources, run_id, db)
@@ -515,13 +536,19 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
     try:
         with ProgressBar(n_todo, "[bold]measures[/] {task.description}", enabled=progress,
                          console=console) as bar:
+            t_task = time.perf_counter()
             for task, rows in _execute(cfg, pending):
                 complete = completers[task.key]  # pending tasks keep their plan key
                 rows = [complete(r) for r in rows]
                 db.write_results(rows, publish="due")
                 n_ok += sum(r["status"] == "ok" for r in rows)
                 n_failed += sum(r["status"] != "ok" for r in rows)
-                bar.update(advance=len(rows), description=task.label)
+                label = task.label
+                if refiner is not None:  # the estimate, refined by what the tasks took
+                    left = refiner.update(len(rows), time.perf_counter() - t_task)
+                    label += f" (~{format_seconds(left)} left)"
+                t_task = time.perf_counter()
+                bar.update(advance=len(rows), description=label)
         status = "done"
     finally:
         try:
@@ -545,7 +572,26 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
     return AnalysisRun(run_id, out, db.path, report_path, plan_path, plan,
                        n_results=len(all_items), n_cached=len(done), n_computed=n_ok,
                        n_failed=n_failed, seconds=time.perf_counter() - t_start, plans=plans,
-                       findings=tuple(findings))
+                       estimate=estimate, findings=tuple(findings))
+
+
+def _dry_run_source(cfg: AnalyzeConfig) -> AnalyzeConfig:
+    """A dry run reads a store, never captures: --store, or OUT/store from an earlier run."""
+    from repscope.errors import UsageError
+
+    if cfg.store is not None:
+        return cfg
+    if cfg.checkpoints is not None:
+        raise UsageError("The 'dry_run' option cannot estimate a checkpoint sweep (each "
+                         "checkpoint needs a capture); run it on one captured store with --store.")
+    path = Path(cfg.out) / "store"
+    try:
+        _store_class().open(path)
+    except Exception:  # noqa: BLE001 (missing or incomplete: the same advice)
+        raise UsageError(f"The 'dry_run' option needs a store to time the measures on: pass "
+                         f"--store, or capture first ('repscope capture --out {path}'); "
+                         f"{str(path)!r} holds no complete store.") from None
+    return dataclasses.replace(cfg, store=path)
 
 
 def _data_checks(plans: tuple[Plan, ...], sources: list[Any], run_id: str,

@@ -121,11 +121,26 @@ def analyze(cfg: AnalyzeConfig) -> None:
     the database; an interrupted run resumes. Exit code: 0 when every result was computed,
     1 when a task failed or the run stopped (a one-line summary says which), 2 for a usage
     error (an option or config value refused before any work).
+
+    Before the measures run, a preflight prints their estimated time and peak memory (each
+    measure timed on a few rows of the store on this machine), refined while the run goes;
+    --dry-run prints the plan and the estimate only.
+
+    \b
+    Examples:
+      repscope analyze --max-docs 20                      # MiniLM on pydoc, default panel
+      repscope analyze --model smollm2 --layers 'model.layers.*' --exclude-positions 0
+      repscope analyze --store runs/smol/store --measures participation_ratio --pairs none
+      repscope analyze --store runs/smol/store --permutations 200 --dry-run
     """
     from repscope.analysis.run import analyze as run_analysis
 
     console = _console()
     run = run_analysis(cfg, progress=True, console=console)
+    if cfg.dry_run:
+        console.print(f"dry run: {run.n_results - run.n_cached} result(s) would be computed "
+                      f"({run.n_cached} already present); plan: {run.plan_path}")
+        return
     console.print(_summary_table(run.db_path, run.plan))
     _print_data_checks(console, run)
     if len(run.plans) > 1:

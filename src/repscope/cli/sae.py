@@ -64,19 +64,42 @@ def _write_error(exc: OSError, out_dir: Path) -> click.ClickException:
               help="Held-out rows sampled for the evaluation.")
 @click.option("--resume/--no-resume", default=True, help="Continue from the training state in --out if present.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Print the resolved plan and its estimated time and peak memory (a few steps "
+                   "timed on this machine), then stop.")
 @cli_options(TrainConfig)
 def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_rows: int,
-          resume: bool, progress: bool) -> None:
-    """Train a sparse autoencoder on one layer of a store (resumable)."""
+          resume: bool, progress: bool, dry_run: bool) -> None:
+    """Train a sparse autoencoder on one layer of a store (resumable).
+
+    Before training, a preflight refuses a batch larger than the training rows or far more
+    latents than rows, and prints the estimated time and peak memory.
+
+    \b
+    Examples:
+      repscope sae train --store repscope-out/store --layer encoder.layer.3 --out runs/sae
+      repscope sae train --store runs/smol/store --layer model.layers.12 --out runs/sae12 \\
+                         --architecture batchtopk --k 32 --expansion 8 --dry-run
+    """
     from rich.console import Console
 
     from repscope._io import atomic_write_text
     from repscope.capture import StoreError
     from repscope.dictionaries.evaluate import evaluate_sae
+    from repscope.dictionaries.preflight import sae_preflight
     from repscope.dictionaries.train import train_sae
+    from repscope.errors import UsageError
 
     try:
         store = _open_store(store_path)
+        if layer not in store.layers:
+            raise UsageError(f"The 'layer' option must name a layer of the store {store.layers}. "
+                             f"Got {layer!r}.")
+        plan = sae_preflight(cfg, int(store.n_rows), int(store.dim(layer)))
+        for line in plan.lines():
+            Console(stderr=True).print(line)
+        if dry_run:
+            return
         result = train_sae(store, cfg, layer=layer, out_dir=out_dir, resume=resume, progress=progress)
         held = len(result.heldout_rows) > 0
         pool = result.heldout_rows if held else result.train_rows
@@ -84,6 +107,8 @@ def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_ro
         split = "held-out" if held else "train (in-sample: no rows were held out)"
         ev = evaluate_sae(result.sae, store.read(layer, rows), split=split)
         atomic_write_text(out_dir / "eval.json", ev.to_json())
+    except UsageError:
+        raise
     except (StoreError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
