@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from repscope.analysis.plan import AnalyzeConfig
+from repscope.cli._types import int_or_all
 from repscope.config import cli_options, with_config
 from repscope.errors import UserError
 
@@ -93,6 +94,10 @@ class _MaxRows(click.ParamType):
                   param, ctx)
 
 
+MAX_DOCS_HELP = ("Documents to capture from the corpus, a seeded subset kept in corpus order; "
+                 "'all' captures every document (in a config file: max_docs: all, or null). "
+                 "The same default in capture and analyze. [default: 40]")
+
 ALL_ROWS = "all"
 "What ``--max-rows all`` parses to; the config then gets ``max_rows=None``."
 
@@ -110,8 +115,9 @@ def _all_rows_option(fn: Any) -> Any:
 
 
 @click.command()
-@with_config(AnalyzeConfig, symbols={"max_rows": {ALL_ROWS: None}})
+@with_config(AnalyzeConfig, symbols={"max_rows": {ALL_ROWS: None}, "max_docs": {ALL_ROWS: None}})
 @_all_rows_option
+@int_or_all("max_docs", 1, MAX_DOCS_HELP)
 @cli_options(AnalyzeConfig)
 def analyze(cfg: AnalyzeConfig) -> None:
     """Capture (or open a store), measure every layer, write results.duckdb and report.html.
@@ -225,7 +231,13 @@ def _failure_summary(db_path: Path, run_id: str, n_failed: int, n_run: int) -> s
               help="HTML file to write (default: report.html next to the database).")
 @click.option("--run-id", default=None, help="Report this run (default: the latest).")
 def report(results: Path, out: Path | None, run_id: str | None) -> None:
-    """Regenerate the HTML report from a results directory or .duckdb file."""
+    """Regenerate the HTML report from a results directory or .duckdb file.
+
+    \b
+    Examples:
+      repscope report repscope-out
+      repscope report repscope-out/results.duckdb --out paper/report.html
+    """
     from repscope.report.html import write_report
 
     path = write_report(results, out, run_id=run_id)  # errors: one line (repscope.cli._errors)
@@ -245,7 +257,13 @@ def report(results: Path, out: Path | None, run_id: str | None) -> None:
                    "(default: the last).")
 def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: str | None,
          checkpoint: str | None) -> None:
-    """Write static figures (matplotlib) for papers from a results directory or .duckdb file."""
+    """Write static figures (matplotlib) for papers from a results directory or .duckdb file.
+
+    \b
+    Examples:
+      repscope plot repscope-out
+      repscope plot repscope-out --format pdf --out-dir paper/figures
+    """
     from repscope.analysis.db import ResultsDB
     from repscope.report.figures import write_figures
 
@@ -271,7 +289,15 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: 
                    "instead of the results.")
 def results(db: Path, measure: str | None, layer: str | None, status: str,
             export: Path | None, limit: int, findings: bool) -> None:
-    """Print results from a database (a results directory or .duckdb file), or export them."""
+    """Print results from a database (a results directory or .duckdb file), or export them.
+
+    \b
+    Examples:
+      repscope results repscope-out --measure participation_ratio
+      repscope results repscope-out --findings          # massive activations per layer
+      repscope results repscope-out --status error
+      repscope results repscope-out --export results.parquet
+    """
     from rich.markup import escape
     from rich.table import Table
 

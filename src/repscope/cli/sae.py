@@ -1,4 +1,4 @@
-"""``repscope sae train|inspect|export|splice``: sparse autoencoders on a store layer."""
+"""``repscope sae train|inspect|export``: sparse autoencoders on a store layer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from repscope.dictionaries.train import TrainConfig
 
 @click.group()
 def sae() -> None:
-    """Train, evaluate and inspect sparse autoencoders on ActivationStore layers."""
+    """Train, evaluate and inspect sparse autoencoders on ActivationStore layers.
+
+    \b
+    Examples:
+      repscope sae train --store repscope-out/store --layer encoder.layer.3 --out runs/sae
+      repscope sae inspect runs/sae --store repscope-out/store
+      repscope sae export runs/sae --format saelens --out runs/sae-lens
+    """
 
 
 def _open_store(path: Path) -> Any:
@@ -137,7 +144,13 @@ def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_ro
                    "link to it. Automatic when --out lies inside such a directory.")
 def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path | None,
             n_features: int, n_top: int, max_rows: int, report_path: Path | None) -> None:
-    """Write a self-contained HTML page with each latent's top-activating tokens."""
+    """Write a self-contained HTML page with each latent's top-activating tokens.
+
+    \b
+    Examples:
+      repscope sae inspect runs/sae --store repscope-out/store
+      repscope sae inspect runs/sae --store repscope-out/store --report repscope-out
+    """
     import numpy as np
     from rich.console import Console
 
@@ -206,7 +219,12 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
                    "or repscope's.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Directory to write.")
 def export(sae_dir: Path, fmt: str, out_dir: Path) -> None:
-    """Write a saved SAE (any readable layout) in another library's layout."""
+    """Write a saved SAE (any readable layout) in another library's layout.
+
+    \b
+    Examples:
+      repscope sae export runs/sae --format saelens --out runs/sae-lens
+    """
     from rich.console import Console
 
     from repscope.dictionaries.io import load_sae, read_cfg, save_sae
