@@ -69,6 +69,7 @@ def test_scattered_massive_entries_do_not_suggest_a_position():
     res = massive_activations(X, positions=positions)
     assert res.massive and res.n_massive_rows == 8
     assert res.exclude_positions == ()  # no position has massive entries in half its rows
+    np.testing.assert_array_equal(res.rows, rows)
     assert sum(res.coordinates[0].positions.values()) == 8
 
 

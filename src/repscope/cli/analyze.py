@@ -96,7 +96,7 @@ class _MaxRows(click.ParamType):
 
 MAX_DOCS_HELP = ("Documents to capture from the corpus, a seeded subset kept in corpus order; "
                  "'all' captures every document (in a config file: max_docs: all, or null). "
-                 "The same default in capture and analyze. [default: 40]")
+                 "[default: 40, a quick first run; 'repscope capture' captures all]")
 
 ALL_ROWS = "all"
 "What ``--max-rows all`` parses to; the config then gets ``max_rows=None``."

@@ -9,7 +9,6 @@ import click
 
 from repscope.capture.run import CaptureConfig
 from repscope.cli._types import ALL, int_or_all
-from repscope.cli.analyze import MAX_DOCS_HELP
 from repscope.config import cli_options, with_config
 
 
@@ -24,19 +23,20 @@ def _size(n: float) -> str:
 @click.command()
 @with_config(CaptureConfig, symbols={"max_docs": {ALL: None}})
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-@int_or_all("max_docs", 1, MAX_DOCS_HELP)
+@int_or_all("max_docs", 1, "Documents to capture from the corpus, a seeded subset kept in corpus "
+                          "order; 'all' captures every document (in a config file: max_docs: "
+                          "all, or null). [default: all; 'repscope analyze' takes 40]")
 @cli_options(CaptureConfig)
 def capture(cfg: CaptureConfig, progress: bool) -> None:
     """Capture activations of a model over a corpus into an ActivationStore.
 
-    Defaults: the bundled all-MiniLM-L6-v2, 40 of Python's documentation topics, the
-    embeddings plus every block, one row per token. Re-running the same command resumes an
-    interrupted capture.
+    Defaults: the bundled all-MiniLM-L6-v2, Python's documentation topics, the embeddings plus
+    every block, one row per token. Re-running the same command resumes an interrupted capture.
 
     \b
     Examples:
       repscope capture                                  # MiniLM, pydoc, all layers, token rows
-      repscope capture --pooling mean --max-docs all --out runs/mean
+      repscope capture --pooling mean --max-docs 200 --out runs/mean
       repscope capture --model smollm2 --layers 'model.layers.*' --exclude-positions 0 \\
                        --out runs/smol
       repscope capture --model path/to/model.gguf --corpus texts.jsonl --out runs/mine

@@ -99,14 +99,12 @@ def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_ro
 
     try:
         store = _open_store(store_path)
-        if layer not in store.layers:
-            raise UsageError(f"The 'layer' option must name a layer of the store {store.layers}. "
-                             f"Got {layer!r}.")
-        plan = sae_preflight(cfg, int(store.n_rows), int(store.dim(layer)))
-        for line in plan.lines():
-            Console(stderr=True).print(line)
-        if dry_run:
-            return
+        if layer in store.layers:  # an unknown layer: train_sae's own error names the layers
+            plan = sae_preflight(cfg, int(store.n_rows), int(store.dim(layer)))
+            for line in plan.lines():
+                Console(stderr=True).print(line)
+            if dry_run:
+                return
         result = train_sae(store, cfg, layer=layer, out_dir=out_dir, resume=resume, progress=progress)
         held = len(result.heldout_rows) > 0
         pool = result.heldout_rows if held else result.train_rows

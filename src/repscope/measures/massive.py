@@ -72,7 +72,7 @@ class OutlierCoordinate:
                 "token_ids": {str(k): v for k, v in self.token_ids.items()}}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MassiveActivations:
     """What :func:`massive_activations` found in one layer's rows."""
 
@@ -91,6 +91,8 @@ class MassiveActivations:
     exclude_positions: tuple[int, ...]
     "Positions where at least half of the rows hold a massive entry: the ones to leave out."
     params: Mapping[str, Any] = field(default_factory=dict)
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    "(n_massive_rows,) indices of the rows holding a massive entry (to drop them, if wanted)."
 
     @property
     def pr_bound(self) -> float:
@@ -221,7 +223,8 @@ def massive_activations(X: Any, *, positions: Any = None, token_ids: Any = None,
         n_rows=n, d=d, coordinates=tuple(coords), n_massive_rows=n_hit,
         top_share=float(shares[top]), top_coordinate=top, share_without=share_without,
         exclude_positions=exclude,
-        params={"min_abs": min_abs, "ratio": ratio, "max_share": max_share})
+        params={"min_abs": min_abs, "ratio": ratio, "max_share": max_share},
+        rows=np.flatnonzero(hit_rows).astype(np.int64))
 
 
 def _column(values: Any, n: int, name: str) -> np.ndarray | None:
