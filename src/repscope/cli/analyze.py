@@ -168,7 +168,7 @@ def analyze(cfg: AnalyzeConfig) -> None:
 
 
 def _print_data_checks(console: Any, run: Any) -> None:
-    """The massive-activation warning: one summary line, then the worst layers (at most 5)."""
+    """The massive-activation warning: one summary line, then the worst layers (at most 3)."""
     from rich.markup import escape
 
     from repscope.analysis.checks import summary_line
@@ -178,7 +178,7 @@ def _print_data_checks(console: Any, run: Any) -> None:
         return
     console.print(f"[bold yellow]warning:[/] {escape(line)}")
     worst = sorted((f for f in run.findings if f.get("warn")),
-                   key=lambda f: -f["variance_share"])[:5]
+                   key=lambda f: -f["variance_share"])[:3]
     for f in worst:
         console.print(f"  {escape(f['message'])}")
     console.print(f"  (every layer: 'repscope results {run.out} --findings'; "
