@@ -11,7 +11,7 @@ import pytest
 from analysis_support import register_toys, unregister_toys
 from repscope.analysis.db import load_findings
 from repscope.analysis.plan import AnalyzeConfig
-from repscope.analysis.run import analyze
+from repscope.pipeline import analyze
 
 LAYERS = ("embeddings", "blocks.0", "blocks.1")
 

@@ -9,7 +9,7 @@ import pytest
 from analysis_support import register_toys, store, unregister_toys  # noqa: F401
 from repscope.analysis.plan import AnalyzeConfig
 from repscope.analysis.preflight import Refiner, _exponent, estimate
-from repscope.analysis.run import analyze
+from repscope.pipeline import analyze
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def _toys():
 
 def test_to_pandas_is_one_tidy_frame_with_intervals_and_p_values(store, tmp_path, _toys):  # noqa: F811
     from repscope.analysis.plan import AnalyzeConfig
-    from repscope.analysis.run import analyze
+    from repscope.pipeline import analyze
 
     cfg = AnalyzeConfig(store=store.path, out=tmp_path / "out", measures=("_toy_pr", "_toy_sim"),
                         layers=("embeddings", "encoder.layer.2"), max_rows=120, permutations=19,

@@ -31,7 +31,7 @@ _LAZY = {
     "CaptureConfig": "repscope.capture.run",
     "Neighbors": "repscope.neighbors",
     "TrainConfig": "repscope.dictionaries.train",
-    "analyze": "repscope.analysis.run",
+    "analyze": "repscope.pipeline",
     "bootstrap_ci": "repscope.inference",
     "cka_linear": "repscope.measures.similarity",
     "intrinsic_dimension": "repscope.measures.dimension",

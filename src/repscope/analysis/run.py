@@ -1,6 +1,8 @@
-"""Run an analysis: capture (or open a store), plan, execute tasks, write the database, report.
+"""Run an analysis: capture (or open a store), plan, execute tasks, write the database.
 
-:func:`analyze` is what ``repscope analyze`` calls. The stages:
+:func:`run_analysis` does the measuring; :func:`repscope.pipeline.analyze` (what
+``repscope analyze`` calls) runs it and then the report, which lives in a higher layer and is
+handed in as ``write_report``. The stages:
 
 1. :func:`~repscope.analysis.plan.check_config` validates measures and options (no work yet);
 2. the store is opened, or captured into ``OUT/store`` (resumable);
@@ -8,7 +10,7 @@
 4. results already in ``results.duckdb`` are skipped; the remaining tasks run on the chosen
    executor; the driver writes each task's rows as it completes (the single writer), so a
    killed run loses at most the tasks in flight;
-5. ``report.html`` is generated from the database.
+5. ``report.html`` is generated from the database by ``write_report`` (when ``cfg.report``).
 
 With ``checkpoints`` (a checkpoint sweep, :mod:`repscope.analysis.sweep`), stage 2 captures one
 store per checkpoint and stage 3 plans the same tasks over each; all of them run as one sweep.
@@ -53,7 +55,7 @@ from repscope.analysis.plan import (
 from repscope.analysis.sweep import Source, checkpoint_sources, sweep_summary
 from repscope.results import Estimate
 
-__all__ = ["AnalysisRun", "TaskResult", "analyze", "run_task"]
+__all__ = ["AnalysisRun", "TaskResult", "run_analysis", "run_task"]
 
 log = logging.getLogger(__name__)
 _BASE_FIELDS = {f.name for f in dataclasses.fields(Estimate)}
@@ -61,7 +63,7 @@ _BASE_FIELDS = {f.name for f in dataclasses.fields(Estimate)}
 
 @dataclass(frozen=True)
 class AnalysisRun:
-    """What :func:`analyze` did and where it put it."""
+    """What :func:`run_analysis` (and :func:`repscope.pipeline.analyze`) did and where."""
 
     run_id: str
     out: Path
@@ -453,11 +455,15 @@ def _failed_rows(task: Task, error: str) -> list[dict[str, Any]]:
             for it in task.items]
 
 
-def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) -> AnalysisRun:
-    """Run the whole analysis for ``cfg``; see the module docstring for the stages.
+def run_analysis(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None,
+                 write_report: Callable[[Path, Path], Path] | None = None) -> AnalysisRun:
+    """Run the analysis for ``cfg``; see the module docstring for the stages.
 
-    Raises :class:`~repscope.analysis.plan.PlanError` for an invalid config before any capture
-    or measurement. Failing measures do not raise: they are recorded with their error.
+    ``write_report(db_path, html_path)`` writes the report when ``cfg.report`` is true;
+    ``cfg.report`` without a ``write_report`` is refused before any work (use
+    :func:`repscope.pipeline.analyze`, which supplies the HTML report). Raises
+    :class:`~repscope.analysis.plan.PlanError` for an invalid config before any capture or
+    measurement. Failing measures do not raise: they are recorded with their error.
 
     Parameters
     ----------
@@ -467,6 +473,8 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
         Show the capture / measures progress bars and stage lines.
     console : rich.console.Console, optional
         Where the progress goes (default: stderr).
+    write_report : callable, optional
+        ``write_report(db_path, html_path) -> path``; required when ``cfg.report``.
 
     Returns
     -------
@@ -474,6 +482,9 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
         Where the database, plan and report are, counts of computed / cached / failed results,
         the data checks (``findings``, ``warnings``) and ``to_pandas()`` for the results.
     """
+    if cfg.report and write_report is None:
+        raise ValueError("run_analysis: cfg.report is true but no 'write_report' was given; "
+                         "call repscope.pipeline.analyze, or set report=False.")
     t_start = time.perf_counter()
     measures, skipped = check_config(cfg)
     if cfg.dry_run:
@@ -559,9 +570,7 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
                 raise
             log.info("could not record the end of run %s: %s", run_id, exc)
     report_path = None
-    if cfg.report:
-        from repscope.report.html import write_report
-
+    if cfg.report and write_report is not None:
         if progress:
             from rich.console import Console
 

@@ -139,7 +139,7 @@ def analyze(cfg: AnalyzeConfig) -> None:
       repscope analyze --store runs/smol/store --measures participation_ratio --pairs none
       repscope analyze --store runs/smol/store --permutations 200 --dry-run
     """
-    from repscope.analysis.run import analyze as run_analysis
+    from repscope.pipeline import analyze as run_analysis
 
     console = _console()
     run = run_analysis(cfg, progress=True, console=console)

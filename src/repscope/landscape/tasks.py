@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from repscope.landscape.config import TrainConfig
 from repscope.landscape.models import MLP, LeNet, SentenceClassifier, seeded
-from repscope.landscape.train import TrainConfig
 
 __all__ = [
     "READY_TASKS",

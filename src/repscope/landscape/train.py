@@ -13,45 +13,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from repscope.landscape.config import TrainConfig
 from repscope.landscape.results import PointResult
 from repscope.landscape.subspace import Subspace, select_parameters
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # tasks.py does not import this module: no cycle either way
     from repscope.landscape.tasks import SupervisedTask
 
 __all__ = ["TrainConfig", "derived_seed", "evaluate", "train_point"]
 
 KINDS = ("init", "full", "subspace")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How every run of a task trains (the same for every ``d`` and seed)."""
-
-    optimizer: Literal["adam", "sgd", "lbfgs"] = field(
-        default="adam", metadata={"help": "Optimiser: adam, sgd (with momentum) or lbfgs "
-                                          "(full batch, strong Wolfe line search)."})
-    lr: float = field(default=1e-3, metadata={"help": "Learning rate of full training."})
-    subspace_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate in a subspace (None: lr). Steps in z move "
-                                        "theta along unit directions, so it is usually larger."})
-    epochs: int = field(default=10, metadata={"help": "Passes over the training split."})
-    batch_size: int = field(default=64, metadata={"help": "Mini-batch size (0: full batch)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the optimiser "
-                                                                "(on z in a subspace)."})
-    momentum: float = field(default=0.9, metadata={"help": "Momentum (sgd only)."})
-    max_iter: int = field(default=100, metadata={"help": "Iterations per lbfgs step."})
-    eval_batch_size: int = field(default=512, metadata={"help": "Batch size for evaluation."})
-
-    def lr_for(self, kind: str) -> float:
-        return self.lr if kind == "full" or self.subspace_lr is None else self.subspace_lr
 
 
 def derived_seed(seed: int, stream: str) -> int:
