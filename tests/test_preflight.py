@@ -85,8 +85,9 @@ def test_sae_train_refuses_impossible_settings_in_one_line(store, tmp_path):  # 
     base = ["sae", "train", "--store", str(store.path), "--layer", "encoder.layer.1",
             "--out", str(tmp_path / "sae")]
     res = CliRunner().invoke(app, [*base, "--batch-size", "1024"])
-    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
-    assert "batch_size" in res.output and "1024" in res.output
+    assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+    assert "The 'batch_size' parameter of train_sae must be an int in [1, training rows=" in \
+        res.output and "Got 1024 instead." in res.output
     res = CliRunner().invoke(app, [*base, "--d-sae", "4096"])
     assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
     assert "4096 latents" in res.output and "training rows" in res.output

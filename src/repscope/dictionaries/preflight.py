@@ -1,9 +1,9 @@
 """Preflight of ``repscope sae train``: refuse settings that cannot train, estimate time and memory.
 
 :func:`sae_preflight` resolves what :func:`~repscope.dictionaries.train.train_sae` would run
-(training rows after the hold-out, batch, steps, latents), refuses with one line
-(:class:`repscope.errors.UsageError`) a batch larger than the training rows or a dictionary of
-more than :data:`MAX_LATENTS_PER_ROW` latents per training row (most latents then see no row
+(training rows after the hold-out, batch, steps, latents), refuses with one line a batch
+larger than the training rows (``train_sae``'s own ``ValueError``) or, as a
+:class:`repscope.errors.UsageError`, a dictionary of more than :data:`MAX_LATENTS_PER_ROW` latents per training row (most latents then see no row
 at all: 6,144 latents on 746 rows trained for 24 minutes and learnt nothing the rows could
 support), and times :data:`PROBE_STEPS` real optimiser steps of the same architecture, width
 and batch on this machine to estimate the whole run. Peak memory counts the parameters with
@@ -65,6 +65,7 @@ def sae_preflight(cfg: Any, n_rows: int, d_in: int) -> SAEPlan:
     """
     import torch
 
+    from repscope._validate import check_int
     from repscope.dictionaries.sae import build_sae
     from repscope.dictionaries.source import holdout_split
     from repscope.dictionaries.train import DEFAULT_BATCH, MIN_DEFAULT_STEPS
@@ -75,9 +76,9 @@ def sae_preflight(cfg: Any, n_rows: int, d_in: int) -> SAEPlan:
     d_sae = cfg.resolved_d_sae(d_in)
     batch = cfg.batch_size if cfg.batch_size is not None else max(1, min(DEFAULT_BATCH,
                                                                           n_train // 8))
-    if batch > n_train:
-        raise UsageError(f"The 'batch_size' option of sae train must be at most the training rows "
-                         f"({n_train:,} of {n_rows:,} after the hold-out). Got {batch}.")
+    # the same one-line refusal train_sae gives (exit code 1 in the CLI, as before)
+    check_int(batch, "batch_size", "train_sae", low=1, high=n_train, high_inclusive=True,
+              high_name="training rows")
     if d_sae > MAX_LATENTS_PER_ROW * n_train:
         raise UsageError(f"{d_sae} latents for {n_train:,} training rows: more than "
                          f"{MAX_LATENTS_PER_ROW} latents per row cannot be fit (most would never "
