@@ -57,15 +57,68 @@ def test_smollm2_rows_equal_each_document_alone(smollm2) -> None:
     assert np.abs(last - hs[-1][0].numpy()).mean() > 1  # the last block is not hidden_states[-1]
 
 
-def test_analyze_smollm2_without_the_first_position(tmp_path: Path) -> None:
-    """The first-hour command of the LLM issue completes (with a small measure panel)."""
-    from repscope.cli import app
+BASE = ["analyze", "--model", "smollm2", "--layers", "model.layers.*", "--max-docs", "40",
+        "--measures", "participation_ratio", "--pairs", "none", "--no-report"]
 
-    out = tmp_path / "run"
-    args = ["analyze", "--model", "smollm2", "--layers", "model.layers.*", "--exclude-positions",
-            "0", "--max-docs", "40", "--measures", "participation_ratio", "--pairs", "none",
-            "--no-report", "--out", str(out)]
-    result = CliRunner().invoke(app, args)
+
+@pytest.fixture(scope="module")
+def first_hour(tmp_path_factory):
+    """The issue's first-hour command twice, in a fresh model cache: position 0 kept (the GGUF
+    file is converted), then ``--exclude-positions 0`` (the cached conversion is loaded)."""
+    from repscope.cli import app
+    from repscope.data import models
+
+    root = tmp_path_factory.mktemp("first-hour")
+    calls = []
+    convert = models._convert
+
+    def counted(gguf: Path, target: Path) -> None:
+        calls.append(gguf.name)
+        convert(gguf, target)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPSCOPE_CACHE", str(root / "cache"))
+        mp.setattr(models, "_convert", counted)
+        kept = CliRunner().invoke(app, [*BASE, "--out", str(root / "kept")])
+        n_after_first = len(calls)
+        out = root / "run"
+        result = CliRunner().invoke(app, [*BASE, "--exclude-positions", "0", "--out", str(out)])
+    return {"kept": kept, "result": result, "out": out, "kept_out": root / "kept",
+            "converted": (n_after_first, len(calls))}
+
+
+def test_massive_activation_warning_fires_when_position_0_is_kept(first_hour) -> None:
+    """Kept: the warning names coordinate 507 and suggests the option; the participation ratio
+    of the blocks it owns reads ~1. Excluded: those blocks are quiet and their ratio is not 1."""
+    from repscope.analysis.db import load_findings, load_results
+
+    kept = first_hour["kept"]
+    assert kept.exit_code == 0, kept.output
+    text = " ".join(kept.output.split())
+    assert "warning: massive activations / outlier coordinates in" in text
+    assert "507" in text and "rerun with --exclude-positions 0" in text
+    found = load_findings(first_hour["kept_out"]).set_index("layer")
+    late = [f"model.layers.{i}" for i in range(12, 28)]
+    assert found.loc[late, "warn"].all() and (found.loc[late, "coordinate"] == 507).all()
+    assert (found.loc[late, "variance_share"] > 0.9).all()
+    assert (found.loc[late, "exclude_positions"] == "0").all()
+    assert (found.loc[late, "max_abs"] > 1e4).all()
+    pr_kept = load_results(first_hour["kept_out"]).set_index("layer")["value"]
+    assert (pr_kept[late] < 1.25).all()  # one coordinate owns the spectrum
+    clean = load_findings(first_hour["out"]).set_index("layer")
+    assert not clean.loc[late, "warn"].any() and (clean["n_massive_rows"] == 0).all()
+    pr = load_results(first_hour["out"]).set_index("layer")["value"]
+    assert (pr[late] > 2 * pr_kept[late]).all()
+
+
+def test_gguf_conversion_is_cached_across_runs(first_hour) -> None:
+    assert first_hour["converted"] == (1, 1)  # converted by the first run only
+
+
+def test_analyze_smollm2_without_the_first_position(first_hour) -> None:
+    """The first-hour command of the LLM issue completes (with a small measure panel)."""
+    out = first_hour["out"]
+    result = first_hour["result"]
     assert result.exit_code == 0, result.output
     store = ActivationStore.open(out / "store")
     assert store.layers == [f"model.layers.{i}" for i in range(30)]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["ProgressBar", "rich_progress"]
+__all__ = ["ProgressBar", "format_bytes", "format_seconds", "rich_progress"]
 
 
 def rich_progress(label: str, *fields: str, console: Any = None) -> Any:
@@ -71,3 +72,22 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def format_seconds(s: float) -> str:
+    """``42 s``, ``7 min``, ``1.5 h`` (``?`` when not finite)."""
+    if not math.isfinite(s):
+        return "?"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def format_bytes(b: float) -> str:
+    """``512 B``, ``3.0 MiB``, ``1.2 GiB``."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= size:
+            return f"{b / size:.1f} {unit}"
+    return f"{int(b)} B"

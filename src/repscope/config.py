@@ -103,10 +103,23 @@ def cli_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]
 
 def _default_text(f: dataclasses.Field[Any]) -> str:
     if f.default is not dataclasses.MISSING:
-        return f" [default: {f.default!r}]"
+        return f" [default: {_shown(f.default)}]"
     if f.default_factory is not dataclasses.MISSING:
-        return f" [default: {f.default_factory()!r}]"
+        return f" [default: {_shown(f.default_factory())}]"
     return ""
+
+
+def _shown(value: Any) -> str:
+    """A default as a user would type it: paths and strings bare, None as 'none'."""
+    from pathlib import PurePath
+
+    if isinstance(value, PurePath | str):
+        return str(value)
+    if value is None:
+        return "none"
+    if isinstance(value, tuple) and not value:
+        return "none"
+    return repr(value)
 
 
 class _Bad(Exception):

@@ -398,7 +398,18 @@ def _load() -> None:
 
 
 def get(name: str) -> MeasureSpec:
-    """Return the spec for ``name``; unknown names raise listing close matches."""
+    """Return the spec for ``name``; unknown names raise listing close matches.
+
+    Parameters
+    ----------
+    name : str
+        A registered measure name (``list_measures()``).
+
+    Returns
+    -------
+    MeasureSpec
+        The function (``fn``), family, kind, defaults and capabilities.
+    """
     _load()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
@@ -410,7 +421,18 @@ def get(name: str) -> MeasureSpec:
 
 
 def names(*, family: str | None = None, kind: Kind | None = None) -> list[str]:
-    """Registered measure names, optionally filtered by family or kind, sorted."""
+    """Registered measure names, optionally filtered by family or kind, sorted.
+
+    Parameters
+    ----------
+    family : str, optional
+        Only this family ('dimension', 'spectrum', 'similarity', ...).
+    kind : {'single', 'pair'}, optional
+
+    Returns
+    -------
+    list of str
+    """
     return [s.name for s in specs(family=family, kind=kind)]
 
 

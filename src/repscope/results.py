@@ -32,13 +32,21 @@ _RESULT_TYPES: dict[str, type[Estimate]] = {}
 T = TypeVar("T", bound=type)
 
 
+def _short_repr(self: Any) -> str:
+    from repscope._arrays import short_repr
+
+    return short_repr(self)
+
+
 def result_type(cls: T) -> T:
     """Register a result dataclass so it survives a JSON round-trip.
 
     Apply it outside ``@dataclass``; it keeps :class:`Estimate`'s array-aware equality, which
-    ``@dataclass`` would otherwise replace in subclasses.
+    ``@dataclass`` would otherwise replace in subclasses, and gives the class a short repr
+    (arrays summarised by shape, dtype and range: :func:`repscope._arrays.short_repr`).
     """
     _RESULT_TYPES[cls.__name__] = cls
+    cls.__repr__ = _short_repr  # type: ignore[attr-defined,method-assign]
     base_eq = globals().get("Estimate")
     if base_eq is not None and cls is not base_eq and "__eq__" in cls.__dict__:
         cls.__eq__ = base_eq.__eq__  # type: ignore[attr-defined]

@@ -50,8 +50,10 @@ __all__ = [
     "ResultsDBError",
     "decode_json_columns",
     "export_results",
+    "load_findings",
     "load_results",
     "load_runs",
+    "tidy_results",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,28 @@ RUN_COLUMNS: dict[str, str] = {
     "plan": "JSON",  # the resolved plan
     "provenance": "JSON",  # model, data, hashes, versions, machine
 }
+
+
+FINDING_COLUMNS: dict[str, str] = {
+    "key": "VARCHAR PRIMARY KEY",  # hash(source_id, rows_hash, layer, check_name)
+    "run_id": "VARCHAR",  # the run that made the check
+    "source_id": "VARCHAR",
+    "rows_hash": "VARCHAR",
+    "checkpoint": "VARCHAR",
+    "layer": "VARCHAR",
+    "layer_index": "INTEGER",
+    "check_name": "VARCHAR",  # 'massive_activations'
+    "warn": "BOOLEAN",  # whether the check warns
+    "coordinate": "INTEGER",  # the coordinate with the largest variance share
+    "variance_share": "DOUBLE",  # its share of the layer's total variance
+    "max_abs": "DOUBLE",  # largest |x| among the flagged coordinates
+    "n_massive_rows": "BIGINT",
+    "n": "BIGINT",  # rows checked
+    "exclude_positions": "VARCHAR",  # suggested positions, comma-separated ('' = none)
+    "message": "VARCHAR",  # one line for people
+    "detail": "JSON",  # the full finding (every flagged coordinate, positions, token ids)
+}
+"""One row per (layer, check) of the data checks made before measuring (``findings`` table)."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +384,21 @@ class ResultsDB:
                 [finished_at, status, n_done, n_failed, run_id],
             )
 
+    def write_findings(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert or replace data-check rows (see :data:`FINDING_COLUMNS`); return count."""
+        if not rows:
+            return 0
+        cols = list(FINDING_COLUMNS)
+        bad = sorted({c for r in rows for c in r} - set(cols))
+        if bad:
+            raise ValueError(f"Unknown finding column(s) {bad}; known: {cols}.")
+        marks = ", ".join("?" for _ in cols)
+        with self.connect(write=True) as con:
+            con.executemany(f"INSERT OR REPLACE INTO findings ({', '.join(cols)}) "
+                            f"VALUES ({marks})", [tuple(_to_db(r.get(c)) for c in cols)
+                                                  for r in rows])
+        return len(rows)
+
     # -- reads --------------------------------------------------------------------------------
 
     def done_keys(self, keys: Iterable[str] | None = None) -> set[str]:
@@ -404,7 +443,8 @@ def _has_table(con: Any, name: str) -> bool:
 
 
 def _ensure_schema(con: Any) -> None:
-    for table, columns in (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS)):
+    for table, columns in (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS),
+                           ("findings", FINDING_COLUMNS)):
         body = ", ".join(f"{c} {t}" for c, t in columns.items())
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
         have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
@@ -432,6 +472,19 @@ def load_results(path: str | Path, *, status: str | None = "ok",
     ``status`` ('ok', 'error' or None for all), ``measure`` and ``layer``. Rows are sorted by
     measure, variant and layer order. ``params``, ``diagnostics`` and ``extra`` stay JSON text;
     :func:`decode_json_columns` turns them into Python objects.
+
+    Parameters
+    ----------
+    path : path
+        A ``.duckdb`` file or the directory ``repscope analyze`` wrote.
+    status : {'ok', 'error'} or None, default 'ok'
+    measure, layer : str, optional
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per result, columns :data:`RESULT_COLUMNS` (:func:`tidy_results` for a tidy
+        frame with p-values as columns).
     """
     db = ResultsDB.at(path)
     where, args = [], []
@@ -460,6 +513,66 @@ def load_runs(path: str | Path) -> Any:
 
             return pd.DataFrame(columns=list(RUN_COLUMNS))
         return con.execute("SELECT * FROM runs ORDER BY started_at").df()
+
+
+TIDY_COLUMNS = ("checkpoint", "layer", "layer_b", "measure", "variant", "family", "kind",
+                "value", "stderr", "ci_low", "ci_high", "n", "p_value", "calibrated",
+                "null_mean", "n_perm", "status", "seconds", "key")
+"Columns of :func:`tidy_results`, in order."
+
+
+def tidy_results(df: Any) -> Any:
+    """One tidy frame from :func:`load_results` rows: a result per row, its value, interval
+    (``stderr``, ``ci_low``, ``ci_high``), permutation ``p_value``, ``calibrated`` score
+    (value minus the permutation null's mean) and ``null_mean`` / ``n_perm`` as plain columns
+    (NaN where absent), in :data:`TIDY_COLUMNS` order, layers in store order."""
+    import pandas as pd
+
+    extra = [json.loads(v) if isinstance(v, str) else (v if isinstance(v, Mapping) else {})
+             for v in df.get("extra", pd.Series([None] * len(df), dtype=object))]
+    out = df.reset_index(drop=True).copy()
+    for col in ("p_value", "calibrated", "null_mean", "n_perm"):
+        out[col] = pd.to_numeric(pd.Series([_number(e.get(col)) for e in extra], dtype=object),
+                                 errors="coerce")
+    for col in TIDY_COLUMNS:
+        if col not in out:
+            out[col] = None
+    if "layer_index" in out:
+        out = out.sort_values(["measure", "variant", "layer_index", "layer_b_index"],
+                              na_position="first", kind="stable")
+    return out[list(TIDY_COLUMNS)].reset_index(drop=True)
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def load_findings(path: str | Path, *, warn_only: bool = False) -> Any:
+    """The ``findings`` table (data checks such as massive activations) as a DataFrame.
+
+    One row per (store, rows, layer, check), ordered by layer; ``detail`` stays JSON text.
+    ``warn_only`` keeps the rows that warn.
+
+    Parameters
+    ----------
+    path : path
+        A ``.duckdb`` file or the directory ``repscope analyze`` wrote.
+    warn_only : bool, default False
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`FINDING_COLUMNS`.
+    """
+    db = ResultsDB.at(path)
+    with db.connect(write=False) as con:
+        if not _has_table(con, "findings"):
+            import pandas as pd
+
+            return pd.DataFrame(columns=list(FINDING_COLUMNS))
+        where = " WHERE warn" if warn_only else ""
+        return con.execute(f"SELECT * FROM findings{where} "
+                           f"ORDER BY checkpoint NULLS FIRST, layer_index, check_name").df()
 
 
 def decode_json_columns(df: Any, columns: Sequence[str] = ("params", "diagnostics", "extra")) -> Any:

@@ -135,6 +135,10 @@ class AnalyzeConfig:
         "Seconds one task attempt may run before it is stopped and counted as failed "
         "(process/ray executors)."))
     report: bool = field(default=True, metadata=_help("Write report.html after the run."))
+    dry_run: bool = field(default=False, metadata=_help(
+        "Print the plan and its estimated time and peak memory (measures timed on a few rows "
+        "of the store on this machine), then stop: nothing is computed or written but plan.json. "
+        "Needs a store: --store, or OUT/store from an earlier run."))
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,37 @@ class AnalysisRun:
     seconds: float
     plans: tuple[Plan, ...] = dataclasses.field(default=(), repr=False)
     "One plan per checkpoint in a checkpoint sweep (``plan`` is the last); else ``(plan,)``."
+    estimate: Any = dataclasses.field(default=None, repr=False)
+    "The preflight :class:`~repscope.analysis.preflight.PlanEstimate` (None when not made)."
+    findings: tuple[Mapping[str, Any], ...] = dataclasses.field(default=(), repr=False)
+    "Data checks of this run, one per layer (and checkpoint): the ``findings`` table's rows."
+
+    def to_pandas(self, *, status: str | None = "ok") -> Any:
+        """This run's results as one tidy pandas DataFrame, a result per row.
+
+        Parameters
+        ----------
+        status : {'ok', 'error'} or None, default 'ok'
+            Keep the results with this status (None: all).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`repscope.analysis.db.TIDY_COLUMNS`: checkpoint, layer, layer_b,
+            measure, variant, family, kind, value, stderr, ci_low, ci_high, n, p_value,
+            calibrated, null_mean, n_perm, status, seconds, key; the results of every store and
+            row selection this run planned (computed now or found in the database).
+        """
+        from repscope.analysis.db import load_results, tidy_results
+
+        df = load_results(self.db_path, status=status)
+        keys = {it.key for p in (self.plans or (self.plan,)) for _, it in p.items()}
+        return tidy_results(df[df["key"].isin(keys)])
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """One line per layer whose data check warns (massive activations, dominant coordinates)."""
+        return tuple(f["message"] for f in self.findings if f.get("warn"))
 
 
 # -- worker side -------------------------------------------------------------------------------
@@ -439,12 +470,31 @@ def run_analysis(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = N
     :func:`repscope.pipeline.analyze`, which supplies the HTML report). Raises
     :class:`~repscope.analysis.plan.PlanError` for an invalid config before any capture or
     measurement. Failing measures do not raise: they are recorded with their error.
+
+    Parameters
+    ----------
+    cfg : AnalyzeConfig
+        Source (model + corpus, or ``store``), layers, rows, measures, execution, output.
+    progress : bool, default False
+        Show the capture / measures progress bars and stage lines.
+    console : rich.console.Console, optional
+        Where the progress goes (default: stderr).
+    write_report : callable, optional
+        ``write_report(db_path, html_path) -> path``; required when ``cfg.report``.
+
+    Returns
+    -------
+    AnalysisRun
+        Where the database, plan and report are, counts of computed / cached / failed results,
+        the data checks (``findings``, ``warnings``) and ``to_pandas()`` for the results.
     """
     if cfg.report and write_report is None:
         raise ValueError("run_analysis: cfg.report is true but no 'write_report' was given; "
                          "call repscope.pipeline.analyze, or set report=False.")
     t_start = time.perf_counter()
     measures, skipped = check_config(cfg)
+    if cfg.dry_run:
+        cfg = _dry_run_source(cfg)
     out = check_output_dir(Path(cfg.out), "out", "analyze")
     remove_stale_temporaries(out, lambda name: name in ("plan.json", "report.html"))
     sources = _sources(cfg, progress)
@@ -476,8 +526,26 @@ def run_analysis(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = N
          f"{len(plan.measures)} measures -> {len(all_items)} results "
          f"({len(done)} already in {db.path.name}, {n_todo} to compute) on the "
          f"{cfg.executor} executor")
+    estimate = None
+    if (progress or cfg.dry_run) and pending:
+        from repscope.analysis.preflight import estimate as estimate_plan
+
+        estimate = estimate_plan(plan, store, pending, permutations=cfg.permutations)
+        for line in estimate.lines():
+            _say(progress, console, line)
+    if cfg.dry_run:
+        return AnalysisRun("dry-run", out, db.path, None, plan_path, plan,
+                           n_results=len(all_items), n_cached=len(done), n_computed=0,
+                           n_failed=0, seconds=time.perf_counter() - t_start, plans=plans,
+                           estimate=estimate)
+    refiner = None
+    if estimate is not None:
+        from repscope.analysis.preflight import Refiner, format_seconds
+
+        refiner = Refiner(estimate.seconds, n_todo)
     run_id = f"{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     db.start_run(run_id, plan_dict, provenance(plan, store), n_todo, _now())
+    findings = _data_checks(plans, sources, run_id, db)
     by_measure = {m.name: m for m in measures}
     completers = {t.key: _run_fields(p, run_id, by_measure) for p in plans for t in p.tasks}
     n_ok = n_failed = 0
@@ -485,13 +553,19 @@ def run_analysis(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = N
     try:
         with ProgressBar(n_todo, "[bold]measures[/] {task.description}", enabled=progress,
                          console=console) as bar:
+            t_task = time.perf_counter()
             for task, rows in _execute(cfg, pending):
                 complete = completers[task.key]  # pending tasks keep their plan key
                 rows = [complete(r) for r in rows]
                 db.write_results(rows, publish="due")
                 n_ok += sum(r["status"] == "ok" for r in rows)
                 n_failed += sum(r["status"] != "ok" for r in rows)
-                bar.update(advance=len(rows), description=task.label)
+                label = task.label
+                if refiner is not None:  # the estimate, refined by what the tasks took
+                    left = refiner.update(len(rows), time.perf_counter() - t_task)
+                    label += f" (~{format_seconds(left)} left)"
+                t_task = time.perf_counter()
+                bar.update(advance=len(rows), description=label)
         status = "done"
     finally:
         try:
@@ -512,7 +586,42 @@ def run_analysis(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = N
             report_path = write_report(db.path, out / "report.html")
     return AnalysisRun(run_id, out, db.path, report_path, plan_path, plan,
                        n_results=len(all_items), n_cached=len(done), n_computed=n_ok,
-                       n_failed=n_failed, seconds=time.perf_counter() - t_start, plans=plans)
+                       n_failed=n_failed, seconds=time.perf_counter() - t_start, plans=plans,
+                       estimate=estimate, findings=tuple(findings))
+
+
+def _dry_run_source(cfg: AnalyzeConfig) -> AnalyzeConfig:
+    """A dry run reads a store, never captures: --store, or OUT/store from an earlier run."""
+    from repscope.errors import UsageError
+
+    if cfg.store is not None:
+        return cfg
+    if cfg.checkpoints is not None:
+        raise UsageError("The 'dry_run' option cannot estimate a checkpoint sweep (each "
+                         "checkpoint needs a capture); run it on one captured store with --store.")
+    path = Path(cfg.out) / "store"
+    try:
+        _store_class().open(path)
+    except Exception:  # noqa: BLE001 (missing or incomplete: the same advice)
+        raise UsageError(f"The 'dry_run' option needs a store to time the measures on: pass "
+                         f"--store, or capture first ('repscope capture --out {path}'); "
+                         f"{str(path)!r} holds no complete store.") from None
+    return dataclasses.replace(cfg, store=path)
+
+
+def _data_checks(plans: tuple[Plan, ...], sources: list[Any], run_id: str,
+                 db: ResultsDB) -> list[dict[str, Any]]:
+    """Massive activations / outlier coordinates of every planned layer, into ``findings``."""
+    from repscope.analysis.checks import check_plan, summary_line
+
+    findings = []
+    for p, s in zip(plans, sources, strict=True):
+        findings.extend(check_plan(p, s.store, run_id))
+    db.write_findings(findings)
+    line = summary_line(findings)
+    if line is not None:
+        log.warning(line)
+    return findings
 
 
 def _say(progress: bool, console: Any, message: str) -> None:

@@ -53,7 +53,8 @@ class CaptureConfig:
         "help": "Leave the tokenizer's special tokens ([CLS], [SEP], <s>, ...) out of the rows "
                 "and the pooling (by default mean pooling includes them)."})
     max_docs: int | None = field(default=None, metadata={
-        "help": "Capture a seeded random subset of this many documents (kept in corpus order)."})
+        "help": "Capture a seeded random subset of this many documents (kept in corpus order); "
+                "None: every document."})
     shard_rows: int = field(default=8192, metadata={"help": "Rows per shard file."})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda."})
     seed: int = field(default=0, metadata={"help": "Seed of the max_docs document subset."})
@@ -198,18 +199,32 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
     padded on the right; ``max_length`` is checked against the model's position limit before
     anything is written.
 
-    Args:
-        progress: show a rich progress bar on stderr.
-        loaded: an already loaded ``(model, tokenizer, model_id, weights_hash)``, as returned
-            by :func:`repscope.data.models.load_model` (skips loading ``cfg.model``).
-        stats: if given, a :class:`CaptureStats` is appended to it.
-        model: any ``torch.nn.Module`` to capture instead of ``cfg.model``, with either a
-            ``tokenizer`` (Hugging Face style; documents from ``cfg.corpus``) or ``batches``.
-        batches: an iterable of dicts with ``input_ids`` ``(b, t)`` and ``attention_mask``
-            (left or right padding) and any other model inputs; materialised once (its hash is
-            the store's data identity). Each sequence is a document (``doc_id`` counts them).
-        model_id: the id recorded for ``model`` (default: its class); its weights hash is the
-            sha256 of its state dict.
+    Parameters
+    ----------
+    cfg : CaptureConfig
+        Model, corpus, layers, pooling, token selection, output directory.
+    progress : bool, default True
+        Show the progress bar.
+    loaded : tuple, optional
+        An already loaded ``(model, tokenizer, model_id, weights_hash)``, as returned by
+        :func:`repscope.data.models.load_model` (skips loading ``cfg.model``).
+    stats : list, optional
+        If given, a :class:`CaptureStats` is appended to it.
+    model, tokenizer : optional
+        Any ``torch.nn.Module`` to capture instead of ``cfg.model``, with either a
+        ``tokenizer`` (Hugging Face style; documents from ``cfg.corpus``) or ``batches``.
+    batches : iterable of dicts, optional
+        Dicts with ``input_ids`` ``(b, t)`` and ``attention_mask`` (left or right padding) and
+        any other model inputs; materialised once (its hash is the store's data identity).
+        Each sequence is a document (``doc_id`` counts them).
+    model_id : str, optional
+        The id recorded for ``model`` (default: its class); its weights hash is the sha256 of
+        its state dict.
+
+    Returns
+    -------
+    ActivationStore
+        The complete store at ``cfg.out``.
     """
     import torch
 

@@ -69,7 +69,15 @@ class _LazyGroup(click.Group):
 @click.option("--debug", is_flag=True, default=False,
               help="Show the traceback of an error (also: REPSCOPE_DEBUG=1).")
 def app(verbose: int, debug: bool) -> None:
-    """repscope: capture activations and measure representation geometry."""
+    """repscope: capture activations and measure representation geometry.
+
+    \b
+    Examples:
+      repscope analyze --max-docs 20                # capture MiniLM, measure, report
+      repscope analyze --model smollm2 --layers 'model.layers.*' --exclude-positions 0
+      repscope results repscope-out --findings      # massive activations per layer
+      repscope COMMAND --help                       # each command's options and examples
+    """
     from repscope.cli._errors import DEBUG
 
     DEBUG["on"] = debug

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from repscope.analysis.plan import AnalyzeConfig
+from repscope.cli._types import int_or_all
 from repscope.config import cli_options, with_config
 from repscope.errors import UserError
 
@@ -113,6 +114,10 @@ class _MaxRows(click.ParamType):
                   param, ctx)
 
 
+MAX_DOCS_HELP = ("Documents to capture from the corpus, a seeded subset kept in corpus order; "
+                 "'all' captures every document (in a config file: max_docs: all, or null). "
+                 "[default: 40, a quick first run; 'repscope capture' captures all]")
+
 ALL_ROWS = "all"
 "What ``--max-rows all`` parses to; the config then gets ``max_rows=None``."
 
@@ -130,8 +135,9 @@ def _all_rows_option(fn: Any) -> Any:
 
 
 @click.command()
-@with_config(AnalyzeConfig, symbols={"max_rows": {ALL_ROWS: None}})
+@with_config(AnalyzeConfig, symbols={"max_rows": {ALL_ROWS: None}, "max_docs": {ALL_ROWS: None}})
 @_all_rows_option
+@int_or_all("max_docs", 1, MAX_DOCS_HELP)
 @cli_options(AnalyzeConfig)
 def analyze(cfg: AnalyzeConfig) -> None:
     """Capture (or open a store), measure every layer, write results.duckdb and report.html.
@@ -141,12 +147,28 @@ def analyze(cfg: AnalyzeConfig) -> None:
     the database; an interrupted run resumes. Exit code: 0 when every result was computed,
     1 when a task failed or the run stopped (a one-line summary says which), 2 for a usage
     error (an option or config value refused before any work).
+
+    Before the measures run, a preflight prints their estimated time and peak memory (each
+    measure timed on a few rows of the store on this machine), refined while the run goes;
+    --dry-run prints the plan and the estimate only.
+
+    \b
+    Examples:
+      repscope analyze --max-docs 20                      # MiniLM on pydoc, default panel
+      repscope analyze --model smollm2 --layers 'model.layers.*' --exclude-positions 0
+      repscope analyze --store runs/smol/store --measures participation_ratio --pairs none
+      repscope analyze --store runs/smol/store --permutations 200 --dry-run
     """
     from repscope.pipeline import analyze as run_analysis
 
     console = _console()
     run = run_analysis(cfg, progress=True, console=console)
+    if cfg.dry_run:
+        console.print(f"dry run: {run.n_results - run.n_cached} result(s) would be computed "
+                      f"({run.n_cached} already present); plan: {run.plan_path}")
+        return
     console.print(_summary_table(run.db_path, run.plan, console.width))
+    _print_data_checks(console, run)
     if len(run.plans) > 1:
         steps = ", ".join(f"{p.source.get('checkpoint')}" for p in run.plans)
         console.print(f"checkpoint sweep over {len(run.plans)} checkpoints ({steps}); the "
@@ -163,6 +185,45 @@ def analyze(cfg: AnalyzeConfig) -> None:
     if run.n_failed:
         raise UserError(_failure_summary(run.db_path, run.run_id, run.n_failed,
                                          run.n_computed + run.n_failed))
+
+
+def _print_data_checks(console: Any, run: Any) -> None:
+    """The massive-activation warning: one summary line, then the worst layers (at most 3)."""
+    from rich.markup import escape
+
+    from repscope.analysis.checks import summary_line
+
+    line = summary_line(run.findings)
+    if line is None:
+        return
+    console.print(f"[bold yellow]warning:[/] {escape(line)}")
+    worst = sorted((f for f in run.findings if f.get("warn")),
+                   key=lambda f: -f["variance_share"])[:3]
+    for f in worst:
+        console.print(f"  {escape(f['message'])}")
+    console.print(f"  (every layer: 'repscope results {run.out} --findings'; "
+                  f"the report's 'Data checks' section)")
+
+
+def _print_findings(db: Path, layer: str | None) -> None:
+    """``repscope results DB --findings``: one line per layer and check."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from repscope.analysis.db import load_findings
+
+    df = load_findings(db)
+    if layer is not None:
+        df = df[df["layer"] == layer]
+    table = Table(title=f"{len(df)} data check(s)", header_style="bold")
+    for col in ("layer", "check", "warn", "coordinate", "share", "max |x|", "exclude"):
+        table.add_column(col, justify="right" if col in ("coordinate", "share", "max |x|")
+                         else "left")
+    for r in df.itertuples():
+        table.add_row(_text(r.layer), _text(r.check_name), "yes" if r.warn else "no",
+                      str(int(r.coordinate)), f"{r.variance_share:.1%}", _fmt(r.max_abs),
+                      escape(_text(r.exclude_positions)))
+    _console().print(table)
 
 
 def _failure_summary(db_path: Path, run_id: str, n_failed: int, n_run: int) -> str:
@@ -190,7 +251,13 @@ def _failure_summary(db_path: Path, run_id: str, n_failed: int, n_run: int) -> s
               help="HTML file to write (default: report.html next to the database).")
 @click.option("--run-id", default=None, help="Report this run (default: the latest).")
 def report(results: Path, out: Path | None, run_id: str | None) -> None:
-    """Regenerate the HTML report from a results directory or .duckdb file."""
+    """Regenerate the HTML report from a results directory or .duckdb file.
+
+    \b
+    Examples:
+      repscope report repscope-out
+      repscope report repscope-out/results.duckdb --out paper/report.html
+    """
     from repscope.report.html import write_report
 
     path = write_report(results, out, run_id=run_id)  # errors: one line (repscope.cli._errors)
@@ -210,7 +277,13 @@ def report(results: Path, out: Path | None, run_id: str | None) -> None:
                    "(default: the last).")
 def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: str | None,
          checkpoint: str | None) -> None:
-    """Write static figures (matplotlib) for papers from a results directory or .duckdb file."""
+    """Write static figures (matplotlib) for papers from a results directory or .duckdb file.
+
+    \b
+    Examples:
+      repscope plot repscope-out
+      repscope plot repscope-out --format pdf --out-dir paper/figures
+    """
     from repscope.analysis.db import ResultsDB
     from repscope.report.figures import write_figures
 
@@ -231,13 +304,28 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: 
 @click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write the selected rows to a .parquet or .csv file.")
 @click.option("--limit", type=int, default=200, show_default=True, help="Rows to print.")
+@click.option("--findings", is_flag=True, default=False,
+              help="Print the data checks (massive activations, dominant coordinates per layer) "
+                   "instead of the results.")
 def results(db: Path, measure: str | None, layer: str | None, status: str,
-            export: Path | None, limit: int) -> None:
-    """Print results from a database (a results directory or .duckdb file), or export them."""
+            export: Path | None, limit: int, findings: bool) -> None:
+    """Print results from a database (a results directory or .duckdb file), or export them.
+
+    \b
+    Examples:
+      repscope results repscope-out --measure participation_ratio
+      repscope results repscope-out --findings          # massive activations per layer
+      repscope results repscope-out --status error
+      repscope results repscope-out --export results.parquet
+    """
     from rich.markup import escape
     from rich.table import Table
 
     from repscope.analysis.db import load_results
+
+    if findings:
+        _print_findings(db, layer)
+        return
 
     df = load_results(db, status=None if status == "any" else status, measure=measure,
                       layer=layer)

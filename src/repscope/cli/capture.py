@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from repscope.capture.run import CaptureConfig
+from repscope.cli._types import ALL, int_or_all
 from repscope.config import cli_options, with_config
 
 
@@ -20,14 +21,25 @@ def _size(n: float) -> str:
 
 
 @click.command()
-@with_config(CaptureConfig)
+@with_config(CaptureConfig, symbols={"max_docs": {ALL: None}})
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@int_or_all("max_docs", 1, "Documents to capture from the corpus, a seeded subset kept in corpus "
+                          "order; 'all' captures every document (in a config file: max_docs: "
+                          "all, or null). [default: all; 'repscope analyze' takes 40]")
 @cli_options(CaptureConfig)
 def capture(cfg: CaptureConfig, progress: bool) -> None:
     """Capture activations of a model over a corpus into an ActivationStore.
 
     Defaults: the bundled all-MiniLM-L6-v2, Python's documentation topics, the embeddings plus
     every block, one row per token. Re-running the same command resumes an interrupted capture.
+
+    \b
+    Examples:
+      repscope capture                                  # MiniLM, pydoc, all layers, token rows
+      repscope capture --pooling mean --max-docs 200 --out runs/mean
+      repscope capture --model smollm2 --layers 'model.layers.*' --exclude-positions 0 \\
+                       --out runs/smol
+      repscope capture --model path/to/model.gguf --corpus texts.jsonl --out runs/mine
     """
     from rich.console import Console
     from rich.table import Table
@@ -86,7 +98,13 @@ def _token_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
 @click.option("--verify/--no-verify", default=True,
               help="Check the sha256 of every shard file (reads the whole store).")
 def info(store_path: Path, verify: bool) -> None:
-    """Describe an ActivationStore: provenance, layers, rows, shards and integrity."""
+    """Describe an ActivationStore: provenance, layers, rows, shards and integrity.
+
+    \b
+    Examples:
+      repscope info repscope-out/store
+      repscope info runs/smol/store --no-verify   # skip the sha256 check
+    """
     from rich.console import Console
     from rich.table import Table
 

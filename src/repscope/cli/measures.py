@@ -13,7 +13,13 @@ from repscope.config import with_config
 @click.option("--family", default=None, type=click.Choice(list(registry.FAMILIES)),
               help="Only this family.")
 def measures(family: str | None) -> None:
-    """List registered measures with their family, kind, capabilities and description."""
+    """List registered measures with their family, kind, capabilities and description.
+
+    \b
+    Examples:
+      repscope measures
+      repscope measures --family similarity
+    """
     from rich.console import Console
     from rich.table import Table
 

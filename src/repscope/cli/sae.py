@@ -1,4 +1,4 @@
-"""``repscope sae train|inspect|export|splice``: sparse autoencoders on a store layer."""
+"""``repscope sae train|inspect|export``: sparse autoencoders on a store layer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from repscope.dictionaries.train import TrainConfig
 
 @click.group()
 def sae() -> None:
-    """Train, evaluate and inspect sparse autoencoders on ActivationStore layers."""
+    """Train, evaluate and inspect sparse autoencoders on ActivationStore layers.
+
+    \b
+    Examples:
+      repscope sae train --store repscope-out/store --layer encoder.layer.3 --out runs/sae
+      repscope sae inspect runs/sae --store repscope-out/store
+      repscope sae export runs/sae --format saelens --out runs/sae-lens
+    """
 
 
 def _open_store(path: Path) -> Any:
@@ -65,19 +72,40 @@ def _write_error(exc: OSError, out_dir: Path) -> click.ClickException:
               help="Held-out rows sampled for the evaluation.")
 @click.option("--resume/--no-resume", default=True, help="Continue from the training state in --out if present.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Print the resolved plan and its estimated time and peak memory (a few steps "
+                   "timed on this machine), then stop.")
 @cli_options(TrainConfig)
 def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_rows: int,
-          resume: bool, progress: bool) -> None:
-    """Train a sparse autoencoder on one layer of a store (resumable)."""
+          resume: bool, progress: bool, dry_run: bool) -> None:
+    """Train a sparse autoencoder on one layer of a store (resumable).
+
+    Before training, a preflight refuses a batch larger than the training rows or far more
+    latents than rows, and prints the estimated time and peak memory.
+
+    \b
+    Examples:
+      repscope sae train --store repscope-out/store --layer encoder.layer.3 --out runs/sae
+      repscope sae train --store runs/smol/store --layer model.layers.12 --out runs/sae12 \\
+                         --architecture batchtopk --k 32 --expansion 8 --dry-run
+    """
     from rich.console import Console
 
     from repscope._io import atomic_write_text
     from repscope.capture import StoreError
     from repscope.dictionaries.evaluate import evaluate_sae
+    from repscope.dictionaries.preflight import sae_preflight
     from repscope.dictionaries.train import train_sae
+    from repscope.errors import UsageError
 
     try:
         store = _open_store(store_path)
+        if layer in store.layers:  # an unknown layer: train_sae's own error names the layers
+            plan = sae_preflight(cfg, int(store.n_rows), int(store.dim(layer)))
+            for line in plan.lines():
+                Console(stderr=True).print(line)
+            if dry_run:
+                return
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: data parallel
             from repscope.dictionaries.distributed import train_sae_distributed
 
@@ -94,6 +122,8 @@ def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_ro
         split = "held-out" if held else "train (in-sample: no rows were held out)"
         ev = evaluate_sae(result.sae, store.read(layer, rows), split=split)
         atomic_write_text(out_dir / "eval.json", ev.to_json())
+    except UsageError:
+        raise
     except (StoreError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
@@ -122,7 +152,13 @@ def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_ro
                    "link to it. Automatic when --out lies inside such a directory.")
 def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path | None,
             n_features: int, n_top: int, max_rows: int, report_path: Path | None) -> None:
-    """Write a self-contained HTML page with each latent's top-activating tokens."""
+    """Write a self-contained HTML page with each latent's top-activating tokens.
+
+    \b
+    Examples:
+      repscope sae inspect runs/sae --store repscope-out/store
+      repscope sae inspect runs/sae --store repscope-out/store --report repscope-out
+    """
     import numpy as np
     from rich.console import Console
 
@@ -198,7 +234,12 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
                    "or repscope's.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Directory to write.")
 def export(sae_dir: Path, fmt: str, out_dir: Path) -> None:
-    """Write a saved SAE (any readable layout) in another library's layout."""
+    """Write a saved SAE (any readable layout) in another library's layout.
+
+    \b
+    Examples:
+      repscope sae export runs/sae --format saelens --out runs/sae-lens
+    """
     from rich.console import Console
 
     from repscope.dictionaries.io import load_sae, read_cfg, save_sae

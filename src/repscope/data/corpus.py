@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,16 @@ class Corpus:
 
     def __len__(self) -> int:
         return len(self.documents)
+
+    def __iter__(self) -> Iterator[str]:
+        """The documents, in order (``for doc in load_corpus(): ...``)."""
+        return iter(self.documents)
+
+    def __getitem__(self, i: int) -> str:
+        return self.documents[i]
+
+    def __repr__(self) -> str:
+        return f"Corpus(id={self.id!r}, documents={len(self.documents)}, hash={self.hash[:12]!r})"
 
 
 def _hash_documents(documents: list[str]) -> str:

@@ -291,7 +291,28 @@ def train_sae(
     loss; the full set on logging steps). Writing errors (full disk, read-only directory) are
     raised as ``OSError``; the last checkpoint stays intact and a rerun resumes from it.
     ``parallel``: set by :func:`repscope.dictionaries.distributed.train_sae_distributed`
-    (this process's share of each batch, gradient all-reduce); None trains in one process."""
+    (this process's share of each batch, gradient all-reduce); None trains in one process.
+
+    Parameters
+    ----------
+    data : array of shape (n, d), tensor, or ActivationStore
+        The activations (a store needs ``layer``).
+    cfg : TrainConfig
+        Architecture, width, sparsity, schedule, seed.
+    layer : str, optional
+        The store layer to train on.
+    out_dir : path, optional
+        Checkpoint directory (resumable).
+    resume : bool, default True
+    progress : bool, default False
+    callback : callable, optional
+        ``callback(step, metrics)`` after every step.
+
+    Returns
+    -------
+    TrainResult
+        The trained autoencoder, its resolved settings and the training history.
+    """
     par = parallel if parallel is not None else _ONE_PROCESS
     full = as_source(data, layer, "train_sae")
     check_float(cfg.holdout_fraction, "holdout_fraction", "train_sae", low=0.0, high=1.0, high_inclusive=False)

@@ -35,6 +35,12 @@ class DuplicateReport:
     Row indices refer to the input ``X``; "kept" rows are the ones the neighbour table is over.
     """
 
+    def __repr__(self) -> str:
+        """Arrays summarised by shape, dtype and range (a table prints in a few lines)."""
+        from repscope._arrays import short_repr
+
+        return short_repr(self)
+
     policy: str
     "'drop', 'weight', 'raise' or 'keep'."
     tol: float

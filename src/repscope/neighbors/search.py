@@ -50,6 +50,12 @@ STRATEGIES = ("auto", "brute", "lowrank")
 class Neighbors:
     """A k-nearest-neighbour table over the kept rows of X (self excluded, nearest first)."""
 
+    def __repr__(self) -> str:
+        """Arrays summarised by shape, dtype and range (a table prints in a few lines)."""
+        from repscope._arrays import short_repr
+
+        return short_repr(self)
+
     indices: np.ndarray
     "(n_kept, k) int64 positions into ``duplicates.kept`` (equal to rows of X when none dropped)."
     distances: np.ndarray
@@ -143,6 +149,12 @@ def knn(
         ``"auto"`` (default) uses ``"lowrank"`` when the spectrum says it pays. All three
         return the same table; the one that ran is ``Neighbors.strategy`` (with ``rank`` and
         ``fallback_fraction``).
+
+    Returns
+    -------
+    Neighbors
+        ``indices`` and ``distances`` of shape ``(n_kept, k)``, nearest first, with the
+        duplicates report and the strategy that ran.
     """
     fn = "knn"
     X = check_array(X, fn, min_samples=2)

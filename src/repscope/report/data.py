@@ -133,6 +133,8 @@ class ReportData:
     "Every successful result (single and pair) for the results table and its CSV."
     used_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     "measure label -> resolved parameters of its calls in this run (for the measures section)."
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    "Data checks of the run's store and rows, one per layer (and checkpoint), layer order."
 
 
 def _label(measure: str, variant: str | None) -> str:
@@ -207,7 +209,23 @@ def gather(db_path: str | Path, run_id: str | None = None) -> ReportData:
         n_results=int(len(ok)), n_other_sources=other, registered=_registered(),
         checkpoints=checkpoints, training=training, views=views, rows=rows,
         used_params=_used_params(rows + [r for v in views for r in v.rows]),
+        findings=_findings(db.path, {source_id, *(c.get("source_id") for c in checkpoints)},
+                           digest),
     )
+
+
+def _findings(db_path: Path, source_ids: set[Any], digest: Any) -> list[dict[str, Any]]:
+    """The ``findings`` rows (data checks) of these stores and rows, detail decoded."""
+    from repscope.analysis.db import load_findings
+
+    df = load_findings(db_path)
+    df = df[df["source_id"].isin(source_ids) & (df["rows_hash"] == digest)]
+    rows = []
+    for r in df.to_dict("records"):
+        r["detail"] = _decode(r.get("detail"))
+        r["warn"] = bool(r.get("warn"))
+        rows.append(r)
+    return rows
 
 
 def _views(ok: Any, checkpoints: list[dict[str, Any]], layers: list[str]) -> list[CheckpointView]:

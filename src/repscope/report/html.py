@@ -51,6 +51,20 @@ def write_report(db_path: str | Path, out: str | Path | None = None, *,
     """Render the database at ``db_path`` (file or results directory) to ``out`` (HTML).
 
     ``out`` defaults to ``report.html`` next to the database. Returns the written path.
+
+    Parameters
+    ----------
+    db_path : path
+        A results directory or ``.duckdb`` file.
+    out : path, optional
+        The HTML file (default ``report.html`` next to the database).
+    run_id : str, optional
+        The run to report (default: the latest).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
     """
     from repscope._io import atomic_write_text
 
@@ -200,6 +214,11 @@ def render_report(data: ReportData, *, feature_pages: Sequence[FeaturePageInfo] 
     from repscope._version import __version__
 
     page = Page()
+    from repscope.report.checks import data_checks_html
+
+    checks = data_checks_html(data.findings)
+    if checks is not None:
+        page.section("checks", "Data checks", checks)
     ranges = matrix_ranges(data.matrices + [m for v in data.views for m in v.matrices])
     _per_checkpoint(page, data, scalar_sections)
     training_section(page, data)

@@ -209,6 +209,27 @@ def intrinsic_dimension(X: ArrayLike, *, max_samples: int = 5000, seed: int = 0,
     Cost: the neighbour table (``k = 20``) and ``O(n k^2 d)`` for the panel; once per ``(n,
     seed)``, the calibration: 216 reference samples, ``~ 2 n min(n, 2500) sum(GRID)``
     multiply-adds (about 1 min on one core at n = 2500, 2 min at 5000); ``max_samples <= 50000``.
+
+    Parameters
+    ----------
+    X : array of shape (n, d)
+        The representation (numpy or torch).
+    max_samples : int, default 5000
+        Rows used at most (a seeded subsample beyond).
+    seed : int, default 0
+        Seeds the subsample and the reference samples.
+    ci_level : float, default 0.95
+        Level of ``ci``.
+    metric : {'euclidean', 'cosine'}, default 'euclidean'
+    duplicates : {'drop', 'raise'}, default 'drop'
+    neighbors : Neighbors, optional
+        A precomputed table from :func:`repscope.knn` on the same rows.
+    device : torch device, optional
+
+    Returns
+    -------
+    IDEstimate
+        ``value`` (calibrated TwoNN), ``stderr``, ``ci``, the panel in ``diagnostics``.
     """
     fn = "intrinsic_dimension"
     X = _check_X(X, fn, MIN_DISTINCT)

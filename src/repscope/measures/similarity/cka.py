@@ -200,6 +200,20 @@ def cka_linear(X: ArrayLike, Y: ArrayLike, *, batch_size: int = 8192,
     unrelated representations; a ``UserWarning`` says so when that exceeds 0.05. Use
     ``cka_linear_debiased`` or a calibrated permutation score when n is not much larger than
     the effective widths.
+
+    Parameters
+    ----------
+    X, Y : arrays of shape (n, d_x) and (n, d_y)
+        Two representations of the same n inputs (numpy or torch).
+    batch_size : int, default 8192
+        Rows per streamed chunk.
+    precision : {'float64', 'mixed'}, default 'float64'
+        Cross-product precision (see above).
+
+    Returns
+    -------
+    Estimate
+        ``value`` in [0, 1]; ``params`` holds the resolved parameters.
     """
     X, Y = check_pair(X, Y, "cka_linear", min_samples=2)
     params = LINEAR_CKA.checked({"batch_size": batch_size, "precision": precision})
