@@ -239,3 +239,32 @@ def test_feature_geometry_end_to_end_on_a_small_sae():
     assert s["windows"] == 60
     assert np.isfinite(s["decoder_alpha"]) and np.isfinite(s["activation_alpha"])
     assert g.crystal_latents.size == 20
+
+
+def test_sae_inspect_geometry_section_and_sidecar(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from repscope.capture import ActivationStore
+    from repscope.cli import app
+    from repscope.dictionaries.io import save_sae
+
+    rng = np.random.default_rng(0)
+    store = tmp_path / "store"
+    with ActivationStore.create(store, layers={"layers.1": 8}, shard_rows=100,
+                                vocab=[f"t{i}" for i in range(20)]) as w:
+        for doc in range(6):
+            w.append({"layers.1": rng.standard_normal((50, 8)).astype(np.float32)},
+                     {"doc_id": np.full(50, doc), "position": np.arange(50),
+                      "token_id": rng.integers(0, 20, 50)}, chunk=doc)
+        w.finish()
+    sae_dir = save_sae(build_sae("topk", 8, 24, k=3, seed=0), tmp_path / "sae", hook_name="layers.1")
+    res = CliRunner().invoke(app, ["sae", "inspect", str(sae_dir), "--store", str(store), "--features", "3",
+                                   "--geometry", "--window", "10", "--lobes", "2"])
+    assert res.exit_code == 0, res.output
+    page = (sae_dir / "features.html").read_text()
+    for part in ("Feature geometry", "lobes-heatmap", "Crystals", "galaxy"):
+        assert part in page
+    side = json.loads((sae_dir / "features.json").read_text())["geometry"]
+    assert side["lobes"] == 2 and side["windows"] == 30
