@@ -1,6 +1,7 @@
 # repscope: the two commands of the README, each doing its own set-up.
 #   make demo   set up .venv and run the main job on the built-in model and corpus
-#   make test   set up .venv and run the whole test suite
+#   make test   set up .venv and run the whole test suite (lint, import layers, doctests, tests)
+#   make test-fast   the inner loop: lint, import layers and the tests not marked slow/browser
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -10,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup bench lint clean
+.PHONY: demo test test-fast setup bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -29,7 +30,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure_browser.sh
 	PY=$(PY) bash scripts/ensure_interop.sh
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900
+	$(MAKE) --no-print-directory lint
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 \
+		--doctest-modules tests src/repscope
+
+test-fast: $(STAMP)
+	$(MAKE) --no-print-directory lint
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 \
+		-m "not slow and not browser" --doctest-modules tests src/repscope
 
 bench: $(STAMP)
 	@echo "See benchmarks/README.md: each benchmark is run on its own, e.g."
@@ -37,6 +45,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .venv-interop $(OUT) test-artifacts .pytest_cache

@@ -6,7 +6,7 @@ Run in a venv that has the competitors (see benchmarks/requirements-similarity.t
     python benchmarks/similarity.py              # the issue's sizes
 
 Sections
-1. 12 x 12 linear CKA matrix, n = 10,000, d = 384: ``repscope.similarity_matrix`` vs a loop of
+1. 12 x 12 linear CKA matrix, n = 10,000, d = 384: ``repscope.measures.similarity.similarity_matrix`` vs a loop of
    netrep ``LinearCKA().score`` (which returns ``arccos(CKA)``; compared as such). netrep builds
    two n x n Gram matrices per pair, so in the full run it is timed on ``--netrep-pairs`` pairs and
    its 66-pair time is extrapolated linearly (stated in the output).
@@ -66,7 +66,7 @@ def timed(fn, *args, **kw):
 
 def bench_cka_matrix(n: int, d: int, layers: int, netrep_pairs: int | None, device: str) -> dict:
     """repscope in float64 and in mixed precision (best of 2 alternating runs each) vs netrep."""
-    from repscope.similarity_matrix import similarity_matrix
+    from repscope.measures.similarity import similarity_matrix
 
     reps = layer_chain(layers, n, d)
     times: dict[str, float] = {"float64": math.inf, "mixed": math.inf}
@@ -159,7 +159,7 @@ def bench_procrustes(n: int, d: int) -> dict:
 
 
 def bench_rsa(n: int, d: int, layers: int) -> dict:
-    from repscope.similarity_matrix import similarity_matrix
+    from repscope.measures.similarity import similarity_matrix
 
     reps = layer_chain(layers, n, d, seed=3)
     M, t_ours = timed(similarity_matrix, reps, "rsa", diagonal=False)

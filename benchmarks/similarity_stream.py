@@ -19,7 +19,7 @@ relative difference of the values from the matrix run.
     python benchmarks/similarity_stream.py --quick    # smoke run: 4 layers x 30,000 x 64
 
 ``--map-compare`` instead times the map step alone on in-memory float32 layers, all pairs of
-``--layers`` layers: one :class:`~repscope.measures._sim_moments.BlockMoments` state (what
+``--layers`` layers: one :class:`~repscope.measures.similarity.moments.BlockMoments` state (what
 ``repscope analyze`` keeps) vs one ``PairMomentsAccumulator`` per unordered pair (the previous
 layout), interleaved A B A B (best of each), and prints both states' float64 sizes, measured
 and, computed only, for a 31-layer x 576 model (SmolLM2-135M) with all pairs.
@@ -97,7 +97,7 @@ def map_compare(layers: int, rows: int, dim: int, batch: int = 65536) -> None:
     """Time the map step over in-memory layers: block state vs per-pair states (A B A B)."""
     import torch
 
-    from repscope.measures._sim_moments import BlockMoments, PairMomentsAccumulator
+    from repscope.measures.similarity.moments import BlockMoments, PairMomentsAccumulator
 
     rng = np.random.default_rng(0)
     names = [f"layer.{i}" for i in range(layers)]

@@ -69,7 +69,7 @@ def register_toys() -> None:
                         diagnostics={"local": local})
 
     @registry.register("_toy_sim", family="similarity", kind="pair", symmetric=True,
-                       higher_is_better=True, bounds=(0.0, 1.0))
+                       higher_is_better=True, bounds=(0.0, 1.0), prepared=None)
     def _toy_sim(X, Y):
         """Linear CKA in feature space (test measure)."""
         A = np.asarray(X, dtype=np.float64)

@@ -12,7 +12,7 @@ import pytest
 
 from repscope.data import manifolds as M
 from repscope.measures import dimension as D
-from repscope.measures._id_core import ess_calibration, ess_local_statistic
+from repscope.measures.dimension._core import ess_calibration, ess_local_statistic
 
 
 def _circle(n, radius=5.0, seed=0):

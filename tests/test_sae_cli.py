@@ -172,7 +172,7 @@ def test_feature_page_link_opens_in_browser(linked):
 
 
 def test_find_feature_pages_reads_only_feature_page_sidecars(tmp_path):
-    from repscope.report.features import FEATURE_PAGE_KIND, find_feature_pages
+    from repscope.feature_pages import FEATURE_PAGE_KIND, find_feature_pages
 
     def page(rel: str, kind: str = FEATURE_PAGE_KIND, html_too: bool = True, **meta):
         p = tmp_path / rel

@@ -258,7 +258,7 @@ def test_cycle_moments_match_brute_force():
     rng = np.random.default_rng(3)
     from itertools import combinations
 
-    from repscope.measures._sim_shape import cycle_moments
+    from repscope.measures.similarity.shape import cycle_moments
 
     X, Y = rng.normal(size=(7, 3)), rng.normal(size=(7, 2))
     ref = 0.0
@@ -400,7 +400,7 @@ def _layer_chain(n_layers=5, n=120, d=12, seed=0):
 
 
 def test_similarity_decreases_with_layer_distance():
-    from repscope.similarity_matrix import similarity_matrix
+    from repscope.measures.similarity import similarity_matrix
 
     reps = _layer_chain()
     m = len(reps)

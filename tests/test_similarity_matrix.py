@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -9,8 +10,7 @@ import pytest
 import torch
 
 from repscope import registry
-from repscope.measures import similarity as sim
-from repscope.similarity_matrix import similarity_matrix
+from repscope.measures.similarity import similarity_matrix
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,15 @@ def test_matrix_equals_pairwise_calls(name, reps):
 
 def test_each_representation_is_prepared_once(reps, monkeypatch):
     calls: list[str] = []
-    orig = sim.PREPARED["cka_linear"]
+    spec = registry.get("cka_linear")
+    orig = spec.prepared
 
     def counting(X, dev, params, name):
         calls.append(name)
         return orig.prepare(X, dev, params, name)
 
-    monkeypatch.setitem(sim.PREPARED, "cka_linear", sim.Prepared(counting, orig.compare))
+    monkeypatch.setitem(registry._REGISTRY, "cka_linear", dataclasses.replace(
+        spec, prepared=registry.Prepared(counting, orig.compare)))
     M = similarity_matrix(reps, "cka_linear")
     assert sorted(calls) == sorted(reps)
     assert len(M.estimates) == 10  # upper triangle with the diagonal
@@ -93,7 +95,7 @@ def test_matrix_validates_parameters_of_prepared_measures(reps):
 
 
 def test_matrix_and_permutation_respect_min_samples():
-    from repscope.stats import permutation_test
+    from repscope.inference import permutation_test
 
     tiny = {"a": np.eye(3), "b": np.eye(3)[::-1].copy()}
     with pytest.raises(ValueError, match="similarity_matrix needs at least 4 samples"):

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from repscope.measures._sim_cka import LinearCKAAccumulator
-from repscope.measures._sim_common import MIXED_CHUNK, cross_products
-from repscope.measures.similarity import cka_linear
-from repscope.similarity_matrix import similarity_matrix
-from repscope.stats import permutation_test
+from repscope.inference import permutation_test
+from repscope.measures.similarity import cka_linear, similarity_matrix
+from repscope.measures.similarity._common import MIXED_CHUNK, cross_products
+from repscope.measures.similarity.cka import LinearCKAAccumulator
 
 
 def _chain(n: int, d: int, layers: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from repscope import stats as rstats
+from repscope import inference as rstats
 from repscope.results import from_json
 
 

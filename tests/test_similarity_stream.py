@@ -15,7 +15,7 @@ import pytest
 
 from repscope import registry
 from repscope.measures import similarity as sim
-from repscope.measures._sim_moments import PairMomentsAccumulator
+from repscope.measures.similarity.moments import PairMomentsAccumulator
 
 # (measure, parameters): every moment-based pair measure, shape_alpha at its three regimes
 CASES = [("cka_linear", {}), ("cca_mean", {}), ("svcca", {}), ("pwcca", {}),
@@ -229,7 +229,7 @@ def test_accumulator_errors(data):
 
 # ------------------------------------------------------------ block moments (repscope analyze)
 
-from repscope.measures._sim_moments import BlockMoments  # noqa: E402
+from repscope.measures.similarity.moments import BlockMoments  # noqa: E402
 
 BLOCK_DIMS = {"l0": 9, "l1": 7, "l2": 5, "l3": 6}
 BLOCK_PAIRS = [("l0", "l1"), ("l2", "l0"), ("l1", "l1"), ("l1", "l3"), ("l3", "l2")]

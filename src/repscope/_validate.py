@@ -6,16 +6,23 @@ what was expected and what was given::
     The 'k' parameter of twonn must be an int in [2, n_samples). Got 1 instead.
 
 Library code never uses ``assert`` for user input.
+
+Torch-free at import: tensors are recognised through ``sys.modules`` (an object can only be a
+torch tensor once torch is imported), and torch is imported only inside the functions that
+build tensors, so every module can import this one at module level.
 """
 
 from __future__ import annotations
 
 import numbers
+import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ArrayLike",
@@ -26,10 +33,18 @@ __all__ = [
     "check_float",
     "check_int",
     "check_paired",
+    "is_tensor",
     "param_error",
+    "resolve_device",
 ]
 
 ArrayLike = Any  # numpy array, torch tensor, or nested sequence of floats
+
+
+def is_tensor(X: Any) -> bool:
+    """Whether ``X`` is a torch tensor (without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(X, torch.Tensor)
 
 
 def param_error(fn: str, name: str, expected: str, got: Any) -> ValueError:
@@ -121,7 +136,8 @@ def check_array(
     non-float dtype (integers are refused, cast explicitly), empty input, too few rows or
     columns, NaN or infinite entries.
     """
-    if isinstance(X, torch.Tensor):
+    tensor = is_tensor(X)
+    if tensor:
         arr: np.ndarray | torch.Tensor = X.detach()
         is_float = arr.is_floating_point()
         dtype = str(arr.dtype).replace("torch.", "")
@@ -152,10 +168,10 @@ def check_array(
             f"{fn} needs at least {min_features} features (columns) in '{name}'; got n_features={d}."
         )
     if not allow_nonfinite:
-        finite = torch.isfinite(arr) if isinstance(arr, torch.Tensor) else np.isfinite(arr)
+        finite = arr.isfinite() if tensor else np.isfinite(arr)
         if not bool(finite.all()):
             bad = (~finite).nonzero()
-            first = tuple(int(b[0]) for b in bad) if not isinstance(arr, torch.Tensor) else tuple(
+            first = tuple(int(b[0]) for b in bad) if not tensor else tuple(
                 int(v) for v in bad[0]
             )
             count = int((~finite).sum())
@@ -177,21 +193,28 @@ def check_paired(X: Any, Y: Any, fn: str, *, names: Sequence[str] = ("X", "Y")) 
 
 def as_numpy(X: ArrayLike, dtype: Any = None) -> np.ndarray:
     """Return ``X`` as a numpy array (moving torch tensors to the CPU)."""
-    if isinstance(X, torch.Tensor):
+    if is_tensor(X):
         X = X.detach().cpu()
-        if X.dtype == torch.bfloat16:
+        if X.dtype == sys.modules["torch"].bfloat16:
             X = X.float()
         X = X.numpy()
     X = np.asarray(X)
     return X if dtype is None else X.astype(dtype, copy=False)
 
 
-_TORCH_DTYPES = {np.dtype("float16"): torch.float16, np.dtype("float32"): torch.float32,
-                 np.dtype("float64"): torch.float64}
-
-
 def as_torch(X: ArrayLike, dtype: torch.dtype | None = None, device: Any = None) -> torch.Tensor:
     """Return ``X`` as a torch tensor without copying when possible."""
+    import torch
+
     if not isinstance(X, torch.Tensor):
         X = torch.from_numpy(np.ascontiguousarray(X))
     return X.to(dtype=dtype if dtype is not None else X.dtype, device=device or X.device)
+
+
+def resolve_device(X: Any, device: Any = None) -> torch.device:
+    """``device`` if given, else the device of a tensor input, else the CPU."""
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    return X.device if is_tensor(X) else torch.device("cpu")

@@ -7,10 +7,8 @@ options); :func:`make_plan` resolves it against an :class:`~repscope.capture.Act
 into a frozen :class:`Plan` of :class:`Task` objects, saved as ``plan.json`` beside the
 results.
 
-Measures are named as ``name`` or ``name:param=value,param=value`` (values parsed as JSON
-literals, e.g. ``mle:k=20`` or ``rsa:rdm="cosine"``); ``default`` stands for the registry's
-default panel and ``all`` for every registered measure. Single measures run on every layer,
-pair measures on every pair of layers (``pairs``).
+Measures, layers and rows are selected by :mod:`repscope.analysis.selection` (re-exported
+here). Single measures run on every layer, pair measures on every pair of layers (``pairs``).
 
 Every result gets a deterministic key, a hash of the store's content id, the layer(s), the
 measure, its resolved parameters and the selected rows, so a rerun of the same plan finds the
@@ -20,8 +18,6 @@ results that are already in the database.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -31,7 +27,20 @@ from typing import Any, Literal
 
 import numpy as np
 
+from repscope import registry
+from repscope._io import atomic_write_text
+from repscope._version import __version__
 from repscope.analysis.executors import executor_option_problem
+from repscope.analysis.selection import (
+    MeasureRequest,
+    PlanError,
+    parse_measure,
+    resolve_layers,
+    resolve_measures,
+    select_rows,
+)
+from repscope.config import config_to_dict
+from repscope.results import to_jsonable
 
 __all__ = [
     "AnalyzeConfig",
@@ -48,10 +57,6 @@ __all__ = [
     "resolve_measures",
     "select_rows",
 ]
-
-
-class PlanError(ValueError):
-    """A configuration that cannot run; raised before any work starts."""
 
 
 def _help(text: str, **meta: Any) -> dict[str, Any]:
@@ -115,22 +120,6 @@ class AnalyzeConfig:
         "Seconds one task attempt may run before it is stopped and counted as failed "
         "(process/ray executors)."))
     report: bool = field(default=True, metadata=_help("Write report.html after the run."))
-
-
-@dataclass(frozen=True)
-class MeasureRequest:
-    """One measure with its resolved parameters."""
-
-    name: str
-    "Registered name."
-    variant: str
-    "The parameters the user set, as 'a=1,b=2' ('' when all are defaults)."
-    params: Mapping[str, Any]
-    "Every parameter, defaults filled in."
-    kind: str
-    "'single' or 'pair'."
-    family: str
-    "Registry family (report panel)."
 
 
 @dataclass(frozen=True)
@@ -231,8 +220,6 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (tasks listed by layer and measure, not expanded)."""
-        from repscope._version import __version__
-
         return {
             "repscope_version": __version__,
             "config": dict(self.config),
@@ -254,159 +241,7 @@ class Plan:
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_dict` as JSON atomically."""
-        from repscope._io import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, default=str))
-
-
-# -- measures ----------------------------------------------------------------------------------
-
-
-def parse_measure(text: str) -> tuple[str, dict[str, Any]]:
-    """Split ``'name:a=1,b="x"'`` into ``('name', {'a': 1, 'b': 'x'})``."""
-    name, _, rest = text.strip().partition(":")
-    params: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, raw = part.partition("=")
-        if not eq or not key.strip():
-            raise PlanError(
-                f"Measure {text!r} must be NAME or NAME:param=value,...; "
-                f"got the parameter part {part!r}."
-            )
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw.strip()
-        params[key.strip()] = value
-    if not name:
-        raise PlanError(f"Measure {text!r} has no name.")
-    return name, params
-
-
-def _variant(params: Mapping[str, Any]) -> str:
-    return ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(params.items()))
-
-
-def resolve_measures(
-    entries: Sequence[str], *, labels: str | None, pairs: str, seed: int, device: str,
-    dry_run_rows: int = 256,
-) -> tuple[list[MeasureRequest], list[tuple[str, str]]]:
-    """Resolve measure entries against the registry; errors name the bad entry.
-
-    Returns the requests and the ``(name, reason)`` of registered measures left out.
-    Explicitly named measures that cannot run raise :class:`PlanError`; measures that come
-    from 'default' / 'all' and cannot run (no labels, pairs='none') are listed as skipped.
-    Parameters set by the user are tried once on small random data so an invalid value fails
-    here, before any capture or measurement.
-    """
-    from repscope import registry
-
-    explicit: list[tuple[str, dict[str, Any]]] = []
-    implicit: list[str] = []
-    for entry in entries or ("default",):
-        name, params = parse_measure(entry)
-        if name in ("default", "all") and not params:
-            implicit += [s.name for s in registry.specs() if name == "all" or s.default_panel]
-        else:
-            explicit.append((name, params))
-    requests: list[MeasureRequest] = []
-    skipped: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
-    for name, params in explicit + [(n, {}) for n in implicit]:
-        is_explicit = (name, params) in explicit
-        try:
-            spec = registry.get(name)
-        except KeyError as exc:
-            raise PlanError(str(exc.args[0])) from None
-        reason = _cannot_run(spec, labels, pairs)
-        if reason:
-            if is_explicit:
-                raise PlanError(f"Measure '{name}' cannot run: {reason}.")
-            skipped.append((name, reason))
-            continue
-        variant = _variant(params)
-        if (name, variant) in seen:
-            continue
-        seen.add((name, variant))
-        resolved = _resolve_params(spec, params, seed=seed, device=device)
-        if params:
-            _dry_run(spec, resolved, variant, dry_run_rows)
-        requests.append(MeasureRequest(name, variant, resolved, spec.kind, spec.family))
-    named = {r.name for r in requests} | {m for m, _ in skipped}
-    for spec in registry.specs():
-        if spec.name not in named:
-            skipped.append((spec.name, "not selected (not in the default panel)"
-                            if not spec.default_panel else "not selected"))
-    return requests, skipped
-
-
-def _cannot_run(spec: Any, labels: str | None, pairs: str) -> str:
-    if spec.needs_labels and labels is None:
-        return "it needs class labels; pass --labels COLUMN (a store metadata column)"
-    if spec.kind == "pair" and pairs == "none":
-        return "it compares two layers and pairs='none'"
-    return ""
-
-
-def _resolve_params(spec: Any, params: Mapping[str, Any], *, seed: int,
-                    device: str) -> dict[str, Any]:
-    try:
-        resolved = spec.resolve_params(params)
-    except ValueError as exc:
-        raise PlanError(str(exc)) from None
-    if "seed" in spec.defaults and "seed" not in params:
-        resolved["seed"] = seed
-    if "device" in spec.defaults and "device" not in params:
-        resolved["device"] = device
-    resolved.pop("neighbors", None)  # filled per layer by the task, never a user parameter
-    return resolved
-
-
-def _dry_run(spec: Any, params: Mapping[str, Any], variant: str, n: int) -> None:
-    """Call the measure once on small random data so invalid parameter values fail early."""
-    import warnings
-
-    rng = np.random.default_rng(0)
-    n = max(n, spec.min_samples)
-    X = rng.normal(size=(n, 8))  # (n, d)
-    args: list[Any] = [X, X @ rng.normal(size=(8, 8))] if spec.kind == "pair" else [X]
-    kwargs = dict(params)
-    if spec.needs_labels:
-        kwargs["labels"] = np.arange(n) % 3
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            spec.fn(*args, **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise PlanError(f"Invalid parameter for measure '{spec.name}' ({variant}): {exc}") from None
-
-
-# -- layers and rows ---------------------------------------------------------------------------
-
-
-def resolve_layers(patterns: Sequence[str], available: Sequence[str]) -> list[str]:
-    """Layers of ``available`` (in their order) matching any name or glob in ``patterns``."""
-    if not patterns:
-        return list(available)
-    chosen: set[str] = set()
-    for pat in patterns:
-        hits = [a for a in available if fnmatch.fnmatchcase(a, pat)]
-        if not hits:
-            close = difflib.get_close_matches(pat, list(available), n=3, cutoff=0.5)
-            hint = f" Did you mean {close}?" if close else ""
-            raise PlanError(
-                f"Unknown layer {pat!r}.{hint} The store has layers {list(available)}."
-            )
-        chosen.update(hits)
-    return [a for a in available if a in chosen]
-
-
-def select_rows(n_total: int, max_rows: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of ``max_rows`` rows of ``n_total`` drawn without replacement (all if None)."""
-    if max_rows is None or max_rows >= n_total:
-        return np.arange(n_total, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_total, size=max_rows, replace=False)).astype(np.int64)
 
 
 # -- checks and expansion ----------------------------------------------------------------------
@@ -489,8 +324,6 @@ def _key(*parts: Any) -> str:
 
 
 def _jsonable(obj: Any) -> Any:
-    from repscope.results import to_jsonable
-
     return to_jsonable(obj)
 
 
@@ -517,9 +350,6 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
     task instead of ``'matrix'`` tasks, which load every layer at once, so that measures on
     the same pair share one pass and one moments state.
     """
-    from repscope import registry
-    from repscope.config import config_to_dict
-
     layers = resolve_layers(cfg.layers, list(store.layers))
     if cfg.labels is not None:
         columns = list(store.metadata().columns)
@@ -567,8 +397,6 @@ def make_plan(cfg: AnalyzeConfig, store: Any, store_path: str | Path,
 
 def _streamable(name: str) -> bool:
     """A single measure with an accumulator (init/update/merge/compute) and no labels."""
-    from repscope import registry
-
     spec = registry.get(name)
     return spec.accumulator is not None and spec.kind == "single" and not spec.needs_labels
 
@@ -576,8 +404,6 @@ def _streamable(name: str) -> bool:
 def _streamable_pair(name: str) -> bool:
     """A pair measure with an accumulator ``init(d_x, d_y)`` / ``update(X, Y)`` (e.g.
     ``cka_linear``); streamed over all rows unless permutation p-values are asked for."""
-    from repscope import registry
-
     spec = registry.get(name)
     return spec.accumulator is not None and spec.kind == "pair" and not spec.needs_labels
 

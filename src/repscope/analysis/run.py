@@ -174,7 +174,7 @@ def _run_matrix(store: Any, task: Task, idx: np.ndarray) -> list[dict[str, Any]]
 def _add_permutation_test(row: dict[str, Any], item: Item, X: np.ndarray, Y: np.ndarray,
                           task: Task) -> None:
     """Add a permutation p-value (rows of Y shuffled) to the row's ``extra`` column."""
-    from repscope.stats import permutation_test
+    from repscope.inference import permutation_test
 
     t0 = time.perf_counter()
     try:
@@ -194,7 +194,7 @@ def _add_permutation_test(row: dict[str, Any], item: Item, X: np.ndarray, Y: np.
 def _matrix_estimates(reps: Mapping[str, np.ndarray], item: Item, spec: Any) -> dict[Any, Any]:
     """(a, b) -> Estimate from ``similarity_matrix``; empty if unavailable or it raises."""
     try:
-        from repscope.similarity_matrix import similarity_matrix
+        from repscope.measures.similarity import similarity_matrix
     except ImportError:
         return {}
     t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Map + merge for streamable measures over every row of a large store.
 
-A streamable measure (registry ``accumulator``: a factory ``accumulator(d, device=None)`` of
-immutable accumulators with ``update(X)``, ``merge(other)`` and ``compute(params)``) is a
+A streamable measure (the registry's ``accumulator`` capability,
+:class:`repscope.registry.Streaming`, whose empty :class:`repscope.registry.Accumulator` has
+``update``, ``merge`` and ``compute``; one protocol for single and pair measures) is a
 function of a sufficient statistic, e.g. the float64 :class:`repscope.stats.Moments` (count,
 mean, centred cross-product sum) for every covariance measure. When an analysis selects all
 rows of a store (``max_rows=None``), :func:`~repscope.analysis.plan.make_plan` puts such
@@ -23,11 +24,12 @@ LeVeque 1979, the pairwise update of means and centred sums of squares).
 Pair measures (:class:`PairStreamShard`, :func:`map_pair_shard`, :func:`stream_pair_states`,
 :func:`pair_estimate`) read their layers in lockstep. The moment-based ones (linear CKA,
 Procrustes, shape_alpha, the CCA family) share ONE
-:class:`~repscope.measures._sim_moments.BlockMoments` state per precision
+state of their accumulator class's ``blocks`` type
+(:class:`~repscope.measures.similarity.moments.BlockMoments`) per ``state_key``
 (:func:`pair_state_key`) for every layer and pair: each layer's mean and centred Gram block
 once, plus one centred cross block per requested pair, ``(L + P) d^2 + L d`` float64 numbers
 for ``L`` layers and ``P`` pairs of width ``d`` (a per-pair
-:class:`~repscope.measures._sim_moments.PairMomentsAccumulator` of the joint rows would hold
+:class:`~repscope.measures.similarity.moments.PairMomentsAccumulator` of the joint rows would hold
 ``4 d^2`` per pair, each layer's Gram block repeated in every pair it enters), whatever the
 number of measures. Each item's pair state is assembled from the blocks at compute time.
 """
@@ -38,6 +40,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from repscope import registry
+from repscope.analysis.executors import map_reduce
+from repscope.capture import ActivationStore
 
 __all__ = [
     "PairStreamShard",
@@ -73,19 +79,16 @@ class StreamShard:
 
 
 def _empty_states(measures: tuple[str, ...], d: int, device: str | None) -> dict[str, Any]:
-    from repscope import registry
-
+    """One empty accumulator per ``state_key`` among the measures' accumulators."""
     states: dict[str, Any] = {}
     for name in measures:
-        acc = registry.get(name).accumulator(d, device)  # type: ignore[misc]
+        acc = registry.get(name).accumulator(d, device=device)
         states.setdefault(acc.state_key, acc)
     return states
 
 
 def map_shard(shard: StreamShard) -> dict[str, Any]:
     """The accumulators (``state_key -> accumulator``) of the shard's rows, read batch by batch."""
-    from repscope.capture import ActivationStore
-
     store = ActivationStore.open(shard.store)
     states = _empty_states(shard.measures, store.dim(shard.layer), shard.device)
     for X in store.iter_batches(shard.layer, batch_size=shard.batch_rows,
@@ -107,8 +110,6 @@ def stream_states(executor: Any, store: str, layer: str, ranges: list[tuple[int,
     Raises :class:`~repscope.analysis.executors.TaskFailedError` when a range still fails
     after ``retries``.
     """
-    from repscope.analysis.executors import map_reduce
-
     shards = [StreamShard(str(store), layer, lo, hi, tuple(measures), device, batch_rows)
               for lo, hi in ranges]
     log.debug("streaming %s of %s over %d ranges for %s", layer, store, len(shards), measures)
@@ -118,12 +119,8 @@ def stream_states(executor: Any, store: str, layer: str, ranges: list[tuple[int,
 def compute_from_states(name: str, states: Mapping[str, Any],
                         params: Mapping[str, Any]) -> Any:
     """The :class:`~repscope.results.Estimate` of measure ``name`` from merged ``states``."""
-    from dataclasses import replace
-
-    from repscope import registry
-
-    empty = registry.get(name).accumulator(1)  # type: ignore[misc]
-    return replace(empty, state=states[empty.state_key].state).compute(dict(params))
+    streaming = registry.get(name).accumulator
+    return states[streaming.state_key(params)].for_measure(name).compute(dict(params))
 
 
 # ------------------------------------------------------------------------ pair measures
@@ -149,63 +146,54 @@ def pair_state_key(measure: str, a: str, b: str, init: tuple[tuple[str, Any], ..
                    acc: Any) -> str:
     """The key of the state that holds ``measure`` on layers ``(a, b)``.
 
-    Accumulators with a ``state_key`` (:class:`~repscope.measures._sim_moments.
-    PairMomentsAccumulator`: every moment-based measure, ``cka_linear`` included) live in ONE
-    :class:`~repscope.measures._sim_moments.BlockMoments` per ``state_key`` (e.g. the
-    precision) for all layers and pairs, ``"blocks|<state_key>"``. Others get a state of their
-    own per measure, ordered pair and construction parameters.
+    ``acc`` is the measure's accumulator class (or an accumulator). Classes that declare a
+    multi-pair state in ``blocks`` (:class:`~repscope.measures.similarity.moments.
+    PairMomentsAccumulator`: every moment-based measure) share ONE such state
+    (:class:`~repscope.measures.similarity.moments.BlockMoments`) per ``state_key`` (e.g. the
+    precision, from the construction parameters ``init``) for all layers and pairs,
+    ``"blocks|<state_key>"``. Others get a state of their own per measure, ordered pair and
+    construction parameters.
     """
-    shared = getattr(acc, "state_key", None)
-    if shared is None:
+    if getattr(acc, "blocks", None) is None:
         return f"{measure}|{a}|{b}|{init!r}"
-    return f"blocks|{shared}"
+    return f"blocks|{acc.key(**dict(init))}"
 
 
 def init_params(name: str, params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """The parameters of ``params`` that measure ``name``'s accumulator takes at construction."""
-    import inspect
-
-    from repscope import registry
-
-    factory = registry.get(name).accumulator
-    accepted = set(inspect.signature(factory).parameters) - {"d_x", "d_y"}  # type: ignore[arg-type]
-    return tuple(sorted((k, v) for k, v in params.items() if k in accepted))
+    """The parameters of ``params`` that measure ``name``'s accumulator takes at construction
+    (its declared state-shaping ``options``), as sorted ``(name, value)`` pairs."""
+    options = registry.get(name).accumulator.state_options(params)
+    return tuple(sorted(options.items()))
 
 
 def _empty_pair_states(shard: PairStreamShard, dims: Mapping[str, int]
                        ) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
     """``(key -> empty state, key -> (a, b) layers of a per-pair state)`` of the shard's items:
-    one block state per shared ``state_key`` over the layers its pairs read (in the shard's
-    layer order), one accumulator per item otherwise."""
-    from repscope import registry
-    from repscope.measures._sim_moments import BlockMoments
-
+    one ``blocks`` state per shared key over the layers its pairs read (in the shard's layer
+    order), one accumulator per item otherwise."""
     states: dict[str, Any] = {}
     reads: dict[str, tuple[str, str]] = {}
-    blocks: dict[str, tuple[str, list[tuple[str, str]]]] = {}  # key -> (precision, pairs)
+    blocks: dict[str, tuple[Any, dict[str, Any], list[tuple[str, str]]]] = {}
     for m, a, b, init in shard.pairs:
-        factory = registry.get(m).accumulator
-        probe = factory(1, 1, **dict(init))  # type: ignore[misc]
-        key = pair_state_key(m, a, b, init, probe)
-        if hasattr(probe, "state_key"):
-            blocks.setdefault(key, (probe.precision, []))[1].append((a, b))
+        streaming = registry.get(m).accumulator
+        key = pair_state_key(m, a, b, init, streaming.kind)
+        if streaming.kind.blocks is not None:
+            blocks.setdefault(key, (streaming.kind.blocks, dict(init), []))[2].append((a, b))
         elif key not in states:
-            states[key] = factory(dims[a], dims[b], **dict(init))  # type: ignore[misc]
+            states[key] = streaming(dims[a], dims[b], **dict(init))
             reads[key] = (a, b)
-    for key, (precision, pairs) in blocks.items():
+    for key, (kind, options, pairs) in blocks.items():
         used = {layer for pair in pairs for layer in pair}
         layers = {layer: dims[layer] for layer in shard.layers if layer in used}
-        states[key] = BlockMoments.empty(layers, pairs, precision)
+        states[key] = kind.empty(layers, pairs, **options)
     return states, reads
 
 
 def map_pair_shard(shard: PairStreamShard) -> dict[str, Any]:
     """The states (``key -> state``, see :func:`pair_state_key`) of the shard's rows, the
     layers read in lockstep, ``batch_rows`` rows at a time: each moment-based state is one
-    :class:`~repscope.measures._sim_moments.BlockMoments` (every layer centred once and its
+    :class:`~repscope.measures.similarity.moments.BlockMoments` (every layer centred once and its
     Gram formed once per batch, one cross product per pair); other accumulators per item."""
-    from repscope.capture import ActivationStore
-
     store = ActivationStore.open(shard.store)
     dims = {layer: store.dim(layer) for layer in shard.layers}
     states, reads = _empty_pair_states(shard, dims)
@@ -223,18 +211,14 @@ def map_pair_shard(shard: PairStreamShard) -> dict[str, Any]:
 def pair_estimate(states: Mapping[str, Any], measure: str, a: str, b: str,
                   params: Mapping[str, Any]) -> Any:
     """The :class:`~repscope.results.Estimate` of ``measure`` on layers ``(a, b)`` from the
-    merged ``states`` of :func:`stream_pair_states`: a moment-based measure adopts the pair's
-    :class:`~repscope.measures._sim_moments.PairMomentsAccumulator` state assembled from the
-    block state (``BlockMoments.pair_state``, either order), others compute their own state."""
-    from repscope import registry
-
+    merged ``states`` of :func:`stream_pair_states`: a shared ``blocks`` state gives the pair's
+    accumulator (``pair_state(a, b, measure)``, either order); others compute their own state."""
+    streaming = registry.get(measure).accumulator
     init = init_params(measure, params)
-    factory = registry.get(measure).accumulator
-    empty = factory(1, 1, **dict(init))  # type: ignore[misc]
-    state = states[pair_state_key(measure, a, b, init, empty)]
-    if not hasattr(empty, "state_key"):
-        return state.compute(dict(params))
-    return empty.adopt(state.pair_state(a, b, measure)).compute(dict(params))
+    state = states[pair_state_key(measure, a, b, init, streaming.kind)]
+    if streaming.kind.blocks is not None:
+        state = state.pair_state(a, b, measure)
+    return state.compute(dict(params))
 
 
 def stream_pair_states(executor: Any, store: str, items: list[tuple[str, str, str, Mapping[str, Any]]],
@@ -242,8 +226,6 @@ def stream_pair_states(executor: Any, store: str, items: list[tuple[str, str, st
                        batch_rows: int = 65536, timeout: float | None = None) -> dict[str, Any]:
     """Map :func:`map_pair_shard` over ``ranges`` for every ``(measure, a, b, params)`` of
     ``items`` and merge in range order; compute each item with :func:`pair_estimate`."""
-    from repscope.analysis.executors import map_reduce
-
     pairs = tuple(dict.fromkeys((m, a, b, init_params(m, params)) for m, a, b, params in items))
     layers = tuple(dict.fromkeys(layer for _, a, b, _ in pairs for layer in (a, b)))
     shards = [PairStreamShard(str(store), layers, pairs, lo, hi, batch_rows) for lo, hi in ranges]

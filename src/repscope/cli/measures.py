@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import click
 
+from repscope import registry
+
 
 @click.command()
-@click.option("--family", default=None, help="Only this family (dimension, spectrum, ...).")
+@click.option("--family", default=None, type=click.Choice(list(registry.FAMILIES)),
+              help="Only this family.")
 def measures(family: str | None) -> None:
-    """List registered measures with their family, kind and defaults."""
+    """List registered measures with their family, kind, capabilities and description."""
     from rich.console import Console
     from rich.table import Table
 
-    from repscope import registry
-
     table = Table(title="repscope measures")
-    for col in ("name", "family", "kind", "streamable", "default panel", "description"):
+    for col in ("name", "family", "kind", "streamable", "prepared", "default panel",
+                "description"):
         table.add_column(col)
     for spec in registry.specs(family=family):
         table.add_row(spec.name, spec.family, spec.kind, "yes" if spec.streamable else "",
+                      "yes" if spec.prepared is not None else "",
                       "yes" if spec.default_panel else "", spec.description)
     Console().print(table)

@@ -175,7 +175,7 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
     _print_eval(ev, f"SAE on {layer}, {len(rows):,} rows")
     Console().print(f"Feature page: {out}")
     if report_dir is not None:
-        from repscope.report.features import MAX_DEPTH
+        from repscope.feature_pages import MAX_DEPTH
         from repscope.report.html import write_report
 
         inside = Path(out).resolve().parent.parts[len(report_dir.resolve().parts):]
@@ -227,7 +227,7 @@ def _report_dir(report_path: Path | None, out_file: Path | None) -> Path | None:
                 f"with {RESULTS_DB} inside it.")
         return folder
     if out_file is not None:
-        from repscope.report.features import MAX_DEPTH
+        from repscope.feature_pages import MAX_DEPTH
 
         for folder in list(out_file.resolve().parents)[:MAX_DEPTH + 1]:
             if (folder / RESULTS_DB).is_file():

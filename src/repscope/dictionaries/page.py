@@ -2,7 +2,7 @@
 one card per latent with its top-activating tokens in context and activation quantile samples.
 
 plotly.js is inlined (``plotly.offline.get_plotlyjs()``), so the page opens with no network.
-Next to ``NAME.html`` a sidecar ``NAME.json`` (:mod:`repscope.report.features`) records the
+Next to ``NAME.html`` a sidecar ``NAME.json`` (:mod:`repscope.feature_pages`) records the
 layer, architecture, sizes, FVU and L0, so the analysis report (``report.html``) lists and links
 every feature page found under its directory; with ``report=`` the page links back to it.
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 from repscope._io import atomic_write_text
 from repscope.dictionaries.inspect import FeatureStats, quantile_samples, token_context
-from repscope.report.features import FEATURE_PAGE_KIND, sidecar_path
+from repscope.feature_pages import FEATURE_PAGE_KIND, sidecar_path
 
 __all__ = ["feature_page"]
 

@@ -16,19 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from repscope import registry
+
 __all__ = ["FAMILIES", "CheckpointView", "Matrix", "ReportData", "Series", "TrainingSeries",
            "gather", "preferred_spectrum"]
 
-#: family -> panel title, in report order (pair measures: 'similarity').
-FAMILIES: dict[str, str] = {
-    "dimension": "Intrinsic dimension",
-    "local_dimension": "Local intrinsic dimension (mean over points)",
-    "spectrum": "Spectrum and effective dimensionality",
-    "spread": "Spread and isotropy",
-    "outliers": "Outlier dimensions and rows",
-    "classes": "Label-aware geometry",
-    "similarity": "Layer x layer similarity",
-}
+#: family -> panel title, in report order: the registry's known families.
+FAMILIES = registry.FAMILIES
 
 
 @dataclass(frozen=True)
@@ -141,8 +135,6 @@ def _decode(text: Any) -> Any:
 
 
 def _registered() -> dict[str, list[str]]:
-    from repscope import registry
-
     out: dict[str, list[str]] = {}
     for spec in registry.specs():
         out.setdefault(spec.family, []).append(spec.name)
@@ -264,8 +256,6 @@ def _series(df: Any, layers: list[str]) -> list[Series]:
 
 
 def _matrices(df: Any, layers: list[str]) -> list[Matrix]:
-    from repscope import registry
-
     index = {name: i for i, name in enumerate(layers)}
     out = []
     for (measure, variant), g in df.groupby(["measure", "variant"], sort=True):

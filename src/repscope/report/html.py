@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from repscope.feature_pages import FeaturePageInfo, find_feature_pages
 from repscope.report.data import (
     FAMILIES,
     Matrix,
@@ -31,7 +32,6 @@ from repscope.report.data import (
     gather,
     preferred_spectrum,
 )
-from repscope.report.features import FeaturePageInfo, find_feature_pages
 
 __all__ = ["render_report", "write_report"]
 

@@ -7,6 +7,7 @@ on both sides, and a float64 ranking.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from repscope._validate import ArrayLike, check_choice, check_int
-from repscope.measures._sim_common import (
+from repscope.measures.similarity._common import (
     centred,
     check_pair,
     make_estimate,
@@ -22,7 +23,8 @@ from repscope.measures._sim_common import (
     to64,
     zero_variance,
 )
-from repscope.registry import register
+from repscope.neighbors import knn
+from repscope.registry import Prepared, register
 from repscope.results import Estimate
 
 __all__ = ["knn_jaccard", "mutual_knn", "relative_representations"]
@@ -39,10 +41,29 @@ class NeighborState:
 
 
 def prepare_knn(X: ArrayLike, k: int, metric: str, device: Any) -> NeighborState:
-    from repscope.neighbors import knn
-
+    """The float64-ranked k-NN table of X, duplicates kept (row i stays input i)."""
     nb = knn(X, k, metric=metric, duplicates="keep", dtype=torch.float64, device=device)
     return NeighborState(np.asarray(nb.indices, dtype=np.int64))
+
+
+def permute_knn(state: NeighborState, perm: np.ndarray) -> NeighborState:
+    """The table of ``Y[perm]``: rows re-ordered and neighbours re-labelled, ``inv[idx[perm]]``."""
+    perm = np.asarray(perm)
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(perm.shape[0])
+    return NeighborState(inv[state.indices[perm]])
+
+
+def _prepared(name: str) -> Prepared:
+    """The prepared path of ``mutual_knn`` / ``knn_jaccard`` (one k-NN table per side)."""
+    def prepare(X: ArrayLike, device: Any, params: Mapping[str, Any], which: str) -> NeighborState:
+        k, metric = _check_knn(X.shape[0], name, params["k"], params["metric"])
+        return prepare_knn(X, k, metric, device)
+
+    def compare(sx: NeighborState, sy: NeighborState, params: Mapping[str, Any]) -> Estimate:
+        return compare_knn(sx, sy, params, name)
+
+    return Prepared(prepare, compare, permute_knn)
 
 
 def overlap_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -54,7 +75,7 @@ def overlap_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return counts
 
 
-def compare_knn(sx: NeighborState, sy: NeighborState, params: dict[str, Any],
+def compare_knn(sx: NeighborState, sy: NeighborState, params: Mapping[str, Any],
                 name: str) -> Estimate:
     k = sx.indices.shape[1]
     c = overlap_counts(sx.indices, sy.indices).astype(np.float64)  # (n,)
@@ -63,12 +84,10 @@ def compare_knn(sx: NeighborState, sy: NeighborState, params: dict[str, Any],
                          {"local": local})
 
 
-def _check_knn(X: ArrayLike, Y: ArrayLike, fn: str, k: int, metric: str) -> tuple[Any, Any, int]:
-    X, Y = check_pair(X, Y, fn, min_samples=3)
-    n = X.shape[0]
+def _check_knn(n: int, fn: str, k: int, metric: str) -> tuple[int, str]:
+    """The one check of ``k`` (below n) and ``metric``."""
     k = check_int(k, "k", fn, low=1, high=n, high_name="n_samples")
-    check_choice(metric, "metric", fn, METRICS)
-    return X, Y, k
+    return k, check_choice(metric, "metric", fn, METRICS)
 
 
 _KNN_INV = {"rotation", "translation", "scale", "permutation"}
@@ -76,7 +95,7 @@ _KNN_INV = {"rotation", "translation", "scale", "permutation"}
 
 @register("mutual_knn", family="similarity", kind="pair", invariances=_KNN_INV,
           higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True,
-          default_panel=True)
+          default_panel=True, prepared=_prepared("mutual_knn"))
 def mutual_knn(X: ArrayLike, Y: ArrayLike, *, k: int = 10, metric: str = "euclidean",
                device: str | None = None) -> Estimate:
     """Mutual k-NN alignment: mean fraction of shared nearest neighbours.
@@ -88,14 +107,16 @@ def mutual_knn(X: ArrayLike, Y: ArrayLike, *, k: int = 10, metric: str = "euclid
     ``metric="euclidean"``; cosine neighbourhoods are not translation invariant.
     """
     fn = "mutual_knn"
-    X, Y, k = _check_knn(X, Y, fn, k, metric)
+    X, Y = check_pair(X, Y, fn, min_samples=3)
+    k, metric = _check_knn(X.shape[0], fn, k, metric)
     dev = resolve_device(X, device)
     sx, sy = prepare_knn(X, k, metric, dev), prepare_knn(Y, k, metric, dev)
     return compare_knn(sx, sy, {"k": k, "metric": metric, "device": device}, fn)
 
 
 @register("knn_jaccard", family="similarity", kind="pair", invariances=_KNN_INV,
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True)
+          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True,
+          prepared=_prepared("knn_jaccard"))
 def knn_jaccard(X: ArrayLike, Y: ArrayLike, *, k: int = 10, metric: str = "euclidean",
                 device: str | None = None) -> Estimate:
     """Mean Jaccard index of the k-NN sets, ``|N^X(i) & N^Y(i)| / |N^X(i) | N^Y(i)|``.
@@ -105,7 +126,8 @@ def knn_jaccard(X: ArrayLike, Y: ArrayLike, *, k: int = 10, metric: str = "eucli
     representations agree.
     """
     fn = "knn_jaccard"
-    X, Y, k = _check_knn(X, Y, fn, k, metric)
+    X, Y = check_pair(X, Y, fn, min_samples=3)
+    k, metric = _check_knn(X.shape[0], fn, k, metric)
     dev = resolve_device(X, device)
     sx, sy = prepare_knn(X, k, metric, dev), prepare_knn(Y, k, metric, dev)
     return compare_knn(sx, sy, {"k": k, "metric": metric, "device": device}, fn)
@@ -136,7 +158,7 @@ def relative(X: ArrayLike, anchors: np.ndarray, center: bool, device: torch.devi
 
 @register("relative_representations", family="similarity", kind="pair",
           invariances={"rotation", "translation", "scale", "permutation"},
-          higher_is_better=True, bounds=(-1.0, 1.0), min_samples=3, symmetric=True)
+          higher_is_better=True, bounds=(-1.0, 1.0), min_samples=3, symmetric=True, prepared=None)
 def relative_representations(X: ArrayLike, Y: ArrayLike, *, n_anchors: int = 64,
                              center: bool = True, seed: int = 0,
                              device: str | None = None) -> Estimate:

@@ -1,10 +1,9 @@
 """Covariance spectrum measures: eigenvalues, power-law decay, effective rank, entropy, stable rank.
 
 All measures here are functions of the centred sample covariance ``C = Xc^T Xc / (n - 1)`` with
-eigenvalues ``lambda_1 >= ... >= lambda_d >= 0``, so each is streamable: the batch function is
-its accumulator's ``compute`` applied to one ``Moments`` update (see ``_spectral_stream``).
-Spread (anisotropy, IsoScore), outlier and diffusion measures live in ``_spectral_spread``,
-``_spectral_outliers`` and ``_spectral_diffusion`` and are re-exported here.
+eigenvalues ``lambda_1 >= ... >= lambda_d >= 0``, so each is streamable: the registered
+``compute`` from :class:`~repscope.stats.Moments` is the measure's one implementation, and the
+batch function applies it to the moments of all rows (see :mod:`.stream`).
 
 Eigenvalues are computed in float64 whatever the input dtype. A covariance with zero trace
 (constant data) makes the normalised measures undefined: they return NaN with a RuntimeWarning.
@@ -18,57 +17,30 @@ from typing import Any
 import numpy as np
 
 from repscope._validate import ArrayLike, check_int
-from repscope.measures._spectral_diffusion import dse, dsmi
-from repscope.measures._spectral_outliers import norm_outliers, outlier_dimensions
-from repscope.measures._spectral_spread import anisotropy, common_mean_share, isoscore
-from repscope.measures._spectral_stream import (
+from repscope.measures.dimension._core import participation_ratio_from_eigenvalues
+from repscope.measures.spectrum.stream import (
     CovarianceAccumulator,
     check_state,
     covariance_eigenvalues,
     degenerate,
     entropy,
-    measure_from_batches,
-    measure_from_moments,
-    measures_from_batches,
-    moments_from_batches,
     moments_of,
-    spectrum_from_batches,
 )
-from repscope.registry import register
+from repscope.registry import Streaming, register
 from repscope.results import Estimate
 from repscope.stats import Moments
 
 __all__ = [
-    "anisotropy",
-    "common_mean_share",
-    "covariance_eigenvalues",
-    "dse",
-    "dsmi",
     "effective_rank",
     "effective_rank_from_eigenvalues",
-    "isoscore",
-    "measure_from_batches",
-    "measure_from_moments",
-    "measures_from_batches",
-    "moments_from_batches",
-    "norm_outliers",
-    "outlier_dimensions",
     "power_law_alpha",
     "power_law_fit",
     "spectral_entropy",
     "spectrum",
-    "spectrum_from_batches",
     "stable_rank",
 ]
 
 _INV = {"rotation", "translation", "scale", "permutation"}
-
-
-def _participation_ratio(ev: np.ndarray) -> float:
-    """Participation ratio from the one shared implementation in ``measures.dimension``."""
-    from repscope.measures.dimension import participation_ratio_from_eigenvalues
-
-    return float(participation_ratio_from_eigenvalues(ev))
 
 
 # ----------------------------------------------------------------------------- spectrum
@@ -83,7 +55,7 @@ def _spectrum(state: Moments, *, method: str = "exact", n_components: int | None
     if total > 0:
         diag["explained_variance_ratio"] = ev / total
         diag["cumulative_explained_variance"] = np.cumsum(ev) / total
-        diag["participation_ratio"] = _participation_ratio(ev) if method == "exact" else float("nan")
+        diag["participation_ratio"] = float(participation_ratio_from_eigenvalues(ev)) if method == "exact" else float("nan")
     return Estimate(
         measure="spectrum", value=total, n_samples=state.n,
         params={"method": method, "n_components": n_components, "device": device, "seed": seed},
@@ -92,7 +64,7 @@ def _spectrum(state: Moments, *, method: str = "exact", n_components: int | None
 
 
 @register("spectrum", family="spectrum", invariances=_INV - {"scale"}, bounds=(0.0, None),
-          default_panel=True, accumulator=CovarianceAccumulator.factory("spectrum", _spectrum))
+          default_panel=True, accumulator=Streaming(CovarianceAccumulator, _spectrum))
 def spectrum(X: ArrayLike, *, method: str = "exact", n_components: int | None = None,
              device: str | None = None, seed: int = 0) -> Estimate:
     """Eigenvalues of the centred sample covariance; value = total variance ``tr(C)``.
@@ -154,7 +126,7 @@ def _power_law_alpha(state: Moments, *, rank_min: int = 1, rank_max: int | None 
 
 
 @register("power_law_alpha", family="spectrum", invariances=_INV, default_panel=True,
-          accumulator=CovarianceAccumulator.factory("power_law_alpha", _power_law_alpha))
+          accumulator=Streaming(CovarianceAccumulator, _power_law_alpha))
 def power_law_alpha(X: ArrayLike, *, rank_min: int = 1, rank_max: int | None = None) -> Estimate:
     """Power-law decay exponent alpha of the covariance spectrum, ``lambda_r ~ r^(-alpha)``.
 
@@ -187,7 +159,7 @@ def _effective_rank(state: Moments) -> Estimate:
 
 
 @register("effective_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
-          default_panel=True, accumulator=CovarianceAccumulator.factory("effective_rank", _effective_rank))
+          default_panel=True, accumulator=Streaming(CovarianceAccumulator, _effective_rank))
 def effective_rank(X: ArrayLike) -> Estimate:
     """Effective rank of the centred data matrix (Roy and Vetterli 2007, EUSIPCO).
 
@@ -219,7 +191,7 @@ def _spectral_entropy(state: Moments, *, normalized: bool = False) -> Estimate:
 
 
 @register("spectral_entropy", family="spectrum", invariances=_INV, bounds=(0.0, None),
-          accumulator=CovarianceAccumulator.factory("spectral_entropy", _spectral_entropy))
+          accumulator=Streaming(CovarianceAccumulator, _spectral_entropy))
 def spectral_entropy(X: ArrayLike, *, normalized: bool = False) -> Estimate:
     """Von Neumann entropy of the trace-normalised covariance, in nats.
 
@@ -243,7 +215,7 @@ def _stable_rank(state: Moments) -> Estimate:
 
 
 @register("stable_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
-          accumulator=CovarianceAccumulator.factory("stable_rank", _stable_rank))
+          accumulator=Streaming(CovarianceAccumulator, _stable_rank))
 def stable_rank(X: ArrayLike) -> Estimate:
     """Stable (numerical) rank of the centred data: ``||Xc||_F^2 / ||Xc||_2^2 = sum_i lambda_i / lambda_1``.
 

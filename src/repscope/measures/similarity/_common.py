@@ -15,13 +15,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from repscope._validate import ArrayLike, as_torch, check_array, check_paired
+from repscope._validate import ArrayLike, as_torch, check_array, check_paired, resolve_device
 from repscope.results import Estimate
 
 log = logging.getLogger("repscope.measures.similarity")
 
 __all__ = [
-    "PRECISIONS", "block_products", "centred", "centred_cross", "centred_into", "cross_products", "check_pair", "make_estimate", "pair_distances", "resolve_device", "to64",
+    "PRECISIONS",
+    "block_products",
+    "centred",
+    "centred_cross",
+    "centred_into",
+    "check_pair",
+    "cross_products",
+    "make_estimate",
+    "pair_distances",
+    "resolve_device",
+    "to64",
     "zero_variance",
 ]
 
@@ -32,13 +42,6 @@ def check_pair(X: ArrayLike, Y: ArrayLike, fn: str, *, min_samples: int = 2) -> 
     Y = check_array(Y, fn, name="Y", min_samples=min_samples)
     check_paired(X, Y, fn)
     return X, Y
-
-
-def resolve_device(X: Any, device: str | None) -> torch.device:
-    """``device`` if given, else the device of a tensor input, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return X.device if isinstance(X, torch.Tensor) else torch.device("cpu")
 
 
 def to64(X: ArrayLike, device: torch.device) -> torch.Tensor:

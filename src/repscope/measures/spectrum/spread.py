@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from repscope._validate import ArrayLike, check_array
-from repscope.measures._spectral_stream import (
+from repscope.measures.spectrum.stream import (
     CovarianceAccumulator,
     UnitSum,
     UnitSumAccumulator,
@@ -18,7 +18,7 @@ from repscope.measures._spectral_stream import (
     degenerate,
     moments_of,
 )
-from repscope.registry import register
+from repscope.registry import Streaming, register
 from repscope.results import Estimate
 from repscope.stats import Moments
 
@@ -36,11 +36,9 @@ def _anisotropy(state: UnitSum) -> Estimate:
                     params={}, diagnostics={"mean_unit_vector_norm": float(np.sqrt(s2) / n)})
 
 
-_ANISO_ACC = UnitSumAccumulator.factory("anisotropy", _anisotropy)
-
-
 @register("anisotropy", family="spread", invariances={"rotation", "scale", "permutation"},
-          bounds=(-1.0, 1.0), default_panel=True, accumulator=_ANISO_ACC)
+          bounds=(-1.0, 1.0), default_panel=True,
+          accumulator=Streaming(UnitSumAccumulator, _anisotropy))
 def anisotropy(X: ArrayLike) -> Estimate:
     """Anisotropy: the mean cosine similarity between distinct rows (Ethayarajh 2019, EMNLP).
 
@@ -52,7 +50,7 @@ def anisotropy(X: ArrayLike) -> Estimate:
     Rows of zero norm raise a ValueError.
     """
     X = check_array(X, "anisotropy", min_samples=2)
-    return _ANISO_ACC(X.shape[1]).update(X).compute()
+    return UnitSumAccumulator.empty("anisotropy", X.shape[1]).update(X).compute()
 
 
 # ----------------------------------------------------------------------------- IsoScore
@@ -81,7 +79,7 @@ def _isoscore(state: Moments) -> Estimate:
 @register("isoscore", family="spread", invariances={"rotation", "translation", "scale",
                                                       "permutation"},
           bounds=(0.0, 1.0), default_panel=True,
-          accumulator=CovarianceAccumulator.factory("isoscore", _isoscore))
+          accumulator=Streaming(CovarianceAccumulator, _isoscore))
 def isoscore(X: ArrayLike) -> Estimate:
     """IsoScore: the fraction of dimensions used isotropically (Rudman et al. 2022, ACL Findings).
 
@@ -108,7 +106,7 @@ def _common_mean_share(state: Moments) -> Estimate:
 
 @register("common_mean_share", family="spread", invariances={"rotation", "scale", "permutation"},
           bounds=(0.0, 1.0), default_panel=True,
-          accumulator=CovarianceAccumulator.factory("common_mean_share", _common_mean_share))
+          accumulator=Streaming(CovarianceAccumulator, _common_mean_share))
 def common_mean_share(X: ArrayLike) -> Estimate:
     """Share of the mean squared norm carried by the common mean vector.
 

@@ -4,8 +4,9 @@ A feature page ``NAME.html`` written by :func:`repscope.dictionaries.page.featur
 with a sidecar ``NAME.json`` (``"kind": "repscope.feature_page"``) holding what the report
 lists: layer, architecture, ``d_in``, ``d_sae``, FVU and mean L0 when evaluated, the SAE
 directory. :func:`find_feature_pages` collects the sidecars under a report's directory so
-``report.html`` can link to every page; the page links back to the report. Light module (no
-torch): the report imports it.
+``report.html`` can link to every page; the page links back to the report. It sits in the
+bottom layer (standard library only) because both sides use it: the page writer in
+``dictionaries`` and the report reader above it.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ The canonical correlations ``rho_1 >= rho_2 >= ...`` of X and Y are the singular
 ``Qx^T Qy``, where ``Qx`` (n, r_x) is an orthonormal basis of the column space of the centred
 X. With ``Qx = Xc Wx`` for a whitening map ``Wx`` (d_x, r_x) built from ``Sxx = Xc^T Xc``
 alone (:func:`whitening`), ``Qx^T Qy = Wx^T Sxy Wy``: every measure here is a function of the
-pair moments ``(n, Sxx, Syy, Sxy)``, so the batch functions, the streaming accumulators
-(:mod:`repscope.measures._sim_moments`) and the prepared matrix path share one computation.
+pair moments ``(n, Sxx, Syy, Sxy)``, one :class:`~.moment_measure.MomentMeasure` (whitening per
+side, canonical correlations per pair) that the batch functions, the streaming accumulators,
+the prepared and the all-pairs matrix paths share.
 Directions with ``lam <= 1e-12 lam_max`` (constant or collinear columns) are dropped.
 
 Numerics: forming ``Sxx`` squares the condition number of Xc. Equilibrating (unit-diagonal
@@ -17,23 +18,19 @@ error of order ``eps / lam`` (so ``cond(R) <= 1e6`` gives canonical correlations
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from repscope._validate import ArrayLike, check_float
-from repscope.measures._sim_common import (
-    centred,
-    check_pair,
-    make_estimate,
-    zero_variance,
-)
-from repscope.measures._sim_moments import PairSums, pair_accumulator, pair_sums
+from repscope.measures.similarity._common import check_pair, make_estimate, zero_variance
+from repscope.measures.similarity.moment_measure import MomentMeasure
 from repscope.registry import register
 from repscope.results import Estimate
 
-__all__ = ["CCAState", "Whitening", "cca_mean", "pwcca", "svcca", "whitening"]
+__all__ = ["Whitening", "cca_mean", "pwcca", "svcca", "whitening"]
 
 _RTOL = 1e-12
 
@@ -54,7 +51,7 @@ def whitening(sxx: torch.Tensor, *, variance_kept: float | None = None) -> White
     """Whitening map from the centred cross-product ``sxx`` (d, d), float64.
 
     Zero-variance columns (centred norm <= 1e-12 times the largest, the rule of
-    :func:`~repscope.measures._sim_common.zero_variance`) are dropped. Without
+    :func:`~repscope.measures.similarity._common.zero_variance`) are dropped. Without
     ``variance_kept`` (CCA), the rest is first equilibrated, ``R = D^-1 Sxx D^-1`` with
     ``D = diag(Sxx)^(1/2)``: CCA is invariant to per-feature scale, and this removes the
     ill-conditioning that feature scales alone cause (features spread over 1e-3..1e3 give
@@ -89,31 +86,11 @@ def whitening(sxx: torch.Tensor, *, variance_kept: float | None = None) -> White
     return Whitening(W, lam[:r], n_zero)
 
 
-def side(sxx: torch.Tensor, fn: str, name: str, *, variance_kept: float | None = None
-         ) -> Whitening:
+def whiten_side(sxx: torch.Tensor, fn: str, name: str, *, variance_kept: float | None = None
+                ) -> Whitening:
     """Warn about constant columns (refuse when all are), then :func:`whitening`."""
     zero_variance(None, fn, name, warn=True, col_sq=torch.diagonal(sxx))
     return whitening(sxx, variance_kept=variance_kept)
-
-
-@dataclass(frozen=True)
-class CCAState:
-    """Per-representation state of the prepared (matrix / permutation) path, made once."""
-
-    Xc: torch.Tensor
-    "(n, d) float64 centred rows (the pair step forms ``Sxy = Xc^T Yc``)."
-    sxx: torch.Tensor
-    "(d, d) ``Xc^T Xc``."
-    white: Whitening
-    "Whitening map from ``sxx``."
-
-
-def prepare_cca(X: ArrayLike, device: torch.device, fn: str, name: str, *,
-                variance_kept: float | None = None) -> CCAState:
-    """Centre one representation and whiten it from its cross-product (prepared once)."""
-    Xc = centred(X, device)  # (n, d)
-    sxx = Xc.T @ Xc  # (d, d)
-    return CCAState(Xc, sxx, side(sxx, fn, name, variance_kept=variance_kept))
 
 
 def _refuse(fn: str, n: int, dims: dict[str, int], what: str) -> None:
@@ -170,30 +147,55 @@ def pwcca_estimate(wx: Whitening, wy: Whitening, sxx: torch.Tensor, sxy: torch.T
     return make_estimate("pwcca", float(torch.dot(weights, rho)), n, params, diag)
 
 
-def _cca_mean_from_sums(s: PairSums, params: dict[str, Any], fn: str = "cca_mean") -> Estimate:
-    _refuse(fn, s.n, {"X": s.sxx.shape[0], "Y": s.syy.shape[0]}, "features")
-    wx, wy = side(s.sxx, fn, "X"), side(s.syy, fn, "Y")
-    _warn_overlap(fn, s.n, wx.W.shape[1], wy.W.shape[1])
-    return cca_estimate(wx, wy, s.sxy, s.n, params, fn)
+# ------------------------------------------------------------ side and pair steps --------
+def _cca_side(fn: str) -> Any:
+    def side(sxx: torch.Tensor, n: int, params: Mapping[str, Any], name: str) -> Whitening:
+        """Refuse n <= d, then warn about constant columns and whiten."""
+        _refuse(fn, n, {name: sxx.shape[0]}, "features")
+        return whiten_side(sxx, fn, name)
+    return side
 
 
-def _svcca_from_sums(s: PairSums, params: dict[str, Any]) -> Estimate:
-    fn = "svcca"
-    vk = check_float(params.get("variance_kept", 0.99), "variance_kept", fn, low=0.0, high=1.0,
-                     low_inclusive=False)
-    wx = side(s.sxx, fn, "X", variance_kept=vk)
-    wy = side(s.syy, fn, "Y", variance_kept=vk)
-    _refuse(fn, s.n, {"X": wx.W.shape[1], "Y": wy.W.shape[1]}, "kept components")
-    _warn_overlap(fn, s.n, wx.W.shape[1], wy.W.shape[1])
-    return cca_estimate(wx, wy, s.sxy, s.n, params, fn)
+def _svcca_side(sxx: torch.Tensor, n: int, params: Mapping[str, Any], name: str) -> Whitening:
+    """The leading principal components (``variance_kept``), refused when n <= their number."""
+    w = whiten_side(sxx, "svcca", name, variance_kept=params["variance_kept"])
+    _refuse("svcca", n, {name: w.W.shape[1]}, "kept components")
+    return w
 
 
-def _pwcca_from_sums(s: PairSums, params: dict[str, Any]) -> Estimate:
-    fn = "pwcca"
-    _refuse(fn, s.n, {"X": s.sxx.shape[0], "Y": s.syy.shape[0]}, "features")
-    wx, wy = side(s.sxx, fn, "X"), side(s.syy, fn, "Y")
-    _warn_overlap(fn, s.n, wx.W.shape[1], wy.W.shape[1])
-    return pwcca_estimate(wx, wy, s.sxx, s.sxy, s.n, params)
+def _svcca_check(params: Mapping[str, Any]) -> dict[str, Any]:
+    vk = check_float(params.get("variance_kept", 0.99), "variance_kept", "svcca", low=0.0,
+                     high=1.0, low_inclusive=False)
+    return {**params, "variance_kept": vk}
+
+
+def _mean_pair(fn: str) -> Any:
+    def pair(wx: Whitening, wy: Whitening, sxy: torch.Tensor, n: int,
+             params: Mapping[str, Any]) -> Estimate:
+        _warn_overlap(fn, n, wx.W.shape[1], wy.W.shape[1])
+        return cca_estimate(wx, wy, sxy, n, params, fn)
+    return pair
+
+
+_pwcca_whiten = _cca_side("pwcca")
+
+
+def _pwcca_side(sxx: torch.Tensor, n: int, params: Mapping[str, Any],
+                name: str) -> tuple[Whitening, torch.Tensor]:
+    """The CCA side step; PWCCA's weights also read X's own ``Sxx``."""
+    return _pwcca_whiten(sxx, n, params, name), sxx
+
+
+def _pwcca_pair(sx: tuple[Whitening, torch.Tensor], sy: tuple[Whitening, torch.Tensor],
+                sxy: torch.Tensor, n: int, params: Mapping[str, Any]) -> Estimate:
+    (wx, sxx), (wy, _) = sx, sy
+    _warn_overlap("pwcca", n, wx.W.shape[1], wy.W.shape[1])
+    return pwcca_estimate(wx, wy, sxx, sxy, n, params)
+
+
+CCA_MEAN = MomentMeasure("cca_mean", _cca_side("cca_mean"), _mean_pair("cca_mean"))
+SVCCA = MomentMeasure("svcca", _svcca_side, _mean_pair("svcca"), _svcca_check)
+PWCCA = MomentMeasure("pwcca", _pwcca_side, _pwcca_pair)
 
 
 _INV_CCA = {"rotation", "translation", "scale", "permutation", "invertible_linear",
@@ -202,7 +204,7 @@ _INV_CCA = {"rotation", "translation", "scale", "permutation", "invertible_linea
 
 @register("cca_mean", family="similarity", kind="pair", invariances=_INV_CCA,
           higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True,
-          accumulator=pair_accumulator("cca_mean", _cca_mean_from_sums))
+          accumulator=CCA_MEAN.streaming(), prepared=CCA_MEAN.prepared(all_pairs=True))
 def cca_mean(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Mean canonical correlation ``(1/r) sum_i rho_i``, ``r = min(rank X, rank Y)``.
 
@@ -212,16 +214,14 @@ def cca_mean(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estima
     Computed from the pair moments (``Sxx``, ``Syy``, ``Sxy``; see :func:`whitening`), the
     same code as its streaming accumulator.
     """
-    fn = "cca_mean"
-    X, Y = check_pair(X, Y, fn, min_samples=3)
-    _refuse(fn, X.shape[0], {"X": X.shape[1], "Y": Y.shape[1]}, "features")
-    return _cca_mean_from_sums(pair_sums(X, Y, fn, device=device), {"device": device})
+    X, Y = check_pair(X, Y, "cca_mean", min_samples=3)
+    return CCA_MEAN.batch(X, Y, {"device": device}, device=device)
 
 
 @register("svcca", family="similarity", kind="pair",
           invariances={"rotation", "translation", "scale", "permutation"},
           higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True,
-          accumulator=pair_accumulator("svcca", _svcca_from_sums))
+          accumulator=SVCCA.streaming(), prepared=SVCCA.prepared(all_pairs=True))
 def svcca(X: ArrayLike, Y: ArrayLike, *, variance_kept: float = 0.99,
           device: str | None = None) -> Estimate:
     """SVCCA (Raghu et al., NeurIPS 2017): mean CCA between the top principal subspaces.
@@ -231,18 +231,14 @@ def svcca(X: ArrayLike, Y: ArrayLike, *, variance_kept: float = 0.99,
     The number kept is in ``diagnostics['rank_x' / 'rank_y']``. Unlike mean CCA it is not
     invariant to invertible linear maps (the SVD step depends on the scale of each feature).
     """
-    fn = "svcca"
-    X, Y = check_pair(X, Y, fn, min_samples=3)
-    variance_kept = check_float(variance_kept, "variance_kept", fn, low=0.0, high=1.0,
-                                low_inclusive=False)
-    return _svcca_from_sums(pair_sums(X, Y, fn, device=device),
-                            {"variance_kept": variance_kept, "device": device})
+    X, Y = check_pair(X, Y, "svcca", min_samples=3)
+    return SVCCA.batch(X, Y, {"variance_kept": variance_kept, "device": device}, device=device)
 
 
 @register("pwcca", family="similarity", kind="pair",
           invariances={"translation", "scale", "permutation"},
           higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=False,
-          accumulator=pair_accumulator("pwcca", _pwcca_from_sums))
+          accumulator=PWCCA.streaming(), prepared=PWCCA.prepared())
 def pwcca(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Projection-weighted CCA (Morcos, Raghu and Bengio, NeurIPS 2018).
 
@@ -251,19 +247,5 @@ def pwcca(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     canonical directions that account for more of X's neurons weigh more. Not symmetric (the
     weights come from X) and, through the per-neuron absolute values, not rotation invariant.
     """
-    fn = "pwcca"
-    X, Y = check_pair(X, Y, fn, min_samples=3)
-    _refuse(fn, X.shape[0], {"X": X.shape[1], "Y": Y.shape[1]}, "features")
-    return _pwcca_from_sums(pair_sums(X, Y, fn, device=device), {"device": device})
-
-
-def compare_cca_mean(sx: CCAState, sy: CCAState, params: dict[str, Any],
-                     name: str = "cca_mean") -> Estimate:
-    """Prepared path: ``Sxy = Xc^T Yc`` then the moment-based :func:`cca_estimate`."""
-    return cca_estimate(sx.white, sy.white, sx.Xc.T @ sy.Xc, sx.Xc.shape[0], params, name)
-
-
-def compare_pwcca(sx: CCAState, sy: CCAState, params: dict[str, Any]) -> Estimate:
-    """Prepared path of ``pwcca``: ``Sxy = Xc^T Yc`` then :func:`pwcca_estimate`."""
-    _warn_overlap("pwcca", sx.Xc.shape[0], sx.white.W.shape[1], sy.white.W.shape[1])
-    return pwcca_estimate(sx.white, sy.white, sx.sxx, sx.Xc.T @ sy.Xc, sx.Xc.shape[0], params)
+    X, Y = check_pair(X, Y, "pwcca", min_samples=3)
+    return PWCCA.batch(X, Y, {"device": device}, device=device)

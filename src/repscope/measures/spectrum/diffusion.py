@@ -27,7 +27,7 @@ from repscope._validate import (
     check_float,
     check_int,
 )
-from repscope.measures._spectral_stream import entropy
+from repscope.measures.spectrum.stream import entropy
 from repscope.registry import register
 from repscope.results import Estimate
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from repscope._validate import ArrayLike, as_numpy, check_array, check_choice, check_float
-from repscope.measures._spectral_stream import (
+from repscope.measures.spectrum.stream import (
     CovarianceAccumulator,
     check_state,
     moments_of,
 )
-from repscope.registry import register
+from repscope.registry import Streaming, register
 from repscope.results import Estimate
 from repscope.stats import Moments
 
@@ -63,7 +63,7 @@ def _outlier_dimensions(state: Moments, *, criterion: str = "variance", threshol
 @register("outlier_dimensions", family="outliers",
           invariances={"translation", "scale", "permutation"}, bounds=(0.0, None),
           default_panel=True,
-          accumulator=CovarianceAccumulator.factory("outlier_dimensions", _outlier_dimensions))
+          accumulator=Streaming(CovarianceAccumulator, _outlier_dimensions))
 def outlier_dimensions(X: ArrayLike, *, criterion: str = "variance", threshold: float = 3.0,
                        min_ratio: float = 5.0) -> Estimate:
     """Number of outlier dimensions: coordinates whose variance (or magnitude) dwarfs the rest.

@@ -13,14 +13,15 @@ never forming an n x n matrix.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from repscope._validate import ArrayLike, check_choice, check_float, check_int
-from repscope.measures._sim_common import (
+from repscope.measures.similarity._common import (
     PRECISIONS,
     centred,
     check_pair,
@@ -29,8 +30,9 @@ from repscope.measures._sim_common import (
     resolve_device,
     zero_variance,
 )
-from repscope.measures._sim_moments import PairMomentsAccumulator, PairSums, pair_accumulator
-from repscope.registry import register
+from repscope.measures.similarity.moment_measure import MomentMeasure
+from repscope.measures.similarity.moments import PairMomentsAccumulator
+from repscope.registry import Prepared, register
 from repscope.results import Estimate
 from repscope.stats import Moments
 
@@ -40,28 +42,46 @@ __all__ = [
     "cka_linear_debiased",
     "cka_rbf",
     "cka_rbf_nystroem",
+    "cka_ratio",
     "median_distance",
 ]
 
 _INV = {"rotation", "translation", "scale", "permutation"}
 
 
-# ---------------------------------------------------------------- linear CKA, streaming ----
-def cka_from_sums(s: PairSums, params: dict[str, Any]) -> Estimate:
-    """Linear CKA ``||Sxy||_F^2 / (||Sxx||_F ||Syy||_F)`` from the pair moments."""
-    n = s.n
-    hxx, hyy = float(torch.sum(s.sxx * s.sxx)), float(torch.sum(s.syy * s.syy))
-    if hxx == 0 or hyy == 0:
-        raise ValueError("cka_linear got a representation whose columns all have zero variance "
-                         "(every row is identical); the similarity is undefined.")
-    hxy = float(torch.sum(s.sxy * s.sxy))
-    value = hxy / math.sqrt(hxx * hyy)
+def cka_ratio(hxy: float, hxx: float, hyy: float, *, low: float = 0.0) -> float:
+    """CKA's normalisation ``hxy / sqrt(hxx hyy)``, clipped to ``[low, 1]`` (every CKA variant)."""
+    return min(max(hxy / math.sqrt(hxx * hyy), low), 1.0)
+
+
+# ---------------------------------------------------------------------------- linear CKA ----
+def _linear_check(params: Mapping[str, Any]) -> dict[str, Any]:
+    fn = "cka_linear"
+    out = dict(params)
+    if "batch_size" in out:
+        out["batch_size"] = check_int(out["batch_size"], "batch_size", fn, low=1)
+    check_choice(out.get("precision", "float64"), "precision", fn, PRECISIONS)
+    return out
+
+
+def _linear_side(sxx: torch.Tensor, n: int, params: Mapping[str, Any], name: str) -> float:
+    """Refuse an all-constant side; its HSIC term ``||Sxx||_F^2``."""
+    zero_variance(None, "cka_linear", name, warn=False, col_sq=torch.diagonal(sxx))
+    return float(torch.sum(sxx * sxx))
+
+
+def _linear_pair(hxx: float, hyy: float, sxy: torch.Tensor, n: int,
+                 params: Mapping[str, Any]) -> Estimate:
+    """Linear CKA ``||Sxy||_F^2 / (||Sxx||_F ||Syy||_F)``."""
+    hxy = float(torch.sum(sxy * sxy))
     diag = {"hsic_xy": hxy / (n - 1) ** 2, "hsic_xx": hxx / (n - 1) ** 2,
             "hsic_yy": hyy / (n - 1) ** 2}
-    return make_estimate("cka_linear", min(max(value, 0.0), 1.0), n, params, diag)
+    return make_estimate("cka_linear", cka_ratio(hxy, hxx, hyy), n, params, diag)
 
 
-pair_accumulator("cka_linear", cka_from_sums)  # registers the compute step
+LINEAR_CKA = MomentMeasure("cka_linear", _linear_side, _linear_pair, _linear_check,
+                           options=("precision",))
+"Linear CKA from the pair moments: the one implementation of every ``cka_linear`` path."
 
 
 @dataclass(frozen=True)
@@ -84,7 +104,8 @@ class LinearCKAAccumulator(PairMomentsAccumulator):
 
 @register("cka_linear", family="similarity", kind="pair", invariances=_INV,
           higher_is_better=True, bounds=(0.0, 1.0), min_samples=2, default_panel=True,
-          symmetric=True, accumulator=LinearCKAAccumulator.init)
+          symmetric=True, accumulator=LINEAR_CKA.streaming(),
+          prepared=LINEAR_CKA.prepared(all_pairs=True))
 def cka_linear(X: ArrayLike, Y: ArrayLike, *, batch_size: int = 8192,
                precision: str = "float64") -> Estimate:
     """Linear CKA with the biased HSIC, in feature space (Kornblith et al., ICML 2019).
@@ -96,16 +117,11 @@ def cka_linear(X: ArrayLike, Y: ArrayLike, *, batch_size: int = 8192,
     ``precision``: ``"float64"`` products (default), or ``"mixed"``: float32 products of the
     float64-centred rows over 512-row chunks summed in float64, about twice as fast on a CPU;
     it differs from the float64 value by ~5e-9 for d >= 40 and up to ~1e-6 for d <= 5
-    (:func:`~repscope.measures._sim_common.cross_products`).
+    (:func:`~repscope.measures.similarity._common.cross_products`).
     """
-    fn = "cka_linear"
-    X, Y = check_pair(X, Y, fn, min_samples=2)
-    batch_size = check_int(batch_size, "batch_size", fn, low=1)
-    check_choice(precision, "precision", fn, PRECISIONS)
-    acc = LinearCKAAccumulator.init(X.shape[1], Y.shape[1], precision)
-    for lo in range(0, X.shape[0], batch_size):
-        acc = acc.update(X[lo:lo + batch_size], Y[lo:lo + batch_size])
-    return acc.compute({"batch_size": batch_size, "precision": precision})
+    X, Y = check_pair(X, Y, "cka_linear", min_samples=2)
+    params = LINEAR_CKA.checked({"batch_size": batch_size, "precision": precision})
+    return LINEAR_CKA.batch(X, Y, params, batch_size=params["batch_size"])
 
 
 # --------------------------------------------------------------- debiased linear CKA -------
@@ -138,25 +154,36 @@ def hsic_unbiased_linear(Xc: torch.Tensor, Yc: torch.Tensor, a: torch.Tensor,
     return float(total) / (n * (n - 3))
 
 
-def prepare_debiased(X: ArrayLike, device: torch.device) -> DebiasedState:
+def prepare_debiased(X: ArrayLike, device: torch.device, params: Mapping[str, Any] | None = None,
+                     name: str = "X") -> DebiasedState:
+    """Centre one representation, refuse it when constant, and its unbiased self-HSIC."""
     Xc = centred(X, device)  # (n, d)
+    zero_variance(Xc, "cka_linear_debiased", name, warn=False)
     sq = torch.sum(Xc * Xc, dim=1)  # (n,)
     return DebiasedState(Xc, sq, hsic_unbiased_linear(Xc, Xc, sq, sq))
 
 
-def compare_debiased(sx: DebiasedState, sy: DebiasedState, params: dict[str, Any]) -> Estimate:
+def compare_debiased(sx: DebiasedState, sy: DebiasedState, params: Mapping[str, Any]) -> Estimate:
+    """``HSIC_u(X, Y) / sqrt(HSIC_u(X, X) HSIC_u(Y, Y))`` of two prepared representations."""
     n = sx.Xc.shape[0]
     if sx.self_hsic <= 0 or sy.self_hsic <= 0:
         raise ValueError("cka_linear_debiased: the unbiased self-HSIC of a representation is not "
                          "positive (constant or nearly constant rows); the similarity is undefined.")
     hxy = hsic_unbiased_linear(sx.Xc, sy.Xc, sx.sq, sy.sq)
-    value = hxy / math.sqrt(sx.self_hsic * sy.self_hsic)
     diag = {"hsic_xy": hxy, "hsic_xx": sx.self_hsic, "hsic_yy": sy.self_hsic}
-    return make_estimate("cka_linear_debiased", min(max(value, -1.0), 1.0), n, params, diag)
+    return make_estimate("cka_linear_debiased", cka_ratio(hxy, sx.self_hsic, sy.self_hsic, low=-1.0),
+                         n, params, diag)
+
+
+def permute_debiased(state: DebiasedState, perm: Any) -> DebiasedState:
+    """The prepared state of ``Y[perm]``: rows and row norms re-ordered, self-HSIC kept."""
+    idx = torch.as_tensor(perm, device=state.Xc.device)
+    return replace(state, Xc=state.Xc[idx], sq=state.sq[idx])
 
 
 @register("cka_linear_debiased", family="similarity", kind="pair", invariances=_INV,
-          higher_is_better=True, bounds=(-1.0, 1.0), min_samples=4, symmetric=True)
+          higher_is_better=True, bounds=(-1.0, 1.0), min_samples=4, symmetric=True,
+          prepared=Prepared(prepare_debiased, compare_debiased, permute_debiased))
 def cka_linear_debiased(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Linear CKA with the unbiased HSIC estimator (Song et al., JMLR 2012).
 
@@ -165,13 +192,10 @@ def cka_linear_debiased(X: ArrayLike, Y: ArrayLike, *, device: str | None = None
     the biased estimator it is near 0 for independent representations at small n (it can be
     slightly negative). Needs n >= 4. Feature-space form, O(n d^2), no n x n matrix.
     """
-    fn = "cka_linear_debiased"
-    X, Y = check_pair(X, Y, fn, min_samples=4)
+    X, Y = check_pair(X, Y, "cka_linear_debiased", min_samples=4)
     dev = resolve_device(X, device)
-    sx, sy = prepare_debiased(X, dev), prepare_debiased(Y, dev)
-    for s, name in ((sx, "X"), (sy, "Y")):
-        zero_variance(s.Xc, fn, name, warn=False)
-    return compare_debiased(sx, sy, {"device": device})
+    return compare_debiased(prepare_debiased(X, dev, None, "X"), prepare_debiased(Y, dev, None, "Y"),
+                            {"device": device})
 
 
 # ------------------------------------------------------------------------- RBF CKA ---------
@@ -229,7 +253,7 @@ def _rbf_hsic_blockwise(X: torch.Tensor, Y: torch.Tensor, sx: float, sy: float,
 
 
 @register("cka_rbf", family="similarity", kind="pair", invariances=_INV,
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True)
+          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True, prepared=None)
 def cka_rbf(X: ArrayLike, Y: ArrayLike, *, sigma_factor: float = 1.0, max_pairs: int = 200_000,
             block_size: int = 1024, seed: int = 0, device: str | None = None) -> Estimate:
     """Exact RBF-kernel CKA with the biased HSIC (Kornblith et al., ICML 2019).
@@ -255,11 +279,10 @@ def cka_rbf(X: ArrayLike, Y: ArrayLike, *, sigma_factor: float = 1.0, max_pairs:
         raise ValueError(f"{fn}: the median distance between rows is 0 (more than half the rows "
                          f"are duplicates); the kernel bandwidth is undefined.")
     hxy, hxx, hyy = _rbf_hsic_blockwise(Xc, Yc, sx, sy, block_size)
-    value = hxy / math.sqrt(hxx * hyy)
     params = {"sigma_factor": sigma_factor, "max_pairs": max_pairs, "block_size": block_size,
               "seed": seed, "device": device}
     diag = {"sigma_x": sx, "sigma_y": sy, "approximate": False}
-    return make_estimate(fn, min(max(value, 0.0), 1.0), X.shape[0], params, diag)
+    return make_estimate(fn, cka_ratio(hxy, hxx, hyy), X.shape[0], params, diag)
 
 
 def _nystroem_features(X64: torch.Tensor, landmarks: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -274,7 +297,7 @@ def _nystroem_features(X64: torch.Tensor, landmarks: torch.Tensor, sigma: float)
 
 
 @register("cka_rbf_nystroem", family="similarity", kind="pair", invariances=_INV,
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True)
+          higher_is_better=True, bounds=(0.0, 1.0), min_samples=3, symmetric=True, prepared=None)
 def cka_rbf_nystroem(X: ArrayLike, Y: ArrayLike, *, sigma_factor: float = 1.0,
                      n_landmarks: int = 256, max_pairs: int = 200_000, seed: int = 0,
                      device: str | None = None) -> Estimate:
@@ -309,9 +332,8 @@ def cka_rbf_nystroem(X: ArrayLike, Y: ArrayLike, *, sigma_factor: float = 1.0,
     Fy -= Fy.mean(0, keepdim=True)
     hxy = float(torch.sum((Fx.T @ Fy) ** 2))
     hxx, hyy = float(torch.sum((Fx.T @ Fx) ** 2)), float(torch.sum((Fy.T @ Fy) ** 2))
-    value = hxy / math.sqrt(hxx * hyy)
     params = {"sigma_factor": sigma_factor, "n_landmarks": n_landmarks, "max_pairs": max_pairs,
               "seed": seed, "device": device}
     diag = {"sigma_x": sx, "sigma_y": sy, "approximate": True, "n_landmarks_used": m,
             "rank_x": Fx.shape[1], "rank_y": Fy.shape[1]}
-    return make_estimate(fn, min(max(value, 0.0), 1.0), n, params, diag)
+    return make_estimate(fn, cka_ratio(hxy, hxx, hyy), n, params, diag)

@@ -6,15 +6,16 @@ nuclear norm ``||.||_*`` (sum of singular values) and zero padding of the smalle
     min_Q ||Xc - Yc Q||_F^2 = ||Xc||_F^2 + ||Yc||_F^2 - 2 ||Xc^T Yc||_*.
 
 Everything is computed from the pair moments (``Sxy`` and the traces for Procrustes; ``Sxx``,
-``Syy``, ``Sxy`` for the partially whitened ``shape_alpha``) in O(n d^2), no n x n matrix;
-the streaming accumulators (:mod:`repscope.measures._sim_moments`) compute the same way.
+``Syy``, ``Sxy`` for the partially whitened ``shape_alpha``) in O(n d^2), no n x n matrix, by
+one :class:`~.moment_measure.MomentMeasure` per metric that every path (batch, stream,
+prepared, all pairs) calls.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +23,9 @@ import numpy as np
 import torch
 
 from repscope._validate import ArrayLike, as_numpy, check_float, check_int
-from repscope.measures._sim_cca import whitening
-from repscope.measures._sim_common import (
-    centred,
-    centred_cross,
-    check_pair,
-    make_estimate,
-    resolve_device,
-    zero_variance,
-)
-from repscope.measures._sim_moments import PairSums, pair_accumulator, pair_sums
+from repscope.measures.similarity._common import check_pair, make_estimate, zero_variance
+from repscope.measures.similarity.cca import whitening
+from repscope.measures.similarity.moment_measure import MomentMeasure
 from repscope.registry import register
 from repscope.results import Estimate, result_type
 
@@ -42,23 +36,6 @@ __all__ = [
     "shape_alpha",
     "shape_mom",
 ]
-
-
-@dataclass(frozen=True)
-class ShapeState:
-    """Per-representation data of the Procrustes metrics (prepared path), made once."""
-
-    Z: torch.Tensor
-    "(n, d) float64 centred rows."
-    sq_norm: float
-    "``||Z||_F^2``."
-
-
-def prepare_procrustes(X: ArrayLike, device: torch.device, fn: str, name: str) -> ShapeState:
-    Xc = centred(X, device)  # (n, d)
-    col_sq = torch.sum(Xc * Xc, dim=0)  # (d,)
-    zero_variance(Xc, fn, name, warn=False, col_sq=col_sq)
-    return ShapeState(Xc, float(col_sq.sum()))
 
 
 def angular_estimate(nuc: float, qx: float, qy: float, n: int, params: dict[str, Any],
@@ -76,42 +53,31 @@ def euclidean_estimate(nuc: float, qx: float, qy: float, n: int,
     return make_estimate("procrustes_euclidean", math.sqrt(resid / n), n, params, diag)
 
 
-def procrustes_core(fn: str, n: int, sxy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
-                    params: dict[str, Any]) -> Estimate:
-    """Either Procrustes metric from ``Sxy = Xc^T Yc`` and the centred column sums of squares
-    ``cx = diag(Sxx)``, ``cy = diag(Syy)``: nuclear norm and traces, nothing else."""
-    zero_variance(None, fn, "X", warn=False, col_sq=cx)
-    zero_variance(None, fn, "Y", warn=False, col_sq=cy)
-    nuc, qx, qy = float(torch.linalg.svdvals(sxy).sum()), float(cx.sum()), float(cy.sum())
-    if fn == "procrustes_euclidean":
-        return euclidean_estimate(nuc, qx, qy, n, params)
-    return angular_estimate(nuc, qx, qy, n, params, fn)
+def _procrustes_side(fn: str) -> Any:
+    def side(sxx: torch.Tensor, n: int, params: Mapping[str, Any], name: str) -> float:
+        """Refuse an all-constant side; its total sum of squares ``tr(Sxx) = ||Xc||_F^2``."""
+        col_sq = torch.diagonal(sxx)  # (d,)
+        zero_variance(None, fn, name, warn=False, col_sq=col_sq)
+        return float(col_sq.sum())
+    return side
 
 
-def _procrustes_from_sums(fn: str) -> Callable[[PairSums, dict[str, Any]], Estimate]:
-    def compute(s: PairSums, params: dict[str, Any]) -> Estimate:
-        return procrustes_core(fn, s.n, s.sxy, torch.diagonal(s.sxx), torch.diagonal(s.syy),
-                               params)
-    return compute
+def _procrustes_pair(fn: str) -> Any:
+    def pair(qx: float, qy: float, sxy: torch.Tensor, n: int,
+             params: Mapping[str, Any]) -> Estimate:
+        """Either Procrustes metric from the nuclear norm ``||Sxy||_*`` and the two traces."""
+        nuc = float(torch.linalg.svdvals(sxy).sum())
+        if fn == "procrustes_euclidean":
+            return euclidean_estimate(nuc, qx, qy, n, params)
+        return angular_estimate(nuc, qx, qy, n, params, fn)
+    return pair
 
 
-def _procrustes_batch(X: ArrayLike, Y: ArrayLike, device: str | None, fn: str) -> Estimate:
-    """The batch Procrustes metrics: one chunked pass for ``Sxy`` and the column sums of
-    squares (:func:`~repscope.measures._sim_common.centred_cross`, a third of the products of
-    the full pair moments when d_x = d_y), then :func:`procrustes_core` like the stream."""
-    S, cx, cy = centred_cross(X, Y, resolve_device(X, device))  # (d_x, d_y), (d_x,), (d_y,)
-    return procrustes_core(fn, X.shape[0], S, cx, cy, {"device": device})
-
-
-def compare_angular(sx: ShapeState, sy: ShapeState, params: dict[str, Any],
-                    name: str) -> Estimate:
-    nuc = float(torch.linalg.svdvals(sx.Z.T @ sy.Z).sum())
-    return angular_estimate(nuc, sx.sq_norm, sy.sq_norm, sx.Z.shape[0], params, name)
-
-
-def compare_euclidean(sx: ShapeState, sy: ShapeState, params: dict[str, Any]) -> Estimate:
-    nuc = float(torch.linalg.svdvals(sx.Z.T @ sy.Z).sum())
-    return euclidean_estimate(nuc, sx.sq_norm, sy.sq_norm, sx.Z.shape[0], params)
+PROCRUSTES = {fn: MomentMeasure(fn, _procrustes_side(fn), _procrustes_pair(fn), gram="diagonal")
+              for fn in ("procrustes_angular", "procrustes_euclidean")}
+"""The Procrustes metrics read ``Sxy`` and the diagonals of ``Sxx``, ``Syy`` only: their batch
+functions make just those in one chunked pass (a third of the products of the full pair
+moments when d_x = d_y)."""
 
 
 _SHAPE_INV = {"rotation", "translation", "scale", "permutation"}
@@ -119,9 +85,8 @@ _SHAPE_INV = {"rotation", "translation", "scale", "permutation"}
 
 @register("procrustes_angular", family="similarity", kind="pair", invariances=_SHAPE_INV,
           higher_is_better=False, bounds=(0.0, math.pi / 2), min_samples=2, symmetric=True,
-          default_panel=True,
-          accumulator=pair_accumulator("procrustes_angular",
-                                       _procrustes_from_sums("procrustes_angular")))
+          default_panel=True, accumulator=PROCRUSTES["procrustes_angular"].streaming(),
+          prepared=PROCRUSTES["procrustes_angular"].prepared())
 def procrustes_angular(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Angular Procrustes shape distance (Williams et al., NeurIPS 2021), in radians.
 
@@ -130,16 +95,15 @@ def procrustes_angular(X: ArrayLike, Y: ArrayLike, *, device: str | None = None)
     metric; 0 iff Y is a rotated, scaled, translated copy of X. ``diagnostics['cosine']`` is
     the Procrustes similarity ``cos theta`` that some libraries report instead.
     """
-    fn = "procrustes_angular"
-    X, Y = check_pair(X, Y, fn, min_samples=2)
-    return _procrustes_batch(X, Y, device, fn)
+    X, Y = check_pair(X, Y, "procrustes_angular", min_samples=2)
+    return PROCRUSTES["procrustes_angular"].batch(X, Y, {"device": device}, device=device)
 
 
 @register("procrustes_euclidean", family="similarity", kind="pair",
           invariances={"rotation", "translation", "permutation"},
           higher_is_better=False, bounds=(0.0, None), min_samples=2, symmetric=True,
-          accumulator=pair_accumulator("procrustes_euclidean",
-                                       _procrustes_from_sums("procrustes_euclidean")))
+          accumulator=PROCRUSTES["procrustes_euclidean"].streaming(),
+          prepared=PROCRUSTES["procrustes_euclidean"].prepared())
 def procrustes_euclidean(X: ArrayLike, Y: ArrayLike, *, device: str | None = None) -> Estimate:
     """Euclidean Procrustes distance per sample: ``sqrt(min_Q ||Xc - Yc Q||_F^2 / n)``.
 
@@ -149,9 +113,8 @@ def procrustes_euclidean(X: ArrayLike, Y: ArrayLike, *, device: str | None = Non
     of the activations: not scale invariant, compare it only between representations of
     similar norm.
     """
-    fn = "procrustes_euclidean"
-    X, Y = check_pair(X, Y, fn, min_samples=2)
-    return _procrustes_batch(X, Y, device, fn)
+    X, Y = check_pair(X, Y, "procrustes_euclidean", min_samples=2)
+    return PROCRUSTES["procrustes_euclidean"].batch(X, Y, {"device": device}, device=device)
 
 
 # ------------------------------------------------------------- generalized shape metric ----
@@ -173,7 +136,7 @@ def alpha_side(sxx: torch.Tensor, n: int, alpha: float, fn: str, name: str) -> A
     eigenpairs with ``lam > 1e-12 lam_max`` (null directions carry no data and are dropped),
     and ``||Xc W||_F^2 = ||W^T Sxx W||_*``. At ``alpha = 0`` (full
     whitening, invariant to per-feature scale) the equilibrated CCA whitening
-    (:func:`~repscope.measures._sim_cca.whitening`) is used: ``Xc W`` is then orthonormal,
+    (:func:`~repscope.measures.similarity.cca.whitening`) is used: ``Xc W`` is then orthonormal,
     the same map up to the scale factor sqrt(n) that the angle ignores.
     """
     zero_variance(None, fn, name, warn=alpha < 1, col_sq=torch.diagonal(sxx))
@@ -192,52 +155,33 @@ def _nuclear(Wx: torch.Tensor, sxy: torch.Tensor, Wy: torch.Tensor) -> float:
 
 
 def alpha_estimate(ax: AlphaSide, ay: AlphaSide, sxy: torch.Tensor, n: int,
-                   params: dict[str, Any]) -> Estimate:
+                   params: Mapping[str, Any]) -> Estimate:
     """Angular distance of the partially whitened sides: ``||Wx^T Sxy Wy||_*`` over norms."""
     nuc = _nuclear(ax.W, sxy, ay.W)
     return angular_estimate(nuc, ax.sq_norm, ay.sq_norm, n, params, "shape_alpha")
 
 
-def _check_alpha(alpha: Any, n: int, d: int) -> float:
-    fn = "shape_alpha"
-    alpha = check_float(alpha, "alpha", fn, low=0.0, high=1.0)
+def _alpha_check(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {**params, "alpha": check_float(params.get("alpha", 0.5), "alpha", "shape_alpha",
+                                           low=0.0, high=1.0)}
+
+
+def _alpha_side(sxx: torch.Tensor, n: int, params: Mapping[str, Any], name: str) -> AlphaSide:
+    """Refuse full whitening (alpha = 0) of a side with n <= d, then :func:`alpha_side`."""
+    alpha, d = params["alpha"], sxx.shape[0]
     if alpha == 0.0 and n <= d:
-        raise ValueError(f"{fn} with alpha=0 (full whitening) needs more samples than features; "
-                         f"got n_samples={n} and d={d}.")
-    return alpha
+        raise ValueError(f"shape_alpha with alpha=0 (full whitening) needs more samples than "
+                         f"features; got n_samples={n} and d={d} for '{name}'.")
+    return alpha_side(sxx, n, alpha, "shape_alpha", name)
 
 
-def _alpha_from_sums(s: PairSums, params: dict[str, Any]) -> Estimate:
-    fn = "shape_alpha"
-    alpha = _check_alpha(params.get("alpha", 0.5), s.n, max(s.sxx.shape[0], s.syy.shape[0]))
-    ax = alpha_side(s.sxx, s.n, alpha, fn, "X")
-    ay = alpha_side(s.syy, s.n, alpha, fn, "Y")
-    return alpha_estimate(ax, ay, s.sxy, s.n, params)
-
-
-@dataclass(frozen=True)
-class AlphaState:
-    """Prepared (matrix / permutation) state of ``shape_alpha``: centred rows and the map."""
-
-    Xc: torch.Tensor
-    "(n, d) float64 centred rows (the pair step forms ``Sxy = Xc^T Yc``)."
-    side: AlphaSide
-
-
-def prepare_alpha(X: ArrayLike, device: torch.device, alpha: float, fn: str,
-                  name: str) -> AlphaState:
-    Xc = centred(X, device)  # (n, d)
-    return AlphaState(Xc, alpha_side(Xc.T @ Xc, Xc.shape[0], alpha, fn, name))
-
-
-def compare_alpha(sx: AlphaState, sy: AlphaState, params: dict[str, Any]) -> Estimate:
-    return alpha_estimate(sx.side, sy.side, sx.Xc.T @ sy.Xc, sx.Xc.shape[0], params)
+SHAPE_ALPHA = MomentMeasure("shape_alpha", _alpha_side, alpha_estimate, _alpha_check)
 
 
 @register("shape_alpha", family="similarity", kind="pair",
           invariances={"rotation", "translation", "permutation"},
           higher_is_better=False, bounds=(0.0, math.pi / 2), min_samples=3, symmetric=True,
-          accumulator=pair_accumulator("shape_alpha", _alpha_from_sums))
+          accumulator=SHAPE_ALPHA.streaming(), prepared=SHAPE_ALPHA.prepared(all_pairs=True))
 def shape_alpha(X: ArrayLike, Y: ArrayLike, *, alpha: float = 0.5,
                 device: str | None = None) -> Estimate:
     """Generalized shape metric with partial whitening (Williams et al., NeurIPS 2021), radians.
@@ -249,11 +193,8 @@ def shape_alpha(X: ArrayLike, Y: ArrayLike, *, alpha: float = 0.5,
     n > d). For 0 < alpha < 1 the value depends on the overall scale of the data. Computed
     from the pair moments, like its streaming accumulator (:func:`alpha_side`).
     """
-    fn = "shape_alpha"
-    X, Y = check_pair(X, Y, fn, min_samples=3)
-    alpha = _check_alpha(alpha, X.shape[0], max(X.shape[1], Y.shape[1]))
-    return _alpha_from_sums(pair_sums(X, Y, fn, device=device),
-                            {"alpha": alpha, "device": device})
+    X, Y = check_pair(X, Y, "shape_alpha", min_samples=3)
+    return SHAPE_ALPHA.batch(X, Y, {"alpha": alpha, "device": device}, device=device)
 
 
 # ------------------------------------------------------------ method of moments -------------
@@ -324,7 +265,7 @@ def cycle_moments(X: np.ndarray, Y: np.ndarray, P: int) -> np.ndarray:
 
 
 @register("shape_mom", family="similarity", kind="pair", invariances=_SHAPE_INV,
-          higher_is_better=True, bounds=(0.0, 1.0), min_samples=8, symmetric=True)
+          higher_is_better=True, bounds=(0.0, 1.0), min_samples=8, symmetric=True, prepared=None)
 def shape_mom(X: ArrayLike, Y: ArrayLike, *, n_moments: int = 4) -> ShapeMomentEstimate:
     """Method-of-moments estimate of the Procrustes similarity (Pospisil et al., ICLR 2024).
 

@@ -7,9 +7,11 @@ functions of the centred second moments of the paired rows ``[x, y]``: the count
 
 the blocks of the centred cross-product sum ``m2`` of :class:`repscope.stats.Moments` over the
 joint rows (``d_x + d_y`` features). :class:`PairMomentsAccumulator` keeps that state with the
-init / update / merge / compute protocol; every moment-based measure registers a
-``PairSums -> Estimate`` function with :func:`pair_accumulator`, and its batch function is the
-same accumulator (updated once per ``CHUNK_ROWS`` rows) followed by ``compute``. Because the
+init / update / merge / compute protocol (:class:`repscope.registry.Accumulator`). Every
+moment-based measure is ONE ``PairSums -> Estimate`` function
+(:class:`~repscope.measures.similarity.moment_measure.MomentMeasure`) that its batch function
+(:func:`pair_sums`: the accumulator updated once per ``CHUNK_ROWS`` rows), its accumulator's
+``compute`` and its prepared and all-pairs paths call. Because the
 state does not depend on the measure, ``repscope analyze`` accumulates one state per layer
 pair and precision (:attr:`PairMomentsAccumulator.state_key`) and computes every measure from
 it. Memory: ``(d_x + d_y)^2`` float64 numbers per pair.
@@ -23,9 +25,9 @@ pair's :class:`PairMomentsAccumulator` from its blocks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,7 +40,14 @@ from repscope._validate import (
     check_choice,
     check_int,
 )
-from repscope.measures._sim_common import PRECISIONS, check_pair, cross_products
+from repscope.measures.similarity._common import (
+    PRECISIONS,
+    centred_cross,
+    check_pair,
+    cross_products,
+    resolve_device,
+)
+from repscope.registry import compute_accumulated
 from repscope.results import Estimate
 from repscope.stats import Moments, merge_comoment
 
@@ -47,16 +56,12 @@ __all__ = [
     "BlockMoments",
     "PairMomentsAccumulator",
     "PairSums",
-    "pair_accumulator",
     "pair_sums",
 ]
 
 CHUNK_ROWS = 8192
 ("Rows centred and multiplied at a time (batch functions and every update): bounds the float64 "
  "centred copies to CHUNK_ROWS x (sum of the block widths).")
-
-_COMPUTE: dict[str, Callable[..., Estimate]] = {}  # measure name -> (PairSums, params) -> Estimate
-
 
 @dataclass(frozen=True)
 class PairSums:
@@ -69,6 +74,9 @@ class PairSums:
     "(d_y, d_y) ``Yc^T Yc``."
     sxy: torch.Tensor
     "(d_x, d_y) ``Xc^T Yc``."
+    diagonal: bool = False
+    """True when ``sxx`` and ``syy`` hold only the diagonals of the Gram blocks (the column
+    sums of squares, all a Procrustes metric reads; see :func:`pair_sums`)."""
 
 
 def _same_rows(X: Any, Y: Any) -> bool:
@@ -118,6 +126,8 @@ class PairMomentsAccumulator:
     "Arithmetic of each batch's cross-product (:data:`PRECISIONS`); merging is always float64."
     device: str | None = None
     "Torch device of the per-batch product (None: numpy on the CPU). Not part of the state."
+    blocks: ClassVar[type | None] = None
+    "The multi-layer state many pairs share (:class:`BlockMoments`, set below)."
 
     @classmethod
     def empty(cls, measure: str, d_x: int, d_y: int, precision: str = "float64",
@@ -133,10 +143,15 @@ class PairMomentsAccumulator:
     def d_y(self) -> int:
         return self.moments.d - self.d_x
 
+    @classmethod
+    def key(cls, precision: str = "float64") -> str:
+        """The :attr:`state_key` of accumulators of this ``precision``."""
+        return f"pair_moments:{precision}"
+
     @property
     def state_key(self) -> str:
         """Accumulators with equal keys accumulate the same state (any measure)."""
-        return f"pair_moments:{self.precision}"
+        return self.key(self.precision)
 
     def update(self, X: ArrayLike, Y: ArrayLike) -> PairMomentsAccumulator:
         """Add a batch of paired rows, X (b, d_x) and Y (b, d_y) (validated: float, finite)."""
@@ -164,6 +179,10 @@ class PairMomentsAccumulator:
         self._check_same(other)
         return replace(self, moments=self.moments.merge(other.moments))
 
+    def for_measure(self, name: str) -> PairMomentsAccumulator:
+        """The same state, computed as measure ``name``."""
+        return replace(self, measure=name)
+
     def adopt(self, other: PairMomentsAccumulator) -> PairMomentsAccumulator:
         """This measure's accumulator holding ``other``'s state (same ``state_key``)."""
         if other.precision != self.precision:
@@ -185,9 +204,9 @@ class PairMomentsAccumulator:
             raise ValueError(f"{self.measure} needs at least 2 samples (rows); got n_samples={n}.")
         return PairSums(n, m2[:dx, :dx], m2[dx:, dx:], m2[:dx, dx:])
 
-    def compute(self, params: Mapping[str, Any] | None = None) -> Estimate:
-        """The measure's :class:`Estimate` from the accumulated state."""
-        return _COMPUTE[self.measure](self.sums(), dict(params or {}))
+    def compute(self, params: Mapping[str, Any] | None = None, /, **kw: Any) -> Estimate:
+        """The measure's :class:`Estimate`: its registered ``compute`` on :meth:`sums`."""
+        return compute_accumulated(self, self.sums(), params, kw)
 
 
 def _batch_products(batches: list[Any], pairs: list[tuple[int, int]], precision: str,
@@ -200,7 +219,7 @@ def _batch_products(batches: list[Any], pairs: list[tuple[int, int]], precision:
     (memory O(CHUNK_ROWS sum_i d_i), whatever the batch), the chunk products summed in
     float64. ``precision="float64"`` on ``device=None`` uses numpy; otherwise torch on
     ``device``, where ``"mixed"`` rounds the float64-centred chunks to float32 once and sums
-    float32 products (:func:`~repscope.measures._sim_common.cross_products`). The per-pair
+    float32 products (:func:`~repscope.measures.similarity._common.cross_products`). The per-pair
     and the block states both call this, so their products are the same numbers.
     """
     n = int(batches[0].shape[0])
@@ -372,27 +391,23 @@ class BlockMoments:
         return PairMomentsAccumulator(measure, moments, self.dims[i], self.precision, self.device)
 
 
-def pair_accumulator(measure: str, compute: Callable[..., Estimate]
-                     ) -> Callable[..., PairMomentsAccumulator]:
-    """The registry's ``accumulator=`` for a float64 moment-based measure: ``factory(d_x, d_y)``.
-
-    ``compute(sums, params)`` maps :class:`PairSums` and the resolved parameters to the
-    measure's :class:`Estimate`.
-    """
-    _COMPUTE[measure] = compute
-
-    def factory(d_x: int, d_y: int) -> PairMomentsAccumulator:
-        return PairMomentsAccumulator.empty(measure, d_x, d_y)
-
-    factory.__name__ = f"{measure}_accumulator"
-    factory.__doc__ = f"Empty :class:`PairMomentsAccumulator` of ``{measure}``."
-    return factory
+PairMomentsAccumulator.blocks = BlockMoments
 
 
 def pair_sums(X: ArrayLike, Y: ArrayLike, measure: str, *, device: str | None = None,
-              precision: str = "float64", batch_size: int = CHUNK_ROWS) -> PairSums:
+              precision: str = "float64", batch_size: int = CHUNK_ROWS,
+              diagonal: bool = False) -> PairSums:
     """:class:`PairSums` of validated X (n, d_x), Y (n, d_y): the accumulator fed ``batch_size``
-    rows at a time (memory O(batch_size (d_x + d_y) + (d_x + d_y)^2))."""
+    rows at a time (memory O(batch_size (d_x + d_y) + (d_x + d_y)^2)).
+
+    ``diagonal=True`` computes only ``Sxy`` and the column sums of squares (the diagonals of
+    ``Sxx``, ``Syy``, returned as diagonal matrices) in one chunked pass
+    (:func:`~repscope.measures.similarity._common.centred_cross`): a third of the products
+    when d_x = d_y, for measures that read nothing else (Procrustes).
+    """
+    if diagonal:
+        S, cx, cy = centred_cross(X, Y, resolve_device(X, device))  # (d_x, d_y), (d_x,), (d_y,)
+        return PairSums(int(X.shape[0]), torch.diag(cx), torch.diag(cy), S, diagonal=True)
     acc = PairMomentsAccumulator.empty(measure, X.shape[1], Y.shape[1], precision, device)
     for lo in range(0, X.shape[0], batch_size):
         acc = acc.update(X[lo:lo + batch_size], Y[lo:lo + batch_size])

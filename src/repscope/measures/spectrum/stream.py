@@ -1,8 +1,9 @@
 """Streaming machinery of the covariance-based measures: accumulators and eigenvalues.
 
 Every covariance-based measure is a function of :class:`repscope.stats.Moments` (count, mean,
-centred cross-product sum, float64). The registry's ``accumulator`` is a factory of immutable
-accumulators with the init / update / merge / compute protocol::
+centred cross-product sum, float64). The registry's ``accumulator``
+(:class:`repscope.registry.Streaming`) makes the measure's empty accumulator, an immutable
+value with the init / update / merge / compute protocol (:class:`repscope.registry.Accumulator`)::
 
     acc = registry.get("effective_rank").accumulator(d)   # init: empty state for d features
     acc = acc.update(X_batch)                              # once per batch, any batch sizes
@@ -16,16 +17,16 @@ are frozen dataclasses (a name and a state) and pickle, so map (update per shard
 
 from __future__ import annotations
 
-import functools
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from repscope import registry
 from repscope._validate import (
     ArrayLike,
     as_numpy,
@@ -34,6 +35,7 @@ from repscope._validate import (
     check_choice,
     check_int,
 )
+from repscope.registry import compute_accumulated
 from repscope.results import Estimate
 from repscope.stats import Moments
 
@@ -88,17 +90,13 @@ def check_state(state: Moments, fn: str, *, min_samples: int = 2) -> None:
         raise ValueError(f"{fn} needs at least {min_samples} samples (rows); got n_samples={state.n}.")
 
 
-_COMPUTE: dict[str, Callable[..., Estimate]] = {}  # measure name -> state -> Estimate
-_COVARIANCE: set[str] = set()  # measures computed from Moments
-
-
 @dataclass(frozen=True)
 class CovarianceAccumulator:
     """Streaming state of a measure that is a function of the covariance (:class:`Moments`).
 
     Immutable: ``update`` and ``merge`` return new accumulators; picklable (a name and a
-    Moments), so partial states travel between workers. ``compute`` looks the measure's
-    ``Moments -> Estimate`` function up by name.
+    Moments), so partial states travel between workers. ``compute`` runs the measure's
+    registered ``Moments -> Estimate`` function (:attr:`repscope.registry.Streaming.compute`).
     """
 
     measure: str
@@ -109,17 +107,17 @@ class CovarianceAccumulator:
     "Torch device for the per-batch product (None: numpy on the CPU)."
     state_key: ClassVar[str] = "moments"
     "Accumulators with the same key share one state in :func:`measures_from_batches`."
+    blocks: ClassVar[type | None] = None
 
     @classmethod
-    def factory(cls, measure: str, compute_fn: Callable[..., Estimate]) -> Callable[[int], Any]:
-        """The registry's ``accumulator=``: ``factory(d)`` is the empty accumulator."""
-        _COMPUTE[measure] = compute_fn
-        _COVARIANCE.add(measure)
-        return functools.partial(cls.init, measure)
-
-    @classmethod
-    def init(cls, measure: str, d: int, device: str | None = None) -> CovarianceAccumulator:
+    def empty(cls, measure: str, d: int, device: str | None = None) -> CovarianceAccumulator:
+        """The empty state of ``measure`` for ``d`` features."""
+        d = check_int(d, "d", f"{measure} (streaming init)", low=1)
         return cls(measure, Moments.init(d), device)
+
+    @classmethod
+    def key(cls) -> str:
+        return cls.state_key
 
     def update(self, X: ArrayLike) -> CovarianceAccumulator:
         """Add a batch of rows ``(b, d)`` (validated: float, finite, 2-D)."""
@@ -133,9 +131,12 @@ class CovarianceAccumulator:
         """Combine with the partial state of another worker (associative, commutative)."""
         return replace(self, state=self.state.merge(other.state))
 
+    def for_measure(self, name: str) -> CovarianceAccumulator:
+        return replace(self, measure=name)
+
     def compute(self, params: Mapping[str, Any] | None = None, /, **kw: Any) -> Estimate:
         """The measure's :class:`Estimate` from the accumulated state."""
-        return _COMPUTE[self.measure](self.state, **{**dict(params or {}), **kw})
+        return compute_accumulated(self, self.state, params, kw)
 
 
 @dataclass(frozen=True)
@@ -161,16 +162,16 @@ class UnitSumAccumulator:
     measure: str
     state: UnitSum
     state_key: ClassVar[str] = "unit_sum"
+    blocks: ClassVar[type | None] = None
 
     @classmethod
-    def factory(cls, measure: str, compute_fn: Callable[..., Estimate]) -> Callable[[int], Any]:
-        _COMPUTE[measure] = compute_fn
-        return functools.partial(cls.init, measure)
-
-    @classmethod
-    def init(cls, measure: str, d: int, device: str | None = None) -> UnitSumAccumulator:
+    def empty(cls, measure: str, d: int, device: str | None = None) -> UnitSumAccumulator:
         d = check_int(d, "d", f"{measure} (streaming init)", low=1)
         return cls(measure, UnitSum(0, np.zeros(d)))
+
+    @classmethod
+    def key(cls) -> str:
+        return cls.state_key
 
     def update(self, X: ArrayLike) -> UnitSumAccumulator:
         fn = f"{self.measure} (streaming update)"
@@ -186,8 +187,11 @@ class UnitSumAccumulator:
     def merge(self, other: UnitSumAccumulator) -> UnitSumAccumulator:
         return replace(self, state=self.state.merge(other.state))
 
+    def for_measure(self, name: str) -> UnitSumAccumulator:
+        return replace(self, measure=name)
+
     def compute(self, params: Mapping[str, Any] | None = None, /, **kw: Any) -> Estimate:
-        return _COMPUTE[self.measure](self.state, **{**dict(params or {}), **kw})
+        return compute_accumulated(self, self.state, params, kw)
 
 
 def covariance_eigenvalues(
@@ -238,12 +242,12 @@ def _randomized_eigvalsh(C: torch.Tensor, k: int, *, seed: int, n_iter: int = 6,
 
 def measure_from_moments(name: str, state: Moments, **params: Any) -> Estimate:
     """Compute the covariance measure ``name`` from accumulated :class:`Moments`."""
-    from repscope import registry
-
-    registry.get(name)  # unknown names raise listing close matches
-    if name not in _COVARIANCE:
+    spec = registry.get(name)  # unknown names raise listing close matches
+    if spec.accumulator is None or spec.accumulator.kind is not CovarianceAccumulator:
+        covariance = [s.name for s in registry.specs() if s.accumulator is not None
+                      and s.accumulator.kind is CovarianceAccumulator]
         raise ValueError(f"Measure '{name}' is not computed from Moments; covariance measures: "
-                         f"{sorted(_COVARIANCE)}.")
+                         f"{covariance}.")
     return CovarianceAccumulator(name, state).compute(params)
 
 
@@ -272,8 +276,6 @@ def measures_from_batches(
     spectral measures are asked for. ``params`` maps a measure name to its keyword parameters.
     ``device`` (e.g. ``"cuda"``) runs the per-batch covariance product there, in float64.
     """
-    from repscope import registry
-
     params = dict(params or {})
     specs = [registry.get(n) for n in names]
     for s in specs:
@@ -287,18 +289,17 @@ def measures_from_batches(
         X = check_array(X, "measures_from_batches")
         if not shared:
             for s in specs:
-                acc = s.accumulator(X.shape[1], device)  # type: ignore[misc]
+                acc = s.accumulator(X.shape[1], device=device)
                 shared.setdefault(acc.state_key, acc)
         shared = {key: acc.update(X) for key, acc in shared.items()}
     if not shared:
         raise ValueError("measures_from_batches got no batches; it needs at least one (b, d) array.")
     out = {}
     for s in specs:
-        acc = s.accumulator(1)  # type: ignore[misc]
         kw = dict(params.get(s.name, {}))
         if device is not None and "device" in s.defaults:
             kw.setdefault("device", device)
-        out[s.name] = replace(acc, state=shared[acc.state_key].state).compute(kw)
+        out[s.name] = shared[s.accumulator.state_key(kw)].for_measure(s.name).compute(kw)
     log.debug("streamed %d rows for %s", next(iter(shared.values())).state.n, list(names))
     return out
 

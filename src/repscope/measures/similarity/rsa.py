@@ -13,6 +13,7 @@ RSA correlates the RDM entries of X with those of Y. The n x n RDM is never held
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 
 from repscope._validate import ArrayLike, check_choice, check_int
-from repscope.measures._sim_common import check_pair, make_estimate, resolve_device, to64
-from repscope.registry import register
+from repscope.measures.similarity._common import check_pair, make_estimate, resolve_device, to64
+from repscope.registry import Prepared, register
 from repscope.results import Estimate
 
 __all__ = ["RDMState", "compare_rsa", "prepare_rsa", "rdm_entries", "rdm_upper", "rsa"]
@@ -128,7 +129,7 @@ class RDMState:
     "Whether every pair is used."
 
 
-def prepare_rsa(X: ArrayLike, device: torch.device, params: dict[str, Any],
+def prepare_rsa(X: ArrayLike, device: torch.device, params: Mapping[str, Any],
                 name: str) -> RDMState:
     """Transform rows and, for rank comparisons, compute (and rank) the RDM entries once."""
     fn = "rsa"
@@ -157,7 +158,7 @@ def prepare_rsa(X: ArrayLike, device: torch.device, params: dict[str, Any],
     return RDMState(Z, entries, exact)
 
 
-def compare_rsa(sx: RDMState, sy: RDMState, params: dict[str, Any]) -> Estimate:
+def compare_rsa(sx: RDMState, sy: RDMState, params: Mapping[str, Any]) -> Estimate:
     n = sx.Z.shape[0]
     if sx.entries is None:
         value = _pearson_blockwise(sx.Z, sy.Z, params["rdm"], params["block_size"])
@@ -177,7 +178,8 @@ def compare_rsa(sx: RDMState, sy: RDMState, params: dict[str, Any]) -> Estimate:
 
 @register("rsa", family="similarity", kind="pair",
           invariances={"rotation", "translation", "scale", "permutation"},
-          higher_is_better=True, bounds=(-1.0, 1.0), min_samples=3, symmetric=True)
+          higher_is_better=True, bounds=(-1.0, 1.0), min_samples=3, symmetric=True,
+          prepared=Prepared(prepare_rsa, compare_rsa))
 def rsa(X: ArrayLike, Y: ArrayLike, *, rdm: str = "euclidean", compare: str = "spearman",
         max_pairs: int = 2_000_000, block_size: int = 1024, seed: int = 0,
         device: str | None = None) -> Estimate:
