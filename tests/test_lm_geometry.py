@@ -1,0 +1,137 @@
+"""Per-prompt token-cloud geometry and ID vs surprisal on planted data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from repscope.analysis.correlate import correlation, grouped_correlation
+from repscope.analysis.id_surprisal import id_surprisal, id_surprisal_by_layer
+from repscope.analysis.prompt_geometry import cosine_mean, neighbourhood_overlap, prompt_geometry
+
+D = 32
+
+
+def _planted_docs(dims, n_tokens=60, seed=0, surprisal=lambda d: 0.5 * d, noise=0.05):
+    """Documents whose tokens lie on a random ``dims[i]``-dimensional subspace of R^D; each
+    token's surprisal is ``surprisal(dim)`` plus noise (the last token of a document has none)."""
+    rng = np.random.default_rng(seed)
+    X, doc, s = [], [], []
+    for i, d in enumerate(dims):
+        basis = np.linalg.qr(rng.standard_normal((D, d)))[0]  # (D, d)
+        X.append(rng.standard_normal((n_tokens, d)) @ basis.T + 1e-3 * rng.standard_normal((n_tokens, D)))
+        doc.append(np.full(n_tokens, i))
+        si = surprisal(d) + noise * rng.standard_normal(n_tokens)
+        si[-1] = np.nan
+        s.append(si)
+    return np.concatenate(X).astype(np.float32), np.concatenate(doc), np.concatenate(s)
+
+
+def test_cosine_mean_and_overlap_against_direct_definitions():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((9, 5)) + 1.0
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    C = U @ U.T
+    assert cosine_mean(X) == pytest.approx((C.sum() - 9) / 72)
+    A = np.array([[1, 2], [0, 2], [0, 1]])
+    assert neighbourhood_overlap(A, A) == 1.0
+    assert neighbourhood_overlap(A, np.array([[2, 0], [2, 1], [3, 4]])) == pytest.approx((1 + 1 + 0) / 6)
+
+
+def test_prompt_geometry_rows_keyed_by_document_and_planted_relations():
+    dims = [2, 3, 4, 5, 6, 7, 8] * 3
+    X, doc, s = _planted_docs(dims)
+    doc_labels = 100 + doc  # arbitrary document ids
+    rng = np.random.default_rng(1)
+    Q = np.linalg.qr(rng.standard_normal((D, D)))[0]
+    layers = {"a": X, "b": (X @ Q).astype(np.float32),  # a rotation: same neighbourhoods
+              "c": rng.permutation(X)}  # rows shuffled: neighbourhoods destroyed
+    g = prompt_geometry(layers, doc_ids=doc_labels, loss=s, n_boot=300)
+    t = g.rows
+    assert len(t) == 3 * len(dims) and set(t["doc_id"]) == set(100 + np.arange(len(dims)))
+    assert (t.groupby("layer")["doc_id"].apply(lambda v: v.is_unique)).all()
+    a = t[t.layer == "a"].set_index("doc_id")
+    assert (a["n_tokens"] == 60).all()
+    np.testing.assert_allclose(a["mean_loss"], 0.5 * np.array(dims), atol=0.03)
+    # the ID of a planted d-dimensional cloud of 60 points is close to d at small d
+    assert np.median(np.abs(a["id"].to_numpy() - dims)[np.array(dims) <= 4]) < 0.8
+    assert (t[t.layer == "a"]["overlap_next"] == 1.0).all()  # rotation keeps every neighbour
+    assert t[t.layer == "b"]["overlap_next"].mean() < 0.3
+    assert t[t.layer == "c"]["overlap_next"].isna().all()  # last layer
+    rel = g.relation.set_index(["layer", "metric"])
+    r = rel.loc[("a", "id")]
+    assert r["correlation"] > 0.8 and r["ci_low"] > 0.5 and r["n_docs"] == len(dims)
+    np.testing.assert_allclose(rel.loc[("b", "id"), "correlation"], r["correlation"], atol=0.05)
+
+
+def test_prompt_geometry_short_documents_and_bad_input():
+    X, doc, s = _planted_docs([3, 3, 3], n_tokens=30)
+    doc[:25] = 7  # document 7 keeps 25 tokens; document 0 keeps 5
+    g = prompt_geometry({"a": X}, doc_ids=doc, loss=s, min_tokens=10, n_boot=0)
+    short = g.rows.set_index("doc_id").loc[0]
+    assert short["n_tokens"] == 5 and np.isnan(short["id"]) and np.isnan(short["cosine_mean"])
+    with pytest.raises(ValueError, match="'loss' parameter of prompt_geometry"):
+        prompt_geometry({"a": X}, doc_ids=doc, loss=s[:3])
+    with pytest.raises(ValueError, match="'estimator' parameter of prompt_geometry"):
+        prompt_geometry({"a": X}, doc_ids=doc, estimator="local_mle")
+    with pytest.raises(ValueError, match="'doc_ids' parameter of prompt_geometry"):
+        prompt_geometry({"a": X})
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_id_surprisal_group_level_recovers_the_planted_sign(sign):
+    dims = [2, 3, 4, 5, 6, 7, 8] * 3
+    X, doc, s = _planted_docs(dims, surprisal=lambda d: 5 + sign * 0.4 * d, noise=0.3, seed=3)
+    r = id_surprisal(X, s, doc_ids=doc, n_boot=400)
+    assert np.sign(r.value) == sign and abs(r.value) > 0.8
+    assert (r.ci[0] > 0) if sign > 0 else (r.ci[1] < 0)
+    assert r.n_groups == len(dims) and np.sign(r.slope) == sign
+    assert r.params["uncertainty"] == "bootstrap over documents"
+
+
+def test_id_surprisal_row_level_local_id_on_a_mixture():
+    """One cloud made of well-separated subspaces of dimension 2..8; each document samples one
+    of them and each row's surprisal grows with its subspace's dimension."""
+    rng = np.random.default_rng(4)
+    X, doc, s = [], [], []
+    for j, d in enumerate([2, 3, 4, 5, 6, 7, 8]):
+        basis = np.linalg.qr(rng.standard_normal((D, d)))[0]
+        centre = 40.0 * rng.standard_normal(D)
+        for rep in range(4):
+            X.append(centre + rng.standard_normal((50, d)) @ basis.T)
+            doc.append(np.full(50, 4 * j + rep))
+            s.append(0.3 * d + 0.3 * rng.standard_normal(50))
+    X, doc, s = np.concatenate(X).astype(np.float32), np.concatenate(doc), np.concatenate(s)
+    r = id_surprisal(X, s, doc_ids=doc, level="row", estimator_params={"k": 10}, n_boot=300)
+    assert r.value > 0.6 and r.ci[0] > 0.3 and r.n_groups == 28
+    assert r.diagnostics["local_id"].shape == (len(X),)
+    with pytest.raises(ValueError, match="'estimator' parameter of id_surprisal"):
+        id_surprisal(X, s, doc_ids=doc, level="row", estimator="twonn")
+
+
+def test_id_surprisal_by_layer_table():
+    X, doc, s = _planted_docs([2, 4, 6, 8] * 3, seed=5)
+    noise = np.random.default_rng(0).standard_normal(X.shape).astype(np.float32)
+    t = id_surprisal_by_layer({"planted": X, "noise": noise}, surprisal=s, doc_ids=doc, n_boot=200)
+    assert list(t["layer"]) == ["planted", "noise"] and t["checkpoint"].isna().all()
+    assert t.loc[0, "correlation"] > 0.8 and abs(t.loc[1, "correlation"]) < t.loc[0, "correlation"]
+
+
+def test_document_bootstrap_interval_covers_the_population_correlation():
+    """Rows of a document share its value: the document bootstrap's 95% interval should hold
+    the population correlation about 95% of the time (a row bootstrap would be far too narrow)."""
+    rho, sigma2, n_docs, rows = 0.6, 0.25, 40, 8
+    truth = rho / (1 + sigma2)  # Pearson over rows: doc-level covariance over total variance
+    rng = np.random.default_rng(0)
+    hits = 0
+    n_rep = 120
+    for rep in range(n_rep):
+        a = rng.standard_normal(n_docs)
+        b = rho * a + np.sqrt(1 - rho**2) * rng.standard_normal(n_docs)
+        x = np.repeat(a, rows) + np.sqrt(sigma2) * rng.standard_normal(n_docs * rows)
+        y = np.repeat(b, rows) + np.sqrt(sigma2) * rng.standard_normal(n_docs * rows)
+        r = grouped_correlation(x, y, np.repeat(np.arange(n_docs), rows), method="pearson", n_boot=200, seed=rep)
+        hits += r.ci[0] <= truth <= r.ci[1]
+    assert 0.86 <= hits / n_rep <= 1.0
+    assert correlation([1, 2, 3, 4], [1, 4, 9, 16], "spearman") == pytest.approx(1.0)
+    assert np.isnan(correlation([1, 1, 1], [1, 2, 3]))
