@@ -135,3 +135,25 @@ def test_document_bootstrap_interval_covers_the_population_correlation():
     assert 0.86 <= hits / n_rep <= 1.0
     assert correlation([1, 2, 3, 4], [1, 4, 9, 16], "spearman") == pytest.approx(1.0)
     assert np.isnan(correlation([1, 1, 1], [1, 2, 3]))
+
+
+def test_attention_subspaces_planted_low_rank_output_projection():
+    from repscope.analysis.attention_subspaces import attention_subspaces, pair_attention_layers
+
+    names = ["model.embed_tokens", "model.layers.0", "model.layers.0.self_attn", "model.layers.1",
+             "model.layers.1.self_attn", "encoder.layer.0.attention.output.dense"]
+    assert pair_attention_layers(names) == {"model.layers.0": "model.layers.0.self_attn",
+                                            "model.layers.1": "model.layers.1.self_attn"}
+    rng = np.random.default_rng(0)
+    n, d = 1500, 32
+    resid = rng.standard_normal((n, d))
+    W_O = rng.standard_normal((6, d))  # the output projection reads 6 dimensions
+    attn = rng.standard_normal((n, 6)) @ W_O
+    t = attention_subspaces({"model.layers.0": resid, "model.layers.0.self_attn": attn}, n_boot=20)
+    r = t.set_index("stream")
+    assert r.loc["attention", "rank99"] == 6 and r.loc["attention", "rank99_fraction"] == pytest.approx(6 / 32)
+    assert r.loc["residual", "rank99"] >= 28
+    assert r.loc["attention", "effective_rank"] < 6.01 < r.loc["residual", "effective_rank"]
+    assert 4.5 < r.loc["attention", "twonn"] < 7.5
+    with pytest.raises(ValueError, match="'pairs' parameter of attention_subspaces"):
+        attention_subspaces({"a": resid})
