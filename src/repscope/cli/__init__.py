@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "results": "repscope.cli.analyze:results",
     "sae": "repscope.cli.sae:sae",
     "measures": "repscope.cli.measures:measures",
+    "lm-geometry": "repscope.cli.lm:lm_geometry",
 }
 
 
