@@ -157,3 +157,58 @@ def test_attention_subspaces_planted_low_rank_output_projection():
     assert 4.5 < r.loc["attention", "twonn"] < 7.5
     with pytest.raises(ValueError, match="'pairs' parameter of attention_subspaces"):
         attention_subspaces({"a": resid})
+
+
+def _planted_store(path):
+    from repscope.capture import ActivationStore
+
+    dims = [2, 3, 5, 7] * 3
+    X, doc, s = _planted_docs(dims, n_tokens=40, seed=7)
+    rng = np.random.default_rng(0)
+    attn = (rng.standard_normal((len(X), 4)) @ rng.standard_normal((4, D))).astype(np.float32)
+    cols = {"doc_id": "int64", "position": "int32", "token_id": "int32", "next_logprob": "float64",
+            "entropy": "float64"}
+    layers = {"model.layers.0": D, "model.layers.0.self_attn": D, "model.layers.1": D,
+              "model.layers.1.self_attn": D}
+    with ActivationStore.create(path, layers=layers, shard_rows=200, meta_columns=cols,
+                                vocab=[f"t{i}" for i in range(10)]) as w:
+        for d in range(len(dims)):
+            r = doc == d
+            w.append({"model.layers.0": X[r], "model.layers.0.self_attn": attn[r],
+                      "model.layers.1": 2 * X[r], "model.layers.1.self_attn": attn[r]},
+                     {"doc_id": doc[r], "position": np.arange(r.sum()), "token_id": np.zeros(r.sum(), int),
+                      "next_logprob": -s[r], "entropy": np.ones(r.sum())}, chunk=d)
+        return w.finish(), dims
+
+
+def test_lm_geometry_command_on_a_store_with_predictions(tmp_path):
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from repscope.cli import app
+
+    store, dims = _planted_store(tmp_path / "store")
+    out = tmp_path / "lm"
+    res = CliRunner().invoke(app, ["lm-geometry", str(store.path), "--out", str(out), "--n-boot", "100"])
+    assert res.exit_code == 0, res.output
+    for name in ("prompt_geometry.csv", "prompt_relation.csv", "id_surprisal.csv", "attention_subspaces.csv",
+                 "prompt_geometry.png", "id_surprisal.png", "attention_subspaces.png", "summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    pg = pd.read_csv(out / "prompt_geometry.csv")
+    assert set(pg["layer"]) == {"model.layers.0", "model.layers.1"} and len(pg) == 2 * len(dims)
+    ids = pd.read_csv(out / "id_surprisal.csv")
+    assert (ids["correlation"] > 0.7).all()  # surprisal planted to grow with each prompt's dimension
+    att = pd.read_csv(out / "attention_subspaces.csv")
+    assert (att[att.stream == "attention"]["rank99"] == 4).all()
+    assert json.loads((out / "summary.json").read_text())["attention_pairs"] == {
+        "model.layers.0": "model.layers.0.self_attn", "model.layers.1": "model.layers.1.self_attn"}
+    # a store without predictions is refused in one line
+    from repscope.capture import ActivationStore
+
+    with ActivationStore.create(tmp_path / "plain", layers={"a": 4}, meta_columns={"doc_id": "int64"}) as w:
+        w.append({"a": np.zeros((3, 4), np.float32)}, {"doc_id": np.zeros(3, int)}, chunk=0)
+        w.finish()
+    res = CliRunner().invoke(app, ["lm-geometry", str(tmp_path / "plain"), "--out", str(out)])
+    assert res.exit_code != 0 and "holds no next-token log-likelihoods" in res.output
