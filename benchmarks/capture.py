@@ -13,6 +13,15 @@ disturbed by other processes). Overhead = capture time / bare time - 1.
 
     python benchmarks/capture.py --quick          # 64 documents, smoke run
     python benchmarks/capture.py --threads 1      # 256 documents, 2 repeats
+
+Memory (``--memory``): peak resident memory of ``run_capture`` over 5,000 documents, token
+rows (``pooling="none"``) against one mean-pooled row per document, each in a fresh process
+sampling its RSS every 5 ms (and tracemalloc's peak of Python/numpy allocations). Documents
+are 100-word windows of the pydoc corpus (every one reaches ``max_length=128`` tokens).
+``--src DIR`` runs the children on another source tree (e.g. an earlier commit's ``src``).
+
+    python benchmarks/capture.py --memory                    # 5,000 documents, both poolings
+    python benchmarks/capture.py --memory --docs 500         # smoke run
 """
 
 from __future__ import annotations
@@ -97,6 +106,100 @@ def capture_pass(model, tokenizer, docs, layers, dims, args, root: Path,
     return out
 
 
+def memory_corpus(path: Path, n_docs: int, words_per_doc: int = 100, stride: int = 13) -> Path:
+    """``n_docs`` overlapping 100-word windows of the pydoc corpus, one JSON object per line."""
+    from repscope.data.corpus import load_corpus
+
+    words = " ".join(load_corpus("pydoc").documents).split()
+    with open(path, "w") as f:
+        for i in range(n_docs):
+            lo = (i * stride) % max(len(words) - words_per_doc, 1)
+            f.write(json.dumps({"text": " ".join(words[lo:lo + words_per_doc])}) + "\n")
+    return path
+
+
+def memory_child(args) -> int:
+    """One capture in this process; prints a JSON line with its memory figures."""
+    import threading
+    import tracemalloc
+
+    import torch
+
+    from repscope.capture import CaptureConfig, run_capture
+    from repscope.data.models import load_model
+
+    def rss_mib() -> float:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    torch.set_num_threads(args.threads)
+    loaded = load_model("minilm")
+    root = Path(args.out)
+    corpus = memory_corpus(root / "corpus.jsonl", args.docs)
+    peak, stop = [0.0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mib())
+            stop.wait(0.005)
+
+    base = rss_mib()
+    thread = threading.Thread(target=sample, daemon=True)
+    tracemalloc.start()
+    thread.start()
+    t0 = time.perf_counter()
+    store = run_capture(CaptureConfig(corpus=str(corpus), out=root / "store",
+                                      pooling=args.memory_child, batch_size=args.batch_size,
+                                      max_length=args.max_length, dtype=args.dtype),
+                        progress=False, loaded=loaded)
+    seconds = time.perf_counter() - t0
+    stop.set()
+    thread.join()
+    traced = tracemalloc.get_traced_memory()[1] / 2**20
+    print(json.dumps({"pooling": args.memory_child, "rows": store.n_rows,
+                      "store_mib": store.nbytes() / 2**20, "baseline_mib": base,
+                      "peak_mib": peak[0], "increase_mib": peak[0] - base,
+                      "tracemalloc_peak_mib": traced, "seconds": seconds}))
+    return 0
+
+
+def memory(args) -> int:
+    """Token-level vs mean-pooled capture, each in a fresh process; a Markdown table."""
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if args.src:
+        env["PYTHONPATH"] = str(Path(args.src).resolve())
+    results = {}
+    for pooling in ("none", "mean"):
+        with tempfile.TemporaryDirectory(prefix="repscope-bench-mem-") as tmp:
+            cmd = [sys.executable, __file__, "--memory-child", pooling, "--out", tmp,
+                   "--docs", str(args.docs), "--threads", str(args.threads),
+                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+                   "--dtype", args.dtype]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            results[pooling] = json.loads(out.stdout.strip().splitlines()[-1])
+    tok, mean = results["none"], results["mean"]
+    print(json.dumps({"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                      "machine": cpu_model(), "cores": os.cpu_count(),
+                      "load_average": os.getloadavg()[0], "src": args.src or "this checkout",
+                      "documents": args.docs, **{f"{k}_{p}": v for p, r in results.items()
+                                                  for k, v in r.items() if k != "pooling"}},
+                     indent=2))
+    print("\n| capture | rows | store | baseline RSS | peak RSS | peak - baseline | "
+          "tracemalloc peak | s |\n|---|---|---|---|---|---|---|---|")
+    for name, r in (("token rows", tok), ("mean-pooled", mean)):
+        print(f"| {name} | {r['rows']:,} | {r['store_mib']:,.0f} MiB | {r['baseline_mib']:,.0f} "
+              f"MiB | {r['peak_mib']:,.0f} MiB | {r['increase_mib']:,.0f} MiB | "
+              f"{r['tracemalloc_peak_mib']:,.0f} MiB | {r['seconds']:,.0f} |")
+    print(f"\npooled / token-level: peak {mean['peak_mib'] / tok['peak_mib']:.2f}x, "
+          f"increase {mean['increase_mib'] / tok['increase_mib']:.2f}x")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,7 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--memory", action="store_true",
+                    help="peak memory: token-level vs mean-pooled capture (5,000 documents)")
+    ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--src", default=None,
+                    help="with --memory: run the captures on this source tree (PYTHONPATH)")
     args = ap.parse_args(argv)
+    if args.memory_child:
+        return memory_child(args)
+    if args.memory:
+        if args.docs == 256:
+            args.docs = 5000
+        return memory(args)
     if args.quick:
         args.docs, args.repeats = 64, 1
 

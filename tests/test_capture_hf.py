@@ -238,3 +238,27 @@ def test_kill_and_resume_gives_an_identical_store(minilm, tmp_path: Path,
     info = CliRunner().invoke(app, ["info", str(out)])
     assert info.exit_code == 0, info.output
     assert "complete" in info.output and "integrity: OK" in info.output
+
+
+def test_minilm_left_padding_rows_equal_each_document_alone(minilm, docs: list[str]) -> None:
+    """A cell of the padding x batch matrix on the real model: a left-padding tokenizer, batches
+    of 3 (left padding moved BERT rows by up to 3.6 before)."""
+    from repscope.capture.hf import iter_chunks
+
+    model, tok = minilm[0], minilm[1]
+    side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        chunks = list(iter_chunks(model, tok, docs, layers=LAYERS, batch_size=3, max_length=48))
+    finally:
+        tok.padding_side = side
+    meta = {k: np.concatenate([c.meta[k] for c in chunks]) for k in chunks[0].meta}
+    for d, doc in enumerate(docs):
+        enc = tokenize(tok, [doc], 48)  # alone: no padding at all
+        rows = meta["doc_id"] == d
+        np.testing.assert_array_equal(meta["position"][rows], np.arange(enc["input_ids"].shape[1]))
+        with torch.inference_mode():
+            hs = model(**enc, output_hidden_states=True).hidden_states
+        for i, name in enumerate(LAYERS):
+            got = np.concatenate([c.acts[name] for c in chunks])[rows]
+            np.testing.assert_allclose(got, hs[i][0].numpy(), rtol=0, atol=2e-5)

@@ -68,8 +68,9 @@ class AnalyzeConfig:
     """Everything ``repscope analyze`` needs: source, layers, rows, measures, execution."""
 
     model: str = field(default="minilm", metadata=_help(
-        "Model to capture: 'minilm' (bundled) or a local Hugging Face directory. "
-        "Ignored when --store is given."))
+        "Model to capture: 'minilm' or 'smollm2' (bundled), a local Hugging Face directory, a "
+        ".gguf file or a hub id in the local cache (never downloaded). Ignored when --store "
+        "is given."))
     corpus: str = field(default="pydoc", metadata=_help(
         "Corpus to capture: 'pydoc' (bundled) or a .txt/.jsonl path. Ignored with --store."))
     store: Path | None = field(default=None, metadata=_help(
@@ -87,6 +88,16 @@ class AnalyzeConfig:
     max_docs: int | None = field(default=40, metadata=_help(
         "Documents to capture from the corpus (None: all)."))
     max_length: int = field(default=128, metadata=_help("Tokens per document at capture."))
+    long_documents: Literal["truncate", "window"] = field(default="truncate", metadata=_help(
+        "Capture: documents longer than max_length are truncated (recorded) or split into "
+        "overlapping windows."))
+    overlap: int | None = field(default=None, metadata=_help(
+        "Capture: tokens shared by consecutive windows (default: a quarter of max_length)."))
+    exclude_positions: tuple[int, ...] = field(default=(), metadata=_help(
+        "Capture: sequence positions left out of the rows and the pooling, e.g. 0 (BOS / "
+        "first token); repeatable."))
+    exclude_special_tokens: bool = field(default=False, metadata=_help(
+        "Capture: leave special tokens ([CLS], [SEP], <s>, ...) out of the rows and pooling."))
     max_rows: int | None = field(default=2000, metadata=_help(
         "Rows per layer to analyse, sampled with SEED, the same rows for every layer "
         "(None, or 'all' on the command line: every row)."))

@@ -340,12 +340,11 @@ def _sources(cfg: AnalyzeConfig, progress: bool) -> list[Any]:
 def _open_or_capture(cfg: AnalyzeConfig, progress: bool) -> tuple[Any, Path]:
     if cfg.store is not None:
         return _store_class().open(cfg.store), Path(cfg.store)
-    from repscope.capture import CaptureConfig, run_capture
+    from repscope.capture import run_capture
+    from repscope.capture.run import capture_config
 
     path = Path(cfg.out) / "store"
-    ccfg = CaptureConfig(model=cfg.model, corpus=cfg.corpus, layers=tuple(cfg.layers),
-                         pooling=cfg.pooling, out=path, max_docs=cfg.max_docs,
-                         max_length=cfg.max_length, device=cfg.device, seed=cfg.seed)
+    ccfg = capture_config(cfg, out=path, layers=tuple(cfg.layers))
     return run_capture(ccfg, progress=progress), path
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from repscope.capture.checkpoints import HF_WEIGHT_FILES, capture_checkpoints, discover_checkpoints
-from repscope.capture.run import CaptureConfig
+from repscope.capture.run import capture_config
 
 __all__ = ["Source", "checkpoint_sources", "parse_checkpoints", "sweep_summary"]
 
@@ -70,9 +70,7 @@ def checkpoint_sources(cfg: Any, *, progress: bool = False) -> list[Source]:
     ckpts = discover_checkpoints(parse_checkpoints(cfg.checkpoints))
     log.info("checkpoint sweep over %d checkpoints: %s", len(ckpts), [c.name for c in ckpts])
     stores_dir = Path(cfg.out) / "stores"
-    ccfg = CaptureConfig(model=cfg.model, corpus=cfg.corpus, layers=tuple(cfg.layers),
-                         pooling=cfg.pooling, out=stores_dir, max_docs=cfg.max_docs,
-                         max_length=cfg.max_length, device=cfg.device, seed=cfg.seed)
+    ccfg = capture_config(cfg, out=stores_dir, layers=tuple(cfg.layers))
     captured = capture_checkpoints(ccfg, ckpts, stores_dir, progress=progress)
     return [Source(store, Path(store.path), ckpt) for ckpt, store in captured]
 

@@ -36,8 +36,11 @@ __all__ = [
 ]
 
 
-class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised inside a hook to end the forward pass early; caught by :func:`capture`."""
+class StopForward(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a hook to end the forward pass early; caught by :func:`capture`.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so that an ``except Exception`` in the
+    model's code or in the ``with`` block cannot swallow it."""
 
 
 class LayerNotFoundError(KeyError, ValueError):
@@ -174,6 +177,7 @@ def capture(
     stop_after_last: bool = False,
     inference_mode: bool = True,
     clone: bool = False,
+    eval_mode: bool = True,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Capture the outputs (or inputs) of the selected modules during forward passes.
 
@@ -187,13 +191,17 @@ def capture(
             Code after the model call inside the ``with`` block is then skipped.
         inference_mode: run the block under ``torch.inference_mode()``.
         clone: copy each captured tensor (needed only if later modules modify it in place).
+        eval_mode: run the block with the model in eval mode (dropout off, batch-norm running
+            statistics), restoring every module's train/eval flag afterwards. ``False`` keeps
+            the modes as they are (e.g. to capture inside a training loop).
 
     Yields:
         a dict, filled during the forward pass: module name -> detached tensor (the first
         tensor of tuple / dataclass outputs). When a module runs several times inside the
         block, the dict holds its latest call. Keys appear in execution order.
 
-    Every hook is removed when the block exits, normally or by an exception.
+    Every hook is removed, and every module's train/eval flag restored, when the block exits,
+    normally or by an exception.
     """
     if which not in ("output", "input"):
         raise ValueError(
@@ -204,7 +212,10 @@ def capture(
     modules = dict(model.named_modules())
     rec = _Recorder(names, clone, stop_after_last)
     handles = []
+    modes = [(m, m.training) for m in model.modules()] if eval_mode else []
     try:
+        if eval_mode:
+            model.eval()
         for name in names:
             mod = modules[name]
             if which == "output":
@@ -222,3 +233,5 @@ def capture(
     finally:
         for h in handles:
             h.remove()
+        for m, training in modes:
+            m.training = training

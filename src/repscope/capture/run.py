@@ -22,7 +22,9 @@ class CaptureConfig:
     """What to capture and where to store it; also the options of ``repscope capture``."""
 
     model: str = field(default="minilm", metadata={
-        "help": "'minilm' (the bundled all-MiniLM-L6-v2) or a local Hugging Face model directory."})
+        "help": "'minilm' or 'smollm2' (bundled), a local Hugging Face directory, a .gguf file "
+                "(converted once, cached), or a hub id already in the local cache (never "
+                "downloaded)."})
     corpus: str = field(default="pydoc", metadata={
         "help": "'pydoc' (Python's bundled documentation topics) or a .txt/.jsonl file."})
     layers: tuple[str, ...] = field(default=(), metadata={
@@ -34,9 +36,22 @@ class CaptureConfig:
         "help": "Storage dtype (reads always return float32)."})
     out: Path = field(default=Path("repscope-out/store"), metadata={
         "help": "Output store directory (a partial store of the same capture is resumed)."})
-    batch_size: int = field(default=32, metadata={"help": "Documents per forward pass."})
+    batch_size: int = field(default=32, metadata={
+        "help": "Sequences per forward pass (documents, or windows of long documents)."})
     max_length: int = field(default=128, metadata={
-        "help": "Tokens per document (longer documents are truncated)."})
+        "help": "Tokens per sequence the model sees (at most the model's position limit)."})
+    long_documents: Literal["truncate", "window"] = field(default="truncate", metadata={
+        "help": "Documents longer than max_length: 'truncate' (recorded per document) or "
+                "'window' (overlapping windows; every token stored once)."})
+    overlap: int | None = field(default=None, metadata={
+        "help": "Tokens shared by consecutive windows (long_documents='window'; default: a "
+                "quarter of max_length)."})
+    exclude_positions: tuple[int, ...] = field(default=(), metadata={
+        "help": "Sequence positions to leave out of the rows and the pooling, e.g. 0 (the "
+                "first token: BOS/[CLS], an attention sink); repeatable. Padding never counts."})
+    exclude_special_tokens: bool = field(default=False, metadata={
+        "help": "Leave the tokenizer's special tokens ([CLS], [SEP], <s>, ...) out of the rows "
+                "and the pooling (by default mean pooling includes them)."})
     max_docs: int | None = field(default=None, metadata={
         "help": "Capture a seeded random subset of this many documents (kept in corpus order)."})
     shard_rows: int = field(default=8192, metadata={"help": "Rows per shard file."})
@@ -54,6 +69,22 @@ class CaptureStats:
     """Wall time of the capture loop."""
     resumed_from_shard: int
     """Complete shards found at the start (0 for a fresh store)."""
+    documents: int = 0
+    """Documents captured."""
+    truncated: int = 0
+    """Documents cut at ``max_length`` (``long_documents="truncate"``)."""
+    tokens_cut: int = 0
+    """Tokens of those documents the model never saw."""
+    windowed: int = 0
+    """Documents split into several windows (``long_documents="window"``)."""
+
+    def warning(self) -> str | None:
+        """A one-line warning when documents were truncated, else ``None``."""
+        if not self.truncated:
+            return None
+        return (f"{self.truncated:,} of {self.documents:,} documents exceed max_length and were "
+                f"truncated ({self.tokens_cut:,} tokens cut; per document in "
+                f"store.document_tokens()); use long_documents='window' to keep every token.")
 
 
 def select_documents(documents: list[str], max_docs: int | None, seed: int) -> list[str]:
@@ -65,104 +96,290 @@ def select_documents(documents: list[str], max_docs: int | None, seed: int) -> l
     return [documents[i] for i in keep]
 
 
+def capture_config(source: Any, **overrides: Any) -> CaptureConfig:
+    """A :class:`CaptureConfig` from the same-named fields of another config (e.g.
+    ``AnalyzeConfig``), with ``overrides``; fields the source lacks keep their defaults."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(CaptureConfig)}
+    values = {k: getattr(source, k) for k in names if hasattr(source, k)}
+    values.pop("out", None)  # another config's output directory is not a store
+    values.update(overrides)
+    return CaptureConfig(**values)
+
+
 def _check(cfg: CaptureConfig) -> None:
-    from repscope._validate import check_choice, check_int
+    from repscope._validate import check_choice, check_int, param_error
 
     fn = "CaptureConfig"
     check_choice(cfg.pooling, "pooling", fn, ("none", "mean", "first", "last"))
     check_choice(cfg.dtype, "dtype", fn, ("float32", "float16", "bfloat16"))
+    check_choice(cfg.long_documents, "long_documents", fn, ("truncate", "window"))
     check_int(cfg.batch_size, "batch_size", fn, low=1)
     check_int(cfg.max_length, "max_length", fn, low=1)
     check_int(cfg.shard_rows, "shard_rows", fn, low=1)
     check_int(cfg.seed, "seed", fn)
     if cfg.max_docs is not None:
         check_int(cfg.max_docs, "max_docs", fn, low=1)
+    if cfg.overlap is not None:
+        check_int(cfg.overlap, "overlap", fn, low=0)
+    if not isinstance(cfg.exclude_positions, tuple | list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and p >= 0
+            for p in cfg.exclude_positions):
+        raise param_error(fn, "exclude_positions", "a tuple of ints >= 0",
+                          cfg.exclude_positions)
+    if not isinstance(cfg.exclude_special_tokens, bool):
+        raise param_error(fn, "exclude_special_tokens", "a bool", cfg.exclude_special_tokens)
 
 
-def _probe_dims(model: Any, tokenizer: Any, layers: list[str], doc: str, device: str) -> dict[str, int]:
-    """Feature count of each layer, from a forward pass over a few tokens."""
-    from repscope.capture.hf import iter_chunks
+def _overlap(cfg: CaptureConfig, frame: int) -> int:
+    """The window overlap in tokens, checked against the room a window leaves for content."""
+    from repscope._validate import check_int
 
-    chunk = next(iter_chunks(model, tokenizer, [doc], layers=layers, pooling="first",
-                             max_length=8, device=device))
-    return {name: int(chunk.acts[name].shape[1]) for name in layers}
+    room = cfg.max_length - frame
+    if room < 1:
+        raise ValueError(
+            f"The 'max_length' parameter of CaptureConfig must leave room for content after "
+            f"the tokenizer's {frame} special token(s). Got {cfg.max_length} instead.")
+    if cfg.long_documents != "window":
+        return 0
+    overlap = cfg.max_length // 4 if cfg.overlap is None else cfg.overlap
+    overlap = min(overlap, room - 1) if cfg.overlap is None else overlap
+    check_int(overlap, "overlap", "CaptureConfig", low=0, high=room,
+              high_name="max_length - special tokens")
+    return overlap
+
+
+def _probe_dims(model: Any, chunk: Any) -> dict[str, int]:
+    """Feature count of each layer, from the rows of a forward pass over a few tokens."""
+    return {name: int(a.shape[1]) for name, a in next(chunk).acts.items()}
+
+
+def _weights_digest(model: Any) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes, in order)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _batches_digest(batches: list[Any]) -> str:
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for batch in batches:
+        for key in sorted(batch):
+            value = batch[key]
+            if isinstance(value, torch.Tensor | np.ndarray | list):
+                arr = np.ascontiguousarray(torch.as_tensor(value).cpu().numpy())
+                h.update(f"{key}:{arr.dtype}:{arr.shape}".encode())
+                h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def run_capture(cfg: CaptureConfig, progress: bool = True, *,
                 loaded: tuple[Any, Any, str, str] | None = None,
-                stats: list[CaptureStats] | None = None) -> ActivationStore:
+                stats: list[CaptureStats] | None = None, model: Any = None,
+                tokenizer: Any = None, batches: Any = None,
+                model_id: str | None = None) -> ActivationStore:
     """Capture ``cfg.layers`` of ``cfg.model`` over ``cfg.corpus`` into the store ``cfg.out``.
 
     Resumes a partial store of the same capture; returns a complete store at once if it is
     already complete; refuses (``StoreError``) an output directory holding anything else.
+    The model runs in eval mode (its train/eval flags are restored afterwards); batches are
+    padded on the right; ``max_length`` is checked against the model's position limit before
+    anything is written.
 
     Args:
         progress: show a rich progress bar on stderr.
         loaded: an already loaded ``(model, tokenizer, model_id, weights_hash)``, as returned
             by :func:`repscope.data.models.load_model` (skips loading ``cfg.model``).
         stats: if given, a :class:`CaptureStats` is appended to it.
+        model: any ``torch.nn.Module`` to capture instead of ``cfg.model``, with either a
+            ``tokenizer`` (Hugging Face style; documents from ``cfg.corpus``) or ``batches``.
+        batches: an iterable of dicts with ``input_ids`` ``(b, t)`` and ``attention_mask``
+            (left or right padding) and any other model inputs; materialised once (its hash is
+            the store's data identity). Each sequence is a document (``doc_id`` counts them).
+        model_id: the id recorded for ``model`` (default: its class); its weights hash is the
+            sha256 of its state dict.
     """
     import torch
 
-    from repscope.capture.hf import default_layers, iter_chunks
+    from repscope.capture.batches import iter_batch_chunks
+    from repscope.capture.hf import (
+        POOLED_COLUMNS,
+        TOKEN_COLUMNS,
+        check_max_length,
+        default_layers,
+        iter_chunks,
+        layer_modules,
+        probe_causal,
+    )
     from repscope.capture.hooks import resolve_layers
+    from repscope.capture.tokens import TokenSelection, plan_documents, template
     from repscope.config import config_to_dict
-    from repscope.data.corpus import load_corpus
-    from repscope.data.models import load_model
 
     _check(cfg)
-    corpus = load_corpus(cfg.corpus)
-    documents = select_documents(corpus.documents, cfg.max_docs, cfg.seed)
-    model, tokenizer, model_id, digest = loaded or load_model(cfg.model, device=cfg.device)
-    layers = resolve_layers(model, list(cfg.layers)) if cfg.layers else default_layers(model)
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    layers.sort(key=order.__getitem__)  # module (registration) order: embeddings first
-    dims = _probe_dims(model, tokenizer, layers, documents[0], cfg.device)
+    if batches is not None and model is None and loaded is None:
+        raise ValueError("run_capture: 'batches' needs a 'model' (an nn.Module) to run them.")
+    if model is not None:
+        if tokenizer is None and batches is None:
+            raise ValueError("run_capture: a 'model' needs a 'tokenizer' or 'batches'.")
+        loaded = (model, tokenizer, model_id or f"python:{type(model).__qualname__}",
+                  _weights_digest(model))
+    if loaded is None:
+        from repscope.data.models import load_model
+
+        loaded = load_model(cfg.model, device=cfg.device)
+    net, tok, net_id, digest = loaded
+    selection = TokenSelection(tuple(int(p) for p in cfg.exclude_positions),
+                               bool(cfg.exclude_special_tokens))
+    names = _layer_names(net, cfg.layers, resolve_layers, default_layers)
+    modules = layer_modules(net, names)
+    token_level = cfg.pooling == "none"
+    if batches is None:
+        from repscope.data.corpus import load_corpus
+
+        check_max_length(net, cfg.max_length)
+        corpus = load_corpus(cfg.corpus)
+        documents = select_documents(corpus.documents, cfg.max_docs, cfg.seed)
+        tpl = template(tok)
+        overlap = _overlap(cfg, tpl.frame)
+        causal = True
+        if cfg.long_documents == "window" and overlap:
+            causal = probe_causal(net, tok, documents, names, cfg.device)
+        plan = plan_documents(tok, tpl, documents, max_length=cfg.max_length,
+                              mode=cfg.long_documents, overlap=overlap, selection=selection,
+                              causal=causal)
+        if not token_level and (plan.n_selected == 0).any():
+            d = int(np.flatnonzero(plan.n_selected == 0)[0])
+            raise ValueError(
+                f"Document {d} has no token left to pool after the token selection "
+                f"{selection.to_dict()}; it is {int(plan.n_tokens[d])} token(s) long.")
+        data_id, data_hash, n_corpus = corpus.id, corpus.hash, len(corpus)
+        dims = _probe_dims(net, iter_chunks(net, tok, documents[:1], layers=names,
+                                            pooling="first", max_length=min(8, cfg.max_length),
+                                            device=cfg.device))
+
+        def chunks(start: int) -> Any:
+            return iter_chunks(net, tok, documents, layers=names, pooling=cfg.pooling,
+                               dtype=cfg.dtype, batch_size=cfg.batch_size,
+                               max_length=cfg.max_length, device=cfg.device, start=start,
+                               long_documents=cfg.long_documents, overlap=overlap,
+                               selection=selection, plan=plan, causal=causal)
+        n_chunks = len(_chunk_ranges(plan, cfg.batch_size))
+    else:
+        batch_list = list(batches)
+        if not batch_list:
+            raise ValueError("run_capture: 'batches' is empty.")
+        documents, plan, overlap, causal = None, None, 0, True
+        data_id, data_hash, n_corpus = "batches", _batches_digest(batch_list), None
+        specials = getattr(tok, "all_special_ids", []) if tok is not None else []
+
+        def chunks(start: int) -> Any:
+            return iter_batch_chunks(net, batch_list, layers=names, pooling=cfg.pooling,
+                                     dtype=cfg.dtype, device=cfg.device, start=start,
+                                     selection=selection, specials=specials)
+        dims = _probe_dims(net, iter_batch_chunks(net, batch_list[:1], layers=names,
+                                                  pooling="first", device=cfg.device))
+        n_chunks = len(batch_list)
+    n_docs = len(documents) if documents is not None else None
+    token_info = {"long_documents": cfg.long_documents, "max_length": cfg.max_length,
+                  "overlap": overlap, "padding": "right"}
+    rule = None
+    if cfg.long_documents == "window":
+        rule = ("earlier window (causal model)" if causal
+                else "first half of the overlap from the earlier window (bidirectional model)")
     identity = {
-        "model": {"id": model_id, "weights_sha256": digest},
-        "data": {"id": corpus.id, "sha256": corpus.hash, "max_docs": cfg.max_docs, "seed": cfg.seed,
-                 "n_documents": len(documents)},
+        "model": {"id": net_id, "weights_sha256": digest},
+        "data": {"id": data_id, "sha256": data_hash, "max_docs": cfg.max_docs, "seed": cfg.seed,
+                 "n_documents": n_docs},
         "pooling": cfg.pooling, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
         "device_type": torch.device(cfg.device).type, "torch_version": torch.__version__,
+        "tokens": token_info, "token_selection": selection.to_dict(),
     }
-    info = {
-        "model": {"id": model_id, "class": type(model).__name__, "weights_sha256": digest},
-        "data": {"id": corpus.id, "sha256": corpus.hash, "n_documents": len(documents),
-                 "n_corpus_documents": len(corpus), "max_docs": cfg.max_docs, "seed": cfg.seed},
+    info: dict[str, Any] = {
+        "model": {"id": net_id, "class": type(net).__name__, "weights_sha256": digest},
+        "data": {"id": data_id, "sha256": data_hash, "n_documents": n_docs,
+                 "n_corpus_documents": n_corpus, "max_docs": cfg.max_docs, "seed": cfg.seed},
         "pooling": cfg.pooling, "max_length": cfg.max_length, "batch_size": cfg.batch_size,
-        "config": config_to_dict(cfg),
+        "config": config_to_dict(cfg), "token_selection": selection.to_dict(),
+        "tokens": {**token_info, "window_rule": rule,
+                   **(plan.summary() if plan is not None else {})},
+        "layer_modules": modules,
     }
-    token_level = cfg.pooling == "none"
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) if token_level else None
-    meta_columns = ({"doc_id": "int64", "position": "int32", "token_id": "int32"} if token_level
-                    else {"doc_id": "int64"})
+    if plan is not None:
+        info["document_tokens"] = plan.to_lists()
+        if plan.summary()["n_truncated"]:
+            log.warning("%s", _stats_of(plan, 0, 0.0, 0).warning())
+    vocab = None
+    if token_level and tok is not None:
+        vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
     writer = ActivationStore.create(
         cfg.out, layers=dims, dtype=cfg.dtype, shard_rows=cfg.shard_rows,
-        meta_columns=meta_columns, identity=identity, info=info, documents=documents, vocab=vocab)
+        meta_columns=TOKEN_COLUMNS if token_level else POOLED_COLUMNS, identity=identity,
+        info=info, documents=documents, vocab=vocab)
     with writer:
         if writer.complete:
             log.info("store %s is already complete", cfg.out)
             if stats is not None:
-                stats.append(CaptureStats(0, 0.0, writer.n_shards))
+                stats.append(_stats_of(plan, 0, 0.0, writer.n_shards))
             return writer.finish()
         resumed = writer.n_shards
         start = writer.resume_point[0]
-        chunks = iter_chunks(model, tokenizer, documents, layers=layers, pooling=cfg.pooling,
-                             dtype=cfg.dtype, batch_size=cfg.batch_size,
-                             max_length=cfg.max_length, device=cfg.device, start=start)
         t0, tokens = time.perf_counter(), 0
-        n_batches = -(-len(documents) // cfg.batch_size)
-        with _Progress(progress, n_batches, start, str(cfg.out)) as advance:
-            for chunk in chunks:
+        with _Progress(progress, n_chunks, start, str(cfg.out)) as advance:
+            for chunk in chunks(start):
                 writer.append(chunk.acts, chunk.meta, chunk=chunk.index)
                 tokens += chunk.n_tokens
                 advance(chunk.n_tokens)
+                del chunk
             store = writer.finish()
         seconds = time.perf_counter() - t0
     if stats is not None:
-        stats.append(CaptureStats(tokens, seconds, resumed))
+        stats.append(_stats_of(plan, tokens, seconds, resumed))
     log.info("captured %d tokens in %.1f s into %s", tokens, seconds, cfg.out)
     return store
+
+
+def _layer_names(model: Any, layers: Any, resolve: Any, default: Any) -> list[str]:
+    """Requested layers (globs expanded, ``final_norm`` kept as a name) in module order."""
+    from repscope.capture.hf import FINAL_NORM, final_norm
+
+    if not layers:
+        names = default(model)
+    else:
+        names = []
+        for pattern in layers:
+            found = [FINAL_NORM] if pattern == FINAL_NORM else resolve(model, [pattern])
+            names.extend(n for n in found if n not in names)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    module = {n: final_norm(model) if n == FINAL_NORM else n for n in names}
+    # module (registration) order: embeddings first; the final norm after the blocks
+    return sorted(names, key=lambda n: (order[module[n]], n == FINAL_NORM))
+
+
+def _chunk_ranges(plan: Any, batch_size: int) -> list[tuple[int, int]]:
+    from repscope.capture.tokens import chunk_plan
+
+    return chunk_plan(plan.n_windows, batch_size)
+
+
+def _stats_of(plan: Any, tokens: int, seconds: float, resumed: int) -> CaptureStats:
+    if plan is None:
+        return CaptureStats(tokens, seconds, resumed)
+    s = plan.summary()
+    return CaptureStats(tokens, seconds, resumed, documents=s["n_documents"],
+                        truncated=s["n_truncated"], tokens_cut=s["tokens_cut"],
+                        windowed=s["n_windowed"])
 
 
 class _Progress:

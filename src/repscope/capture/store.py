@@ -8,7 +8,7 @@ Layout (``FORMAT_VERSION`` 1)::
       vocab.json            token id -> token string (token-level stores)
       shards/000000/        one directory per shard of ``shard_rows`` rows (the last may be shorter)
         <layer>.npy         (rows, d) array in the storage dtype (bfloat16 stored as uint16 bits)
-        meta.npy            structured array, one record per row (doc_id, position, token_id)
+        meta.npy            structured array, one record per row (doc_id, position, token_id, ...)
         shard.json          rows, byte size + sha256 of every file, the writer's resume point
 
 Crash safety: a shard is written into ``shards/.tmp-NNNNNN/``, every file fsynced, then the
@@ -411,8 +411,12 @@ class ActivationStore:
     def metadata(self, rows: Any = None) -> Any:
         """A pandas DataFrame, one row per stored row (index = row number).
 
-        Token-level stores: ``doc_id``, ``position``, ``token_id``, ``token``; pooled stores:
-        ``doc_id`` and ``text`` (the document).
+        Token-level stores: ``doc_id``, ``position`` (in the sequence the model saw),
+        ``token_id``, ``token`` and, since the token-selection release, ``doc_position`` (in
+        the document's tokenisation), ``char_start``/``char_end`` (the token's characters in
+        ``documents[doc_id]``, -1 for special tokens), ``window`` and ``special``. Pooled
+        stores: ``doc_id``, ``text`` (the document) and, in new stores, ``n_tokens``,
+        ``n_kept``, ``n_pooled``, ``truncated``.
         """
         import pandas as pd
 
@@ -427,6 +431,44 @@ class ActivationStore:
             docs = np.asarray(self.documents, dtype=object)
             df["text"] = docs[df["doc_id"].to_numpy()]
         return df
+
+    def document_tokens(self) -> Any:
+        """A pandas DataFrame, one row per document (index = ``doc_id``): ``n_tokens`` (its full
+        tokenisation), ``n_kept`` (tokens the model saw), ``n_windows``, ``n_selected`` (rows
+        after the token selection) and ``truncated``. Stores written before this record existed
+        give the documents' index only."""
+        import pandas as pd
+
+        table = self._manifest.get("document_tokens")
+        if not table:
+            return pd.DataFrame(index=pd.RangeIndex(len(self.documents), name="doc_id"))
+        df = pd.DataFrame({k: np.asarray(v, dtype=np.int64) for k, v in table.items()})
+        df.index.name = "doc_id"
+        df["truncated"] = df["n_kept"] < df["n_tokens"]
+        return df
+
+    def text_around(self, rows: Any, chars: int = 40,
+                    mark: tuple[str, str] = ("[[", "]]")) -> list[str]:
+        """Each token row shown in its document's text: ``chars`` characters either side and
+        the token's own characters between ``mark`` (from the ``char_start``/``char_end``
+        metadata). Rows without a span (special tokens, older stores) fall back to
+        :meth:`contexts`."""
+        index = self._row_index(rows, "ActivationStore.text_around")
+        idx = np.arange(index.start, index.stop) if isinstance(index, slice) else index
+        meta = self._gather("meta.npy", idx, convert=False)
+        if "char_start" not in (meta.dtype.names or ()):
+            return self.contexts(idx, mark=mark)
+        out = []
+        for r, rec in zip(idx, meta, strict=True):
+            lo, hi = int(rec["char_start"]), int(rec["char_end"])
+            if lo < 0 or not self.documents:
+                out.append(self.contexts([int(r)], mark=mark)[0])
+                continue
+            text = self.documents[int(rec["doc_id"])]
+            left, right = max(lo - chars, 0), min(hi + chars, len(text))
+            out.append(("..." if left else "") + text[left:lo] + mark[0] + text[lo:hi] + mark[1]
+                       + text[hi:right] + ("..." if right < len(text) else ""))
+        return out
 
     def contexts(self, rows: Any, window: int = 8, mark: tuple[str, str] = ("[[", "]]")) -> list[str]:
         """Text around each row: its document's tokens within ``window`` positions, the row's

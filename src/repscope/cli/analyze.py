@@ -136,6 +136,8 @@ def analyze(config_file: Path | None, **kwargs: Any) -> None:
         raise click.UsageError(str(exc)) from None
     except (FileNotFoundError, KeyError) as exc:
         raise click.ClickException(str(exc.args[0] if exc.args else exc)) from None
+    except ValueError as exc:  # a capture option the model cannot take (e.g. max_length)
+        raise click.ClickException(str(exc)) from None
     except Exception as exc:
         from repscope.capture import StoreError
 

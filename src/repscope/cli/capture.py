@@ -61,7 +61,29 @@ def capture(config_file: str | None, progress: bool, **kwargs: Any) -> None:
         f"{st.tokens:,} tokens in {st.seconds:.1f} s ({rate:,.0f} tokens/s)"
         + (f", resumed after {st.resumed_from_shard} shard(s)" if st.resumed_from_shard else ""))
     console.print(f"{len(store.shards)} shard(s), {_size(store.nbytes())} on disk; {note}.")
+    if st.warning():
+        console.print(f"[yellow]warning:[/] {st.warning()}")
+    elif st.windowed:
+        console.print(f"{st.windowed:,} long document(s) split into overlapping windows "
+                      f"(every token stored once).")
     console.print(f"Store: {store.path}")
+
+
+def _token_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """How long documents and token selection were handled (stores that record it)."""
+    tokens, sel = m.get("tokens"), m.get("token_selection")
+    if not tokens:
+        return []
+    out = [("long documents", f"{tokens.get('long_documents')} at max_length "
+                              f"{tokens.get('max_length')}: {tokens.get('n_truncated', 0):,} "
+                              f"truncated ({tokens.get('tokens_cut', 0):,} tokens cut), "
+                              f"{tokens.get('n_windowed', 0):,} split into windows")]
+    if sel:
+        out.append(("token selection", f"exclude positions {sel.get('exclude_positions')}, "
+                                       f"special tokens "
+                                       f"{'excluded' if sel.get('exclude_special_tokens') else 'kept'}"
+                                       f", padding excluded"))
+    return out
 
 
 @click.command()
@@ -94,6 +116,7 @@ def info(store_path: Path, verify: bool) -> None:
                  f"documents)"),
         ("data sha256", m.get("data", {}).get("sha256", "?")),
         ("pooling", str(m.get("pooling"))),
+        *_token_rows(m),
         ("dtype", m["dtype"]),
         ("rows", f"{store.n_rows:,}"),
         ("shards", f"{len(store.shards)} x up to {m['shard_rows']:,} rows"),
