@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["attention_output_modules", "next_token_stats", "pseudo_log_likelihood"]
+__all__ = ["COLUMNS", "PREDICTIONS", "Predictor", "attention_output_modules", "make_predictor",
+           "next_token_stats", "pseudo_log_likelihood"]
 
 
 def next_token_stats(logits: torch.Tensor, input_ids: torch.Tensor,
@@ -115,3 +116,67 @@ def attention_output_modules(model: torch.nn.Module, blocks: list[str] | None = 
             raise ValueError(f"attention_output_modules: no known attention-output module in block {b!r} "
                              f"of {type(model).__name__}; name the modules yourself (e.g. '{b}.attn').")
     return out
+
+
+PREDICTIONS = ("none", "next_token", "pseudo_ll")
+COLUMNS = {"next_token": {"next_logprob": "float64", "entropy": "float64"},
+           "pseudo_ll": {"pll": "float64"}}
+
+
+class Predictor:
+    """Per-token prediction columns computed during the capture's forward passes.
+
+    ``kind="next_token"`` needs the model's full output (``.logits``; the forward pass is not
+    cut after the last captured layer); ``kind="pseudo_ll"`` runs its own masked copies."""
+
+    def __init__(self, kind: str, *, mask_token_id: int | None = None, special_ids: Any = (),
+                 batch_size: int = 64) -> None:
+        if kind not in COLUMNS:
+            raise ValueError(f"The 'predictions' parameter must be one of {{'none', 'next_token', "
+                             f"'pseudo_ll'}}. Got {kind!r} instead.")
+        self.kind = kind
+        self.columns = dict(COLUMNS[kind])
+        self.full_forward = kind == "next_token"
+        self.mask_token_id = mask_token_id
+        self.special_ids = tuple(int(s) for s in special_ids)
+        self.batch_size = batch_size
+
+    def __call__(self, model: Any, inputs: dict[str, torch.Tensor], output: Any) -> dict[str, torch.Tensor]:
+        """Columns as ``(b, t)`` float64 CPU tensors for the pass's padded inputs."""
+        ids, am = inputs["input_ids"], inputs["attention_mask"]
+        if self.kind == "next_token":
+            logits = getattr(output, "logits", None)
+            if logits is None:
+                raise ValueError(f"predictions='next_token' needs a causal LM with its LM head; "
+                                 f"{type(model).__name__} returns no logits.")
+            lp, h = next_token_stats(logits, ids, am)
+            return {"next_logprob": lp.cpu(), "entropy": h.cpu()}
+        assert self.mask_token_id is not None
+        return {"pll": pseudo_log_likelihood(model, ids, am, mask_token_id=self.mask_token_id,
+                                             special_ids=self.special_ids, batch_size=self.batch_size)}
+
+
+def make_predictor(kind: str, model: Any, tokenizer: Any, *, causal: bool | None = None) -> Predictor | None:
+    """The :class:`Predictor` for ``kind`` (None for ``"none"``), checked against the model:
+    ``next_token`` needs an LM head (``get_output_embeddings()``) on a causal model (``causal``:
+    the capture's causality probe, None when not probed), ``pseudo_ll`` a masked-LM head and a
+    mask token. Errors are one line naming what is missing."""
+    if kind == "none":
+        return None
+    if kind not in COLUMNS:
+        raise ValueError(f"The 'predictions' parameter of CaptureConfig must be one of "
+                         f"{{'none', 'next_token', 'pseudo_ll'}}. Got {kind!r} instead.")
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    name = type(model).__name__
+    if kind == "next_token":
+        if head is None or causal is False:
+            raise ValueError(f"predictions='next_token' needs a causal LM loaded with its LM head; "
+                             f"{name} is not one (a masked LM can use predictions='pseudo_ll').")
+        return Predictor(kind)
+    mask_id = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
+    if head is None or mask_id is None:
+        raise ValueError(f"predictions='pseudo_ll' needs a masked LM with its masked-LM head and a "
+                         f"tokenizer with a mask token; {name} has "
+                         f"{'no LM head' if head is None else 'no mask token'} (the bundled MiniLM "
+                         f"is a sentence encoder without an MLM head: no pseudo-log-likelihood).")
+    return Predictor(kind, mask_token_id=int(mask_id), special_ids=getattr(tokenizer, "all_special_ids", ()))
