@@ -159,11 +159,11 @@ def test_attention_subspaces_planted_low_rank_output_projection():
         attention_subspaces({"a": resid})
 
 
-def _planted_store(path):
+def _planted_store(path, surprisal=lambda d: 0.5 * d):
     from repscope.capture import ActivationStore
 
     dims = [2, 3, 5, 7] * 3
-    X, doc, s = _planted_docs(dims, n_tokens=40, seed=7)
+    X, doc, s = _planted_docs(dims, n_tokens=40, seed=7, surprisal=surprisal)
     rng = np.random.default_rng(0)
     attn = (rng.standard_normal((len(X), 4)) @ rng.standard_normal((4, D))).astype(np.float32)
     cols = {"doc_id": "int64", "position": "int32", "token_id": "int32", "next_logprob": "float64",
@@ -212,3 +212,16 @@ def test_lm_geometry_command_on_a_store_with_predictions(tmp_path):
         w.finish()
     res = CliRunner().invoke(app, ["lm-geometry", str(tmp_path / "plain"), "--out", str(out)])
     assert res.exit_code != 0 and "holds no next-token log-likelihoods" in res.output
+
+
+def test_id_surprisal_by_layer_per_checkpoint_uses_each_stores_own_surprisal(tmp_path):
+    """A sweep: the same geometry, the surprisal planted to grow with the prompt's dimension at
+    one checkpoint and to shrink with it at the other; each checkpoint's sign is recovered."""
+    early, _ = _planted_store(tmp_path / "early", surprisal=lambda d: 4.0 - 0.5 * d)
+    late, _ = _planted_store(tmp_path / "late")
+    t = id_surprisal_by_layer({"early": early, "late": late}, layers=["model.layers.0", "model.layers.1"],
+                              n_boot=200)
+    assert list(t["checkpoint"]) == ["early", "early", "late", "late"]
+    assert list(t["layer"]) == ["model.layers.0", "model.layers.1"] * 2
+    assert (t[t.checkpoint == "early"]["ci_high"] < 0).all() and (t[t.checkpoint == "late"]["ci_low"] > 0).all()
+    assert (t[t.checkpoint == "early"]["slope"] < 0).all() and (t[t.checkpoint == "late"]["slope"] > 0).all()
