@@ -225,3 +225,28 @@ def test_id_surprisal_by_layer_per_checkpoint_uses_each_stores_own_surprisal(tmp
     assert list(t["layer"]) == ["model.layers.0", "model.layers.1"] * 2
     assert (t[t.checkpoint == "early"]["ci_high"] < 0).all() and (t[t.checkpoint == "late"]["ci_low"] > 0).all()
     assert (t[t.checkpoint == "early"]["slope"] < 0).all() and (t[t.checkpoint == "late"]["slope"] > 0).all()
+
+
+def test_grouped_correlation_bootstrap_equals_a_naive_document_resample():
+    """The vectorised resample draws the same rows as concatenating each drawn document's rows,
+    and the ranks equal scipy's average ranks (ties included)."""
+    from scipy.stats import rankdata, spearmanr
+
+    from repscope.analysis.correlate import average_ranks
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 9, 15)
+    g = np.repeat(rng.permutation(15), sizes)  # documents not contiguous in label order
+    x = rng.integers(0, 6, g.size).astype(float)  # many ties
+    y = x + rng.integers(0, 4, g.size)
+    np.testing.assert_array_equal(average_ranks(x), rankdata(x))
+    r = grouped_correlation(x, y, g, n_boot=50, seed=11)
+    labels = np.unique(g)
+    draws = np.random.default_rng(11)
+    reps = []
+    for _ in range(50):
+        rows = np.concatenate([np.flatnonzero(g == labels[d]) for d in draws.integers(0, 15, size=15)])
+        reps.append(spearmanr(x[rows], y[rows]).statistic)
+    assert r.value == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert r.stderr == pytest.approx(np.std(reps, ddof=1), abs=1e-12)
+    assert r.ci == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])), abs=1e-12)

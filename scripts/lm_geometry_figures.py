@@ -1,0 +1,193 @@
+"""Figures and numbers of docs/lm_geometry.md: SmolLM2-135M-Instruct on the bundled pydoc corpus.
+
+    PYTHONPATH=src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 python scripts/lm_geometry_figures.py \
+        --work /tmp/lm_geometry --out docs/figures/lm_geometry
+
+Steps (each result is written as it is made; the capture and the SAE resume on a rerun):
+1. capture every third block of SmolLM2 (and the final block) with next-token predictions
+   and the attention outputs of those blocks, on ``--max-docs`` documents of the bundled corpus;
+2. predictions: surprisal against the model's own entropy (calibration) and against position;
+3. per-prompt token-cloud geometry and its relation to each prompt's mean loss;
+4. ID vs surprisal per layer (document level, bootstrap over documents) and the scatter at the
+   layer where the relation is strongest;
+5. attention-output subspaces next to the residual stream;
+6. a top-k SAE on one middle layer and its feature geometry (lobes, crystals, spectrum).
+
+Writes PNG figures, CSV tables and ``results.json`` (parameters, repscope version, headline
+numbers, wall time per step) under ``--out``. CPU only; about 10 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("lm_geometry_figures")
+
+
+def _layers(n_blocks: int, every: int) -> list[str]:
+    idx = sorted({*range(0, n_blocks, every), n_blocks - 1})
+    return [f"model.layers.{i}" for i in idx]
+
+
+def _predictions_figure(meta: Any, path: Path) -> dict[str, float]:
+    """Calibration (mean surprisal per entropy bin vs the identity) and loss by position."""
+    from repscope.report.figures import _pyplot
+
+    plt = _pyplot()
+    s = -meta["next_logprob"].to_numpy()
+    h = meta["entropy"].to_numpy()
+    pos = meta["position"].to_numpy()
+    ok = np.isfinite(s)
+    s, h, pos = s[ok], h[ok], pos[ok]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    axes[0].hist(s, bins=60, alpha=0.6, label="surprisal -log p(next)", density=True)
+    axes[0].hist(h, bins=60, alpha=0.6, label="entropy H(p)", density=True)
+    axes[0].set_xlabel("nats")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title(f"{ok.sum()} tokens: mean surprisal {s.mean():.2f}, mean entropy {h.mean():.2f}",
+                      fontsize=8)
+    edges = np.quantile(h, np.linspace(0, 1, 21))
+    b = np.clip(np.searchsorted(edges, h, side="right") - 1, 0, 19)
+    hm = np.array([h[b == i].mean() for i in range(20)])
+    sm = np.array([s[b == i].mean() for i in range(20)])
+    se = np.array([s[b == i].std(ddof=1) / np.sqrt((b == i).sum()) for i in range(20)])
+    axes[1].errorbar(hm, sm, yerr=1.96 * se, fmt="o", ms=3)
+    top = max(hm.max(), sm.max()) * 1.05
+    axes[1].plot([0, top], [0, top], "k--", lw=0.7, label="E[surprisal | H] = H (calibrated)")
+    axes[1].set_xlabel("entropy bin mean (nats)")
+    axes[1].set_ylabel("mean surprisal (nats)")
+    axes[1].legend(fontsize=7)
+    axes[1].set_title("calibration: surprisal per entropy ventile", fontsize=8)
+    pb = np.minimum(pos // 8, 15)
+    xs = np.array([pos[pb == i].mean() for i in np.unique(pb)])
+    axes[2].plot(xs, [s[pb == i].mean() for i in np.unique(pb)], marker="o", ms=3, label="surprisal")
+    axes[2].plot(xs, [h[pb == i].mean() for i in np.unique(pb)], marker="o", ms=3, label="entropy")
+    axes[2].set_xlabel("token position in the document")
+    axes[2].set_ylabel("nats")
+    axes[2].legend(fontsize=7)
+    axes[2].set_title("mean per 8 positions", fontsize=8)
+    fig.savefig(path)
+    plt.close(fig)
+    return {"tokens": int(ok.sum()), "mean_surprisal": float(s.mean()), "mean_entropy": float(h.mean()),
+            "max_calibration_gap": float(np.max(np.abs(sm - hm)))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/lm_geometry"), help="store and SAE directory")
+    ap.add_argument("--out", type=Path, default=Path("docs/figures/lm_geometry"))
+    ap.add_argument("--max-docs", type=int, default=96)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--every", type=int, default=3, help="capture every n-th block")
+    ap.add_argument("--sae-layer", default="model.layers.15")
+    ap.add_argument("--sae-steps", type=int, default=1000)
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    import repscope
+    from repscope.analysis.attention_subspaces import attention_subspaces, pair_attention_layers
+    from repscope.analysis.id_surprisal import id_surprisal, id_surprisal_by_layer
+    from repscope.analysis.prompt_geometry import prompt_geometry, store_loss
+    from repscope.capture import CaptureConfig, run_capture
+    from repscope.dictionaries.geometry import feature_geometry
+    from repscope.dictionaries.train import TrainConfig, train_sae
+    from repscope.report import lm_figures
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    res: dict[str, Any] = {"repscope_version": repscope.__version__, "params": {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+
+    t0 = time.perf_counter()
+    layers = _layers(30, args.every)
+    if args.sae_layer not in layers:
+        layers = sorted({*layers, args.sae_layer}, key=lambda n: int(n.rsplit(".", 1)[1]))
+    cfg = CaptureConfig(model="smollm2", corpus="pydoc", layers=tuple(layers), max_length=args.max_length,
+                        max_docs=args.max_docs, seed=args.seed, batch_size=8, predictions="next_token",
+                        attention=True, out=args.work / "store")
+    store = run_capture(cfg, progress=False)
+    times["capture"] = time.perf_counter() - t0
+    meta = store.metadata()
+    res["store"] = {"rows": int(store.n_rows), "documents": int(meta["doc_id"].nunique()),
+                    "layers": store.layers, "corpus_sha256": store.manifest["data"]["sha256"]}
+    log.info("store: %s rows, %s documents", store.n_rows, meta["doc_id"].nunique())
+
+    t0 = time.perf_counter()
+    res["predictions"] = _predictions_figure(meta, out / "predictions.png")
+    times["predictions"] = time.perf_counter() - t0
+
+    pairs = pair_attention_layers(store.layers)
+    resid = [n for n in store.layers if n not in set(pairs.values())]
+    t0 = time.perf_counter()
+    pg = prompt_geometry(store, layers=resid, n_boot=args.n_boot, seed=args.seed)
+    pg.rows.to_csv(out / "prompt_geometry.csv", index=False, float_format="%.5g")
+    pg.relation.to_csv(out / "prompt_relation.csv", index=False, float_format="%.4g")
+    lm_figures.prompt_geometry_figure(pg, out / "prompt_geometry.png")
+    times["prompt_geometry"] = time.perf_counter() - t0
+    med = pg.rows.groupby("layer", sort=False)[["id", "overlap_next", "cosine_mean"]].median()
+    res["prompt_geometry"] = {"median_by_layer": med.round(4).to_dict(orient="index"),
+                              "documents_with_id": int(pg.rows.groupby("doc_id")["id"].first().notna().sum()),
+                              "params": pg.params}
+
+    t0 = time.perf_counter()
+    ids = id_surprisal_by_layer(store, layers=resid, n_boot=args.n_boot, seed=args.seed)
+    ids.to_csv(out / "id_surprisal.csv", index=False, float_format="%.4g")
+    best = ids.loc[ids["correlation"].abs().idxmax()]
+    s = store_loss(store)
+    doc = meta["doc_id"].to_numpy()
+    scatter = id_surprisal(store.read(best["layer"]), s, doc_ids=doc, n_boot=args.n_boot, seed=args.seed)
+    lm_figures.id_surprisal_figure(ids, out / "id_surprisal.png", scatter=scatter)
+    row = id_surprisal_by_layer(store, layers=resid, level="row", n_boot=args.n_boot, seed=args.seed)
+    row.to_csv(out / "id_surprisal_rows.csv", index=False, float_format="%.4g")
+    times["id_surprisal"] = time.perf_counter() - t0
+    res["id_surprisal"] = {"group_level": ids.round(4).to_dict(orient="records"),
+                           "row_level": row.round(4).to_dict(orient="records")}
+
+    t0 = time.perf_counter()
+    att = attention_subspaces(store, pairs=pairs, seed=args.seed)
+    att.to_csv(out / "attention_subspaces.csv", index=False, float_format="%.4g")
+    lm_figures.attention_subspaces_figure(att, out / "attention_subspaces.png")
+    times["attention_subspaces"] = time.perf_counter() - t0
+    res["attention_subspaces"] = att.round(4).to_dict(orient="records")
+
+    t0 = time.perf_counter()
+    tr = train_sae(store, TrainConfig(k=32, expansion=4, steps=args.sae_steps, batch_size=512,
+                                      seed=args.seed), layer=args.sae_layer, out_dir=args.work / "sae")
+    from repscope.dictionaries.evaluate import evaluate_sae
+
+    X = store.read(args.sae_layer)
+    ev = evaluate_sae(tr.sae, X[tr.heldout_rows], split="held-out")
+    times["sae_train"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fg = feature_geometry(tr.sae, X, doc_ids=doc, window=32, n_latents=512, n_lobes=4, seed=args.seed)
+    lm_figures.feature_geometry_figure(fg, out / "feature_geometry.png")
+    times["feature_geometry"] = time.perf_counter() - t0
+    res["sae"] = {"layer": args.sae_layer, "d_sae": int(tr.sae.W_dec.shape[0]), "steps": tr.steps,
+                  "heldout": {k: float(getattr(ev, k)) for k in (
+                      "explained_variance", "cosine", "l0_mean", "dead_fraction", "dense_fraction")}}
+    res["feature_geometry"] = {
+        "lobe_sizes": fg.lobes.sizes.tolist(), "modularity_Q": float(fg.lobes.modularity),
+        "ami": float(fg.modularity.ami), "ami_null_mean": float(fg.modularity.null_mean),
+        "ami_p_value": float(fg.modularity.p_value),
+        "crystals": len(fg.crystals.crystals), "parallelograms": int(fg.crystals.n_parallelograms),
+        "crystal_sizes": sorted((len(c.pairs) for c in fg.crystals.crystals), reverse=True)[:10],
+        "decoder_alpha": fg.spectrum.alpha, "decoder_alpha_stderr": fg.spectrum.alpha_stderr,
+        "null_alpha": fg.spectrum.null_alpha, "activation_alpha": fg.spectrum.activation_alpha,
+        "fit_range": list(fg.spectrum.fit_range), "params": fg.params}
+    res["seconds"] = {k: round(v, 1) for k, v in times.items()}
+    (out / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+    log.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()
