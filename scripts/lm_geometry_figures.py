@@ -79,6 +79,18 @@ def _predictions_figure(meta: Any, path: Path) -> dict[str, float]:
             "max_calibration_gap": float(np.max(np.abs(sm - hm)))}
 
 
+def _shrink(out: Path, width: int = 1400) -> None:
+    """Docs-sized PNGs: at most ``width`` pixels wide, 256-colour palette (a few tens of kB)."""
+    from PIL import Image
+
+    for path in out.glob("*.png"):
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.width > width:
+                im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+            im.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/lm_geometry"), help="store and SAE directory")
@@ -135,8 +147,25 @@ def main() -> None:
     lm_figures.prompt_geometry_figure(pg, out / "prompt_geometry.png")
     times["prompt_geometry"] = time.perf_counter() - t0
     med = pg.rows.groupby("layer", sort=False)[["id", "overlap_next", "cosine_mean"]].median()
+    # length control: short prompts have a higher mean loss (early positions are harder) and a
+    # noisier ID; the same relation on the prompts cut at max_length only (all of one length)
+    from repscope.analysis.correlate import grouped_correlation
+
+    full = pg.rows[pg.rows["n_tokens"] == pg.rows["n_tokens"].max()]
+    control = []
+    for name, t in full.groupby("layer", sort=False):
+        for metric in ("id", "overlap_next", "cosine_mean"):
+            r = grouped_correlation(t[metric].to_numpy(), t["mean_loss"].to_numpy(), n_boot=args.n_boot,
+                                    seed=args.seed)
+            control.append({"layer": name, "metric": metric, "correlation": r.value, "ci_low": r.ci[0],
+                            "ci_high": r.ci[1], "n_docs": r.n_groups})
+    import pandas as pd
+
+    pd.DataFrame.from_records(control).to_csv(out / "prompt_relation_equal_length.csv", index=False,
+                                              float_format="%.4g")
     res["prompt_geometry"] = {"median_by_layer": med.round(4).to_dict(orient="index"),
                               "documents_with_id": int(pg.rows.groupby("doc_id")["id"].first().notna().sum()),
+                              "equal_length_documents": int(full["doc_id"].nunique()),
                               "params": pg.params}
 
     t0 = time.perf_counter()
@@ -146,7 +175,8 @@ def main() -> None:
     s = store_loss(store)
     doc = meta["doc_id"].to_numpy()
     scatter = id_surprisal(store.read(best["layer"]), s, doc_ids=doc, n_boot=args.n_boot, seed=args.seed)
-    lm_figures.id_surprisal_figure(ids, out / "id_surprisal.png", scatter=scatter)
+    lm_figures.id_surprisal_figure(ids, out / "id_surprisal.png", scatter=scatter,
+                                   scatter_layer=str(best["layer"]))
     row = id_surprisal_by_layer(store, layers=resid, level="row", n_boot=args.n_boot, seed=args.seed)
     row.to_csv(out / "id_surprisal_rows.csv", index=False, float_format="%.4g")
     times["id_surprisal"] = time.perf_counter() - t0
@@ -185,6 +215,7 @@ def main() -> None:
         "null_alpha": fg.spectrum.null_alpha, "activation_alpha": fg.spectrum.activation_alpha,
         "fit_range": list(fg.spectrum.fit_range), "params": fg.params}
     res["seconds"] = {k: round(v, 1) for k, v in times.items()}
+    _shrink(out)
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
     log.info("wrote %s", out)
 

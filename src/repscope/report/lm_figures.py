@@ -68,10 +68,11 @@ def prompt_geometry_figure(pg: Any, path: str | Path) -> Path:
     return _save(plt, fig, path)
 
 
-def id_surprisal_figure(table: Any, path: str | Path, scatter: Any = None) -> Path:
+def id_surprisal_figure(table: Any, path: str | Path, scatter: Any = None, scatter_layer: str | None = None) -> Path:
     """Correlation between ID and surprisal per layer (one line per checkpoint, bootstrap band
     over documents); with ``scatter`` (an :class:`~repscope.analysis.id_surprisal.IDSurprisal`
-    at level 'group'), the groups' ID against their mean surprisal at that layer."""
+    at level 'group'), the groups' ID against their mean surprisal at that layer
+    (``scatter_layer``, named in the panel's title)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2 if scatter is not None else 1, figsize=(10 if scatter is not None else 6, 3.3))
     ax = axes[0] if scatter is not None else axes
@@ -92,7 +93,7 @@ def id_surprisal_figure(table: Any, path: str | Path, scatter: Any = None) -> Pa
         axes[1].scatter(d["group_id"], d["group_surprisal"], s=8, alpha=0.7)
         axes[1].set_xlabel("ID of the prompt's tokens")
         axes[1].set_ylabel("mean surprisal (nats)")
-        axes[1].set_title(f"{scatter.method} r = {scatter.value:.2f} "
+        axes[1].set_title(f"{_short(scatter_layer) + ': ' if scatter_layer else ''}{scatter.method} r = {scatter.value:.2f} "
                           f"[{scatter.ci[0]:.2f}, {scatter.ci[1]:.2f}]", fontsize=8)
     return _save(plt, fig, path)
 
