@@ -25,11 +25,13 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
+	bash scripts/ensure_datasets.sh
 	$(BIN)/repscope analyze --out $(OUT)
 
 test: $(STAMP)
 	bash scripts/ensure_browser.sh
 	PY=$(PY) bash scripts/ensure_interop.sh
+	bash scripts/ensure_datasets.sh
 	$(MAKE) --no-print-directory lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 \
 		--doctest-modules tests src/repscope

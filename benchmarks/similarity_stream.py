@@ -69,7 +69,7 @@ def make_store(path: Path, layers: int, rows: int, dim: int, seed: int = 0):
 def run(store, out: Path, measures: tuple[str, ...], **kw) -> tuple[float, float, dict]:
     from repscope.analysis.db import load_results
     from repscope.analysis.plan import AnalyzeConfig
-    from repscope.analysis.run import analyze
+    from repscope.pipeline import analyze
 
     cfg = AnalyzeConfig(store=store.path, out=out, max_rows=None, measures=measures,
                         pairs="adjacent", report=False, **kw)

@@ -54,7 +54,7 @@ def make_store(path: Path, rows: int, dim: int, seed: int = 0):
 def run(store, out: Path, **kw) -> tuple[float, float, dict[str, float]]:
     from repscope.analysis.db import load_results
     from repscope.analysis.plan import AnalyzeConfig
-    from repscope.analysis.run import analyze
+    from repscope.pipeline import analyze
 
     cfg = AnalyzeConfig(store=store.path, out=out, max_rows=None, measures=MEASURES,
                         pairs="none", report=False, **kw)

@@ -17,8 +17,8 @@ from repscope.analysis.plan import (
     resolve_layers,
     select_rows,
 )
-from repscope.analysis.run import analyze
 from repscope.config import load_config
+from repscope.pipeline import analyze
 
 
 def _cfg(store, tmp_path, **kw):

@@ -24,7 +24,7 @@ from analysis_support import (  # noqa: F401 (shared fixtures)
 )
 from repscope.analysis.db import load_results, load_runs
 from repscope.analysis.plan import AnalyzeConfig, select_rows
-from repscope.analysis.run import analyze
+from repscope.pipeline import analyze
 
 MEASURES = ("_toy_pr", "_toy_local", "_toy_sim", "_toy_fail")
 
@@ -98,7 +98,7 @@ from analysis_support import register_toys
 register_toys()
 from pathlib import Path
 from repscope.analysis.plan import AnalyzeConfig
-from repscope.analysis.run import analyze
+from repscope.pipeline import analyze
 analyze(AnalyzeConfig(store=Path({store!r}), out=Path({out!r}), max_rows=120, report=False,
                       measures=("_toy_slow", "_toy_pr", "_toy_sim")))
 """

@@ -15,7 +15,7 @@ import pytest
 
 from analysis_support import LAYERS, make_store, register_toys, unregister_toys
 from repscope.analysis.plan import AnalyzeConfig
-from repscope.analysis.run import analyze
+from repscope.pipeline import analyze
 
 pytestmark = pytest.mark.browser
 

@@ -146,7 +146,7 @@ def test_cli_options_reach_capture(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                                       "--exclude-positions", "3", "--exclude-special-tokens",
                                       "--long-documents", "window", "--overlap", "5",
                                       "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "stop here" in result.output
+    assert result.exit_code == 2 and "stop here" in result.output
     cfg = seen["cfg"]
     assert cfg.exclude_positions == (0, 3) and cfg.exclude_special_tokens is True
     assert cfg.long_documents == "window" and cfg.overlap == 5

@@ -413,5 +413,5 @@ def test_cli_summary_warns_about_truncation(nets, docs, corpus: Path, tmp_path: 
     assert f"truncate at max_length 12: {cut} truncated" in text and "special tokens kept" in text
     result = CliRunner().invoke(app, ["capture", "--corpus", str(corpus), "--max-length", "999",
                                       "--out", str(tmp_path / "t"), "--no-progress"])
-    assert result.exit_code == 1 and "must be at most 64, the position limit of BertModel" in \
+    assert result.exit_code == 2 and "must be at most 64, the position limit of BertModel" in \
         result.output and "Traceback" not in result.output

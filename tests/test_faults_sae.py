@@ -66,9 +66,9 @@ def _inspect(sae_dir, store_dir, *extra):
 
 
 def _one_line_error(res, message):
-    """Exit code 1 and exactly ``Error: message`` on stderr, nothing else (no traceback)."""
+    """Exit code 1 and exactly ``error: message`` on stderr (repscope.cli._errors), nothing else."""
     assert res.exit_code == 1, res.output
-    assert res.stderr == f"Error: {message}\n", res.stderr
+    assert res.stderr == f"error: {message}\n", res.stderr
 
 
 def test_flipped_byte_in_weights_is_caught(trained, store_dir, tmp_path):
@@ -121,13 +121,13 @@ def test_missing_truncated_and_unparsable_files(trained, store_dir, tmp_path):
     f = sae / "sae.safetensors"
     f.write_bytes(f.read_bytes()[:100])
     res = _inspect(sae, store_dir)
-    assert res.exit_code == 1 and res.stderr.startswith(f"Error: '{f}' is not a readable safetensors file (")
+    assert res.exit_code == 1 and res.stderr.startswith(f"error: '{f}' is not a readable safetensors file (")
     assert res.stderr.count("\n") == 1, res.stderr
     sae = _copy(trained, tmp_path / "c")
     (sae / "manifest.json").unlink()
     (sae / "cfg.json").write_text("{not json")
     res = _inspect(sae, store_dir)
-    assert res.exit_code == 1 and res.stderr.startswith(f"Error: '{sae / 'cfg.json'}' is not readable JSON (")
+    assert res.exit_code == 1 and res.stderr.startswith(f"error: '{sae / 'cfg.json'}' is not readable JSON (")
     assert res.stderr.count("\n") == 1, res.stderr
     (sae / "cfg.json").unlink()
     _one_line_error(_inspect(sae, store_dir),
@@ -197,7 +197,7 @@ def test_full_disk_during_training_is_one_line_and_resumes_identically(store_dir
     res = _train_cli(script, store_dir, out, "enospc", limit=4)
     assert res.returncode == 1, res.stderr
     assert res.stderr.splitlines()[-1] == (
-        f"Error: cannot write '{out / 'state.safetensors'}': No space left on device (errno "
+        f"error: cannot write '{out / 'state.safetensors'}': No space left on device (errno "
         f"{errno.ENOSPC}). Nothing written is corrupt: fix it and rerun the same command to resume "
         f"from the last checkpoint in '{out}'.")
     assert "Traceback" not in res.stderr
@@ -221,7 +221,7 @@ def test_read_only_output_directory_is_one_line(store_dir, tmp_path):
     res = _train_cli(script, store_dir, out, "erofs")
     assert res.returncode == 1, res.stderr
     assert res.stderr.splitlines()[-1] == (
-        f"Error: cannot write '{out}': Read-only file system (errno {errno.EROFS}). Nothing written "
+        f"error: cannot write '{out}': Read-only file system (errno {errno.EROFS}). Nothing written "
         f"is corrupt: fix it and rerun the same command to resume from the last checkpoint in '{out}'.")
     assert "Traceback" not in res.stderr and list(out.iterdir()) == []
 

@@ -273,7 +273,7 @@ def _tiny_store(path: Path):
 def test_the_same_plan_gives_the_same_results_on_local_and_ray(ray_cluster, tmp_path):
     from repscope.analysis.db import load_results
     from repscope.analysis.plan import AnalyzeConfig
-    from repscope.analysis.run import analyze
+    from repscope.pipeline import analyze
 
     store = _tiny_store(tmp_path / "store")
     frames = {}

@@ -15,8 +15,8 @@ from analysis_support import (
     toys,  # noqa: F401 (shared fixtures)
 )
 from repscope.analysis.plan import AnalyzeConfig
-from repscope.analysis.run import analyze
 from repscope.cli import app
+from repscope.pipeline import analyze
 from repscope.report.data import gather
 from repscope.report.figures import write_figures
 from repscope.report.html import write_report

@@ -85,7 +85,7 @@ def linked(store_dir, tmp_path_factory):
     """An analyze output directory OUT and an SAE inspected with `--report OUT`."""
     from analysis_support import register_toys, unregister_toys
     from repscope.analysis.plan import AnalyzeConfig
-    from repscope.analysis.run import analyze
+    from repscope.pipeline import analyze
 
     root = tmp_path_factory.mktemp("linked")
     register_toys()

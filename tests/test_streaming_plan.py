@@ -13,7 +13,7 @@ from analysis_support import LAYERS, make_store, register_toys, store, toys, unr
 from repscope import registry
 from repscope.analysis.db import decode_json_columns, load_results
 from repscope.analysis.plan import AnalyzeConfig, PlanError, check_config, make_plan, stream_shards
-from repscope.analysis.run import analyze
+from repscope.pipeline import analyze
 
 STREAMED = ("effective_rank", "spectrum", "anisotropy", "power_law_alpha")
 MEASURES = (*STREAMED, "_toy_pr")

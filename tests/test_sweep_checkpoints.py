@@ -12,8 +12,8 @@ import pytest
 
 from repscope.analysis.db import load_results, load_runs
 from repscope.analysis.plan import AnalyzeConfig, PlanError, check_config
-from repscope.analysis.run import analyze
 from repscope.analysis.sweep import parse_checkpoints
+from repscope.pipeline import analyze
 
 LAYERS = ("encoder.layer.0", "encoder.layer.1")
 SINGLE = ("effective_rank", "anisotropy")

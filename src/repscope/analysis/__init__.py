@@ -1,6 +1,6 @@
 """Plans, execution and the results database behind ``repscope analyze``.
 
-The public names load on first use (``repscope.analysis.analyze``), so importing this package
+The public names load on first use (``repscope.analysis.run_analysis``), so importing this package
 does not import duckdb or torch.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "AnalyzeConfig": "repscope.analysis.plan",
     "make_plan": "repscope.analysis.plan",
-    "analyze": "repscope.analysis.run",
+    "run_analysis": "repscope.analysis.run",
     "ResultsDB": "repscope.analysis.db",
     "load_results": "repscope.analysis.db",
     "load_runs": "repscope.analysis.db",

@@ -6,11 +6,27 @@ selected rows). The key is the primary key, so re-running a plan skips what is a
 and a killed run resumes without duplicates. A second table, ``runs``, records each
 invocation's plan and provenance (model, data, versions, machine).
 
-Concurrency: DuckDB allows one read-write process per file, so every access opens a
-short-lived connection while holding an ``fcntl`` lock on ``<db>.lock`` (exclusive for writes,
-shared for reads). Two processes writing to one database therefore serialise instead of
-failing or corrupting it. In ``repscope analyze`` the driver is the only writer; workers only
-compute.
+Concurrency: DuckDB locks a database file for its whole connection (a read-only connection
+blocks every writer), so readers and writers never share a file:
+
+- ``results.duckdb`` is a published, read-only **snapshot**: writers replace it atomically
+  (copy, fsync, rename) and never open it for writing, so any number of readers, including a
+  plain ``duckdb.connect(path, read_only=True)`` kept open in a notebook, never block or break
+  a running ``repscope analyze``. A reader's open connection keeps the snapshot it opened; a
+  new connection sees the newest one.
+- Writes go to a private working copy, ``.results.duckdb.work``, each in one short transaction
+  under an ``fcntl`` lock on ``results.duckdb.lock`` (exclusive), so two writing processes
+  serialise instead of failing or corrupting it. The working copy is durable at once (a kill
+  loses nothing written); the snapshot is republished after a write when due (at most ~10% of
+  the time goes to publishing; always at the start and end of a run). ``.results.duckdb.work.base``
+  records which snapshot the working copy continues: if ``results.duckdb`` is deleted or
+  replaced, the working copy is discarded and rebuilt from it.
+- repscope's own readers (:func:`load_results`, the report, resume) read the working copy
+  under a shared lock when it is current, so they see every written row.
+
+Every failure to open, read or write the database (not a DuckDB file, damaged, a full disk, a
+read-only directory) is a one-line :class:`ResultsDBError` naming the file. In
+``repscope analyze`` the driver is the only writer; workers only compute.
 """
 
 from __future__ import annotations
@@ -18,22 +34,33 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import math
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from repscope.errors import UserError
 
 __all__ = [
     "RESULT_COLUMNS",
     "ResultsDB",
+    "ResultsDBError",
     "decode_json_columns",
     "export_results",
     "load_results",
     "load_runs",
 ]
 
+log = logging.getLogger(__name__)
+
 DB_NAME = "results.duckdb"
+
+
+class ResultsDBError(UserError):
+    """The results database cannot be opened, read or written; the message names the file."""
 
 #: column name -> DuckDB type, in table order.
 RESULT_COLUMNS: dict[str, str] = {
@@ -89,9 +116,14 @@ RUN_COLUMNS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class ResultsDB:
-    """A results database at ``path`` (a ``.duckdb`` file); created on first write."""
+    """A results database at ``path`` (a ``.duckdb`` file); created on first write.
+
+    ``path`` is the published snapshot; see the module docstring for the working copy.
+    """
 
     path: Path
+    _publish: dict[str, float] = field(default_factory=dict, compare=False, repr=False,
+                                       hash=False)
 
     @classmethod
     def at(cls, path: str | Path) -> ResultsDB:
@@ -105,37 +137,188 @@ class ResultsDB:
     def lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".lock")
 
-    @contextlib.contextmanager
-    def connect(self, *, write: bool) -> Iterator[Any]:
-        """A short-lived connection under the file lock (exclusive when ``write``)."""
-        import duckdb
+    @property
+    def work_path(self) -> Path:
+        """The private working copy every write goes to."""
+        return self.path.with_name(f".{self.path.name}.work")
 
-        if not write and not self.path.exists():
+    @property
+    def _base_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.work.base")
+
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        try:
+            lock = open(self.lock_path, "a+b")  # noqa: SIM115 (closed below)
+        except OSError:
+            if exclusive:
+                raise
+            lock = None  # a read-only directory: no writer can be there, read without the lock
+        if lock is None:
+            yield
+            return
+        with lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def connect(self, *, write: bool, publish: Literal["always", "due", "never"] = "always",
+                ) -> Iterator[Any]:
+        """A short-lived connection under the file lock (exclusive when ``write``).
+
+        Writes go to the working copy; after the block, the snapshot ``path`` is republished
+        (``publish="always"``), when due (``"due"``: at most ~10% of the time spent
+        publishing), or not (``"never"``). Reads see the newest rows.
+        """
+        if not write and not self.path.exists() and not self.work_path.exists():
             raise FileNotFoundError(
                 f"No results database at {str(self.path)!r}. Run 'repscope analyze' first, "
                 "or pass the directory or .duckdb file it wrote."
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+        with contextlib.ExitStack() as stack:
             try:
-                con = duckdb.connect(str(self.path), read_only=not write)
-                try:
-                    if write:
-                        _ensure_schema(con)
-                    yield con
-                finally:
-                    con.close()
+                if write:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(self._locked(write))
+                if write:
+                    self._remove_stale_snapshots()
+                source = self._current_work() if write else (
+                    self.work_path if self._work_is_current() else self.path)
+            except OSError as exc:
+                raise self._error("write" if write else "read", exc) from None
+            if not write and not source.exists():
+                raise FileNotFoundError(f"No results database at {str(self.path)!r}.")
+            con = self._open(source, write=write)
+            try:
+                if write:
+                    _ensure_schema(con)
+                yield con
+                if write:
+                    con.execute("CHECKPOINT")  # the working file alone holds every row
+            except _duckdb_errors() as exc:
+                raise self._error("read" if not write else "write", exc) from None
             finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                con.close()
+            if write and publish != "never":
+                self._publish_snapshot(force=publish == "always")
+
+    # -- the working copy and the published snapshot -------------------------------------------
+
+    def _stat(self) -> list[int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+    def _work_is_current(self) -> bool:
+        """The working copy continues the current snapshot (or none was published yet)."""
+        if not self.work_path.exists():
+            return False
+        try:
+            base = json.loads(self._base_path.read_text())
+        except (OSError, ValueError):
+            return False
+        return base.get("snapshot") == self._stat()
+
+    def _current_work(self) -> Path:
+        """The working copy, rebuilt from the snapshot when it does not continue it."""
+        if not self._work_is_current():
+            self._reset_work()
+        return self.work_path
+
+    def _reset_work(self) -> None:
+        import shutil
+
+        from repscope._io import atomic_write_text
+
+        for p in (self.work_path, self.work_path.with_name(self.work_path.name + ".wal")):
+            p.unlink(missing_ok=True)
+        if self.path.exists():
+            shutil.copyfile(self.path, self.work_path)
+            wal = self.path.with_name(self.path.name + ".wal")  # left by an in-place writer
+            if wal.exists():
+                shutil.copyfile(wal, self.work_path.with_name(self.work_path.name + ".wal"))
+        atomic_write_text(self._base_path, json.dumps({"snapshot": self._stat()}))
+
+    def _publish_snapshot(self, force: bool) -> None:
+        """Copy the working file over ``path`` atomically (readers keep what they opened)."""
+        import shutil
+
+        from repscope._io import atomic_write, atomic_write_text
+
+        state = self._publish
+        now = time.monotonic()
+        if not force and now - state.get("at", -math.inf) < 10 * state.get("cost", 0.0):
+            return
+        if self.work_path.with_name(self.work_path.name + ".wal").exists():
+            log.debug("not publishing %s: its working copy has a WAL", self.path)
+            return
+        try:
+            with open(self.work_path, "rb") as src:
+                atomic_write(self.path, lambda f: shutil.copyfileobj(src, f, 1 << 22))
+            atomic_write_text(self._base_path, json.dumps({"snapshot": self._stat()}))
+        except OSError as exc:
+            raise self._error("write", exc) from None
+        state["at"], state["cost"] = time.monotonic(), time.monotonic() - now
+
+    def publish(self) -> None:
+        """Publish the snapshot now (every written row becomes visible to plain readers)."""
+        with self._locked(True):
+            if self.work_path.exists():
+                self._publish_snapshot(force=True)
+
+    def _remove_stale_snapshots(self) -> None:
+        """Temporary snapshot files of a killed writer (we hold the exclusive lock)."""
+        from repscope._io import remove_stale_temporaries
+
+        remove_stale_temporaries(self.path.parent, lambda n: n == self.path.name)
+
+    def _open(self, source: Path, *, write: bool) -> Any:
+        import duckdb
+
+        try:
+            return duckdb.connect(str(source), read_only=not write)
+        except _duckdb_errors() as exc:
+            if write and source == self.work_path and self.path.exists():
+                log.warning("the working copy %s is unreadable (%s); rebuilding it from %s",
+                            source, exc, self.path)
+                self.work_path.unlink(missing_ok=True)
+                self._reset_work()
+                try:
+                    return duckdb.connect(str(source))
+                except _duckdb_errors() as again:
+                    raise self._error("open", again) from None
+            raise self._error("open", exc) from None
+
+    def _error(self, what: str, exc: BaseException) -> ResultsDBError:
+        from repscope.errors import one_line
+
+        reason = one_line(getattr(exc, "strerror", None) or str(exc))
+        if what == "write":
+            return ResultsDBError(
+                f"Cannot write the results database {str(self.path)!r}: {reason}. The results "
+                f"written before are kept; fix the cause (e.g. free disk space) and rerun the "
+                f"same command to resume.")
+        if isinstance(exc, OSError):
+            return ResultsDBError(f"Cannot {what} the results database {str(self.path)!r}: "
+                                  f"{reason}.")
+        return ResultsDBError(
+            f"Cannot {what} the results database {str(self.path)!r}: it is not a DuckDB "
+            f"database, or it is damaged ({reason}). Move it away to start a new one.")
 
     # -- writes -------------------------------------------------------------------------------
 
-    def write_results(self, rows: Sequence[Mapping[str, Any]]) -> int:
+    def write_results(self, rows: Sequence[Mapping[str, Any]], *,
+                      publish: Literal["always", "due", "never"] = "always") -> int:
         """Insert or replace ``rows`` (dicts keyed by column) in one transaction; return count.
 
         A row whose key is already present with ``status='ok'`` is kept, not overwritten:
-        a result once computed never changes, whichever process wrote it first.
+        a result once computed never changes, whichever process wrote it first. ``publish``:
+        when the snapshot ``path`` is republished (see :meth:`connect`).
         """
         if not rows:
             return 0
@@ -145,7 +328,7 @@ class ResultsDB:
             raise ValueError(f"Unknown result column(s) {bad}; known: {cols}.")
         values = [tuple(_to_db(r.get(c)) for c in cols) for r in rows]
         marks = ", ".join("?" for _ in cols)
-        with self.connect(write=True) as con:
+        with self.connect(write=True, publish=publish) as con:
             con.execute("BEGIN TRANSACTION")
             keys = [v[0] for v in values]
             done = self._ok_keys(con, keys)
@@ -181,7 +364,7 @@ class ResultsDB:
 
     def done_keys(self, keys: Iterable[str] | None = None) -> set[str]:
         """Keys (of ``keys``, or all) already present with ``status='ok'``."""
-        if not self.path.exists():
+        if not self.path.exists() and not self._work_is_current():
             return set()
         with self.connect(write=False) as con:
             if not _has_table(con, "results"):
@@ -205,6 +388,12 @@ class ResultsDB:
         """Run a read-only SQL query; return a pandas DataFrame."""
         with self.connect(write=False) as con:
             return con.execute(sql, params or []).df()
+
+
+def _duckdb_errors() -> tuple[type[BaseException], ...]:
+    import duckdb
+
+    return (duckdb.Error, OSError)
 
 
 def _has_table(con: Any, name: str) -> bool:

@@ -281,6 +281,8 @@ def check_config(cfg: AnalyzeConfig) -> tuple[list[MeasureRequest], list[tuple[s
     if problem is not None:
         raise PlanError(problem.config_message("task_timeout" if problem.name == "timeout"
                                                else problem.name))
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise PlanError(f"The 'seed' option must be an int >= 0. Got {cfg.seed!r}.")
     if cfg.permutations < 0:
         raise PlanError(f"The 'permutations' option must be an int >= 0. Got {cfg.permutations!r}.")
     if cfg.retries < 0:

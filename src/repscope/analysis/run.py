@@ -1,6 +1,8 @@
-"""Run an analysis: capture (or open a store), plan, execute tasks, write the database, report.
+"""Run an analysis: capture (or open a store), plan, execute tasks, write the database.
 
-:func:`analyze` is what ``repscope analyze`` calls. The stages:
+:func:`run_analysis` does the measuring; :func:`repscope.pipeline.analyze` (what
+``repscope analyze`` calls) runs it and then the report, which lives in a higher layer and is
+handed in as ``write_report``. The stages:
 
 1. :func:`~repscope.analysis.plan.check_config` validates measures and options (no work yet);
 2. the store is opened, or captured into ``OUT/store`` (resumable);
@@ -8,7 +10,7 @@
 4. results already in ``results.duckdb`` are skipped; the remaining tasks run on the chosen
    executor; the driver writes each task's rows as it completes (the single writer), so a
    killed run loses at most the tasks in flight;
-5. ``report.html`` is generated from the database.
+5. ``report.html`` is generated from the database by ``write_report`` (when ``cfg.report``).
 
 With ``checkpoints`` (a checkpoint sweep, :mod:`repscope.analysis.sweep`), stage 2 captures one
 store per checkpoint and stage 3 plans the same tasks over each; all of them run as one sweep.
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from repscope._io import check_output_dir, remove_stale_temporaries
 from repscope._progress import ProgressBar
 from repscope._version import __version__
 from repscope.analysis.db import ResultsDB
@@ -52,7 +55,7 @@ from repscope.analysis.plan import (
 from repscope.analysis.sweep import Source, checkpoint_sources, sweep_summary
 from repscope.results import Estimate
 
-__all__ = ["AnalysisRun", "TaskResult", "analyze", "run_task"]
+__all__ = ["AnalysisRun", "TaskResult", "run_analysis", "run_task"]
 
 log = logging.getLogger(__name__)
 _BASE_FIELDS = {f.name for f in dataclasses.fields(Estimate)}
@@ -60,7 +63,7 @@ _BASE_FIELDS = {f.name for f in dataclasses.fields(Estimate)}
 
 @dataclass(frozen=True)
 class AnalysisRun:
-    """What :func:`analyze` did and where it put it."""
+    """What :func:`run_analysis` (and :func:`repscope.pipeline.analyze`) did and where."""
 
     run_id: str
     out: Path
@@ -421,15 +424,23 @@ def _failed_rows(task: Task, error: str) -> list[dict[str, Any]]:
             for it in task.items]
 
 
-def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) -> AnalysisRun:
-    """Run the whole analysis for ``cfg``; see the module docstring for the stages.
+def run_analysis(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None,
+                 write_report: Callable[[Path, Path], Path] | None = None) -> AnalysisRun:
+    """Run the analysis for ``cfg``; see the module docstring for the stages.
 
-    Raises :class:`~repscope.analysis.plan.PlanError` for an invalid config before any capture
-    or measurement. Failing measures do not raise: they are recorded with their error.
+    ``write_report(db_path, html_path)`` writes the report when ``cfg.report`` is true;
+    ``cfg.report`` without a ``write_report`` is refused before any work (use
+    :func:`repscope.pipeline.analyze`, which supplies the HTML report). Raises
+    :class:`~repscope.analysis.plan.PlanError` for an invalid config before any capture or
+    measurement. Failing measures do not raise: they are recorded with their error.
     """
+    if cfg.report and write_report is None:
+        raise ValueError("run_analysis: cfg.report is true but no 'write_report' was given; "
+                         "call repscope.pipeline.analyze, or set report=False.")
     t_start = time.perf_counter()
     measures, skipped = check_config(cfg)
-    out = Path(cfg.out)
+    out = check_output_dir(Path(cfg.out), "out", "analyze")
+    remove_stale_temporaries(out, lambda name: name in ("plan.json", "report.html"))
     sources = _sources(cfg, progress)
     plans = tuple(make_plan(cfg, s.store, s.path, measures, skipped, checkpoint=s.checkpoint)
                   for s in sources)
@@ -471,17 +482,21 @@ def analyze(cfg: AnalyzeConfig, *, progress: bool = False, console: Any = None) 
             for task, rows in _execute(cfg, pending):
                 complete = completers[task.key]  # pending tasks keep their plan key
                 rows = [complete(r) for r in rows]
-                db.write_results(rows)
+                db.write_results(rows, publish="due")
                 n_ok += sum(r["status"] == "ok" for r in rows)
                 n_failed += sum(r["status"] != "ok" for r in rows)
                 bar.update(advance=len(rows), description=task.label)
         status = "done"
     finally:
-        db.finish_run(run_id, status=status, n_done=n_ok, n_failed=n_failed, finished_at=_now())
+        try:
+            db.finish_run(run_id, status=status, n_done=n_ok, n_failed=n_failed,
+                          finished_at=_now())
+        except Exception as exc:  # noqa: BLE001 (the run's own error, if any, is what matters)
+            if status == "done":
+                raise
+            log.info("could not record the end of run %s: %s", run_id, exc)
     report_path = None
-    if cfg.report:
-        from repscope.report.html import write_report
-
+    if cfg.report and write_report is not None:
         if progress:
             from rich.console import Console
 

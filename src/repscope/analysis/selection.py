@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from repscope import registry
+from repscope.errors import UsageError
 
 __all__ = [
     "MeasureRequest",
@@ -32,8 +33,9 @@ __all__ = [
 ]
 
 
-class PlanError(ValueError):
-    """A configuration that cannot run; raised before any work starts."""
+class PlanError(UsageError):
+    """A configuration that cannot run; raised before any work starts (a ``ValueError``;
+    the command line's exit code 2)."""
 
 
 

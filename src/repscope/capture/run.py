@@ -126,7 +126,7 @@ def _check(cfg: CaptureConfig) -> None:
     check_int(cfg.batch_size, "batch_size", fn, low=1)
     check_int(cfg.max_length, "max_length", fn, low=1)
     check_int(cfg.shard_rows, "shard_rows", fn, low=1)
-    check_int(cfg.seed, "seed", fn)
+    check_int(cfg.seed, "seed", fn, low=0)
     if cfg.max_docs is not None:
         check_int(cfg.max_docs, "max_docs", fn, low=1)
     if cfg.overlap is not None:
@@ -227,6 +227,7 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
     """
     import torch
 
+    from repscope._io import check_output_dir
     from repscope.capture.batches import iter_batch_chunks
     from repscope.capture.hf import (
         POOLED_COLUMNS,
@@ -243,6 +244,7 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
     from repscope.config import config_to_dict
 
     _check(cfg)
+    check_output_dir(cfg.out, "out", "CaptureConfig")
     if batches is not None and model is None and loaded is None:
         raise ValueError("run_capture: 'batches' needs a 'model' (an nn.Module) to run them.")
     if model is not None:

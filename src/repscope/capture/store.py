@@ -3,7 +3,8 @@
 Layout (``FORMAT_VERSION`` 1)::
 
     store/
-      manifest.json         identity, provenance, layers, dims, dtype; the shard list once complete
+      manifest.json         identity, provenance, layers, dims, dtype; the shard list once
+                            complete; checksums of itself and of documents.json / vocab.json
       documents.json        the input documents (row metadata refers to them by doc_id)
       vocab.json            token id -> token string (token-level stores)
       shards/000000/        one directory per shard of ``shard_rows`` rows (the last may be shorter)
@@ -22,8 +23,9 @@ same chunks (see :class:`repscope.capture.writer.StoreWriter`).
 Reading never loads a whole store: ``read`` touches only the shards holding the rows asked for
 (contiguous rows with positioned reads, scattered rows through a transient memory map), and
 ``iter_batches`` streams a layer with memory bounded by one batch. ``open`` checks the
-manifest and every file's size; each file's sha256 is checked the first time it is read
-(``verify="lazy"``, the default), all at once (``"full"``), or never (``"size"``).
+manifest (format, version, its own checksum) and every file's size; each file's sha256 is
+checked the first time it is read (``verify="lazy"``, the default), all at once (``"full"``,
+:meth:`ActivationStore.verify`, see :mod:`repscope.capture.integrity`), or never (``"size"``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ from repscope.capture.format import (
     STORAGE_DTYPES,
     StoreError,
     read_manifest,
+)
+from repscope.capture.integrity import (
+    IntegrityReport,
+    check_side_file_sizes,
+    read_side_file,
+    verify_store,
 )
 from repscope.capture.writer import StoreWriter
 
@@ -144,6 +152,7 @@ class ActivationStore:
                 f"allow_incomplete=True."
             )
         shards = _load_shards(path, manifest)
+        check_side_file_sizes(path, manifest)
         store = cls(path, manifest, shards, verify)
         if verify == "full":
             store.verify()
@@ -222,16 +231,15 @@ class ActivationStore:
 
     # -- verification ----------------------------------------------------------------
 
-    def verify(self, progress: Any = None) -> None:
-        """Check the sha256 of every shard file; raise :class:`StoreError` on a mismatch.
+    def verify(self, progress: Any = None) -> IntegrityReport:
+        """Check every file against the store's checksums and structure; raise
+        :class:`StoreError` at the first problem (see :mod:`repscope.capture.integrity`).
 
-        ``progress``, if given, is called with the number of bytes checked after each file.
+        ``progress``, if given, is called with the number of bytes checked after each shard
+        file. Returns what was checked, and what a store written before some checksums
+        existed could not have checked.
         """
-        for shard in self._shards:
-            for fname in shard.files:
-                self._verify_file(shard, fname)
-                if progress is not None:
-                    progress(shard.files[fname]["bytes"])
+        return verify_store(self, progress)
 
     def _verify_file(self, shard: ShardInfo, fname: str) -> None:
         key = (shard.index, fname)
@@ -396,16 +404,16 @@ class ActivationStore:
     def documents(self) -> list[str]:
         """The input documents (``doc_id`` indexes this list); empty if none were stored."""
         if self._documents is None:
-            file = self.path / "documents.json"
-            self._documents = json.loads(file.read_text()) if file.is_file() else []
+            self._documents = read_side_file(self.path, self._manifest, "documents.json",
+                                             verify=self._verify != "size")
         return self._documents
 
     @property
     def vocab(self) -> list[str]:
         """Token strings by token id; empty if the store has no token-level rows."""
         if self._vocab is None:
-            file = self.path / "vocab.json"
-            self._vocab = json.loads(file.read_text()) if file.is_file() else []
+            self._vocab = read_side_file(self.path, self._manifest, "vocab.json",
+                                         verify=self._verify != "size")
         return self._vocab
 
     def metadata(self, rows: Any = None) -> Any:

@@ -32,7 +32,10 @@ from repscope.capture.format import (
     STORAGE_DTYPES,
     StoreError,
     read_manifest,
+    write_manifest,
 )
+from repscope.capture.integrity import file_record
+from repscope.capture.recovery import remove_dead_writer_debris
 
 __all__ = ["StoreWriter"]
 
@@ -116,6 +119,8 @@ class StoreWriter:
                                                 dict(info or {}), documents, vocab)
             self._shards = self._recover()
         except BaseException:
+            if not self._had_lock and not (self.path / "manifest.json").exists():
+                (self.path / ".lock").unlink(missing_ok=True)  # leave no mark where we refused
             self._release_lock()
             raise
         self.n_rows = sum(int(s["rows"]) for s in self._shards)
@@ -136,6 +141,7 @@ class StoreWriter:
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"Output path {str(self.path)!r} exists and is not a directory.")
         self.path.mkdir(parents=True, exist_ok=True)
+        self._had_lock = (self.path / ".lock").is_file()  # a writer was here before
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -155,6 +161,7 @@ class StoreWriter:
     def _open_or_init(self, identity: dict[str, Any], layer_entries: list[dict[str, Any]],
                       meta_columns: dict[str, str], info: dict[str, Any],
                       documents: Sequence[str] | None, vocab: Sequence[str] | None) -> dict[str, Any]:
+        remove_dead_writer_debris(self.path, self._had_lock)  # we hold the lock: none is alive
         if (self.path / "manifest.json").is_file():
             manifest = read_manifest(self.path)
             if manifest.get("identity") != identity:
@@ -168,21 +175,21 @@ class StoreWriter:
                 f"(found {sorted(others)[:5]}); refusing to write into it. Choose another "
                 f"directory."
             )
-        if documents is not None:
-            atomic_write_text(self.path / "documents.json", json.dumps(list(documents)))
-        if vocab is not None:
-            atomic_write_text(self.path / "vocab.json", json.dumps(list(vocab)))
+        files = {}
+        for name, items in (("documents.json", documents), ("vocab.json", vocab)):
+            if items is not None:
+                atomic_write_text(self.path / name, json.dumps(list(items)))
+                files[name] = file_record(self.path / name)
         manifest = {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "repscope_version": __version__, "status": "in_progress",
             "created": _now(), "completed": None,
             "layers": layer_entries, "dtype": self.dtype, "shard_rows": self.shard_rows,
-            "meta_columns": meta_columns, **info, "identity": identity,
+            "meta_columns": meta_columns, **info, "identity": identity, "files": files,
         }
         (self.path / "shards").mkdir(exist_ok=True)
         fsync_dir(self.path)
-        atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=2))
-        return manifest
+        return write_manifest(self.path, manifest)
 
     def _recover(self) -> list[dict[str, Any]]:
         """Keep the contiguous complete shards; delete temporary and orphaned shard dirs."""
@@ -359,8 +366,7 @@ class StoreWriter:
                 "status": "complete", "completed": _now(), "n_rows": self.n_rows,
                 "shards": self._shards,
             })
-            atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=2))
-            self._manifest = manifest
+            self._manifest = write_manifest(self.path, manifest)
         self.close()
         return self._opener(self.path, verify="size")
 

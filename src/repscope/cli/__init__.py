@@ -2,6 +2,10 @@
 
 Sub-commands live in their own modules and are imported only when invoked, so
 ``repscope --help`` stays fast. Add a command by adding an entry to ``_COMMANDS``.
+
+Errors end every command the same way (:mod:`repscope.cli._errors`): one line
+``error: ...`` on stderr, exit code 2 for usage errors and 1 for failed runs, no traceback
+unless ``--debug`` (or ``REPSCOPE_DEBUG=1``).
 """
 
 from __future__ import annotations
@@ -25,10 +29,19 @@ _COMMANDS: dict[str, str] = {
     "sae": "repscope.cli.sae:sae",
     "measures": "repscope.cli.measures:measures",
     "lm-geometry": "repscope.cli.lm:lm_geometry",
+    "landscape": "repscope.cli.landscape:landscape",
 }
 
 
 class _LazyGroup(click.Group):
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:  # the caller handles errors itself
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from repscope.cli._errors import invoke_safely
+
+        return invoke_safely(super().main, args, prog_name, complete_var, **extra)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(_COMMANDS) | set(self.commands))
 
@@ -53,8 +66,13 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="repscope")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def app(verbose: int) -> None:
+@click.option("--debug", is_flag=True, default=False,
+              help="Show the traceback of an error (also: REPSCOPE_DEBUG=1).")
+def app(verbose: int, debug: bool) -> None:
     """repscope: capture activations and measure representation geometry."""
+    from repscope.cli._errors import DEBUG
+
+    DEBUG["on"] = debug
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from repscope.analysis.plan import AnalyzeConfig
-from repscope.config import cli_options
+from repscope.config import cli_options, with_config
+from repscope.errors import UserError
 
 
 def _console() -> Any:
@@ -68,6 +69,13 @@ def _fmt(v: Any) -> str:
     return "-" if f != f else f"{f:.3g}"
 
 
+def _text(v: Any) -> str:
+    """A table cell: '' for a missing value (None, or NaN where pandas filled a gap)."""
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return str(v)
+
+
 class _MaxRows(click.ParamType):
     """``--max-rows``: an int (rows sampled per layer) or ``all`` (every row, no sampling)."""
 
@@ -96,54 +104,28 @@ def _all_rows_option(fn: Any) -> Any:
             param.type = _MaxRows()
             param.help = ("Rows per layer to analyse, sampled with SEED, the same rows for every "
                           "layer; 'all' analyses every row (streamable measures then run as "
-                          "map + merge on large stores). In a config file: max_rows: null. "
+                          "map + merge on large stores). In a config file: max_rows: all (or null). "
                           "[default: 2000]")
     return fn
 
 
 @click.command()
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), default=None,
-              help="YAML/TOML/JSON file with AnalyzeConfig keys; options given here override it.")
+@with_config(AnalyzeConfig, symbols={"max_rows": {ALL_ROWS: None}})
 @_all_rows_option
 @cli_options(AnalyzeConfig)
-def analyze(config_file: Path | None, **kwargs: Any) -> None:
+def analyze(cfg: AnalyzeConfig) -> None:
     """Capture (or open a store), measure every layer, write results.duckdb and report.html.
 
     With no options: the bundled MiniLM model on the bundled pydoc corpus, every layer, the
     default measure panel and layer x layer similarity. Re-running skips results already in
-    the database; an interrupted run resumes.
+    the database; an interrupted run resumes. Exit code: 0 when every result was computed,
+    1 when a task failed or the run stopped (a one-line summary says which), 2 for a usage
+    error (an option or config value refused before any work).
     """
-    from repscope.analysis.plan import PlanError
-    from repscope.analysis.run import analyze as run_analysis
-    from repscope.config import load_config
+    from repscope.pipeline import analyze as run_analysis
 
     console = _console()
-    all_rows = kwargs.get("max_rows") == ALL_ROWS
-    if all_rows:
-        kwargs["max_rows"] = None  # None means "not given" to load_config: set it after
-    try:
-        cfg = load_config(AnalyzeConfig, config_file, **kwargs)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.UsageError(str(exc)) from None
-    if all_rows:
-        import dataclasses
-
-        cfg = dataclasses.replace(cfg, max_rows=None)
-    try:
-        run = run_analysis(cfg, progress=True, console=console)
-    except PlanError as exc:
-        raise click.UsageError(str(exc)) from None
-    except (FileNotFoundError, KeyError) as exc:
-        raise click.ClickException(str(exc.args[0] if exc.args else exc)) from None
-    except ValueError as exc:  # a capture option the model cannot take (e.g. max_length)
-        raise click.ClickException(str(exc)) from None
-    except Exception as exc:
-        from repscope.capture import StoreError
-
-        if isinstance(exc, StoreError):
-            raise click.ClickException(str(exc)) from None
-        raise
+    run = run_analysis(cfg, progress=True, console=console)
     console.print(_summary_table(run.db_path, run.plan))
     if len(run.plans) > 1:
         steps = ", ".join(f"{p.source.get('checkpoint')}" for p in run.plans)
@@ -159,11 +141,30 @@ def analyze(config_file: Path | None, **kwargs: Any) -> None:
     if run.report_path is not None:
         console.print(f"report:   [bold]{run.report_path}[/]")
     if run.n_failed:
-        console.print("[yellow]Some measures failed; see the report's 'Run status' section or "
-                      f"'repscope results {run.db_path} --status error'.[/]")
+        raise UserError(_failure_summary(run.db_path, run.run_id, run.n_failed,
+                                         run.n_computed + run.n_failed))
+
+
+def _failure_summary(db_path: Path, run_id: str, n_failed: int, n_run: int) -> str:
+    """One line: how many results of the run failed, by measure, with each first error."""
+    from repscope.analysis.db import load_results
+
+    df = load_results(db_path, status="error")
+    df = df[df["run_id"] == run_id]
+    parts = []
+    for (measure, variant), g in df.groupby(["measure", "variant"], sort=True):
+        name = measure + (f" ({variant})" if variant else "")
+        first = str(g["error"].iloc[0] or "").strip().splitlines()
+        reason = first[0][:120] if first else "unknown error"
+        parts.append(f"{name} on {g['layer'].nunique()} layer(s) x{len(g)} [{reason}]")
+    what = "; ".join(parts) if parts else "see the database"
+    return (f"{n_failed} of {n_run} result(s) of run {run_id} failed: {what}. Details: "
+            f"'repscope results {db_path.parent} --status error'; rerun the same command to "
+            f"retry the failed ones.")
 
 
 @click.command()
+@with_config()
 @click.argument("results", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="HTML file to write (default: report.html next to the database).")
@@ -172,14 +173,12 @@ def report(results: Path, out: Path | None, run_id: str | None) -> None:
     """Regenerate the HTML report from a results directory or .duckdb file."""
     from repscope.report.html import write_report
 
-    try:
-        path = write_report(results, out, run_id=run_id)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    path = write_report(results, out, run_id=run_id)  # errors: one line (repscope.cli._errors)
     _console().print(f"report: [bold]{path}[/]")
 
 
 @click.command()
+@with_config()
 @click.argument("results", type=click.Path(exists=True, path_type=Path))
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory for the figures (default: figures/ next to the database).")
@@ -197,15 +196,13 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: 
 
     db = ResultsDB.at(results)
     out_dir = out_dir or db.path.parent / "figures"
-    try:
-        paths = write_figures(db.path, out_dir, formats=formats, run_id=run_id,
-                              checkpoint=checkpoint)
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    paths = write_figures(db.path, out_dir, formats=formats, run_id=run_id,
+                          checkpoint=checkpoint)
     _console().print(f"{len(paths)} figure files in [bold]{out_dir}[/]")
 
 
 @click.command()
+@with_config()
 @click.argument("db", type=click.Path(exists=True, path_type=Path))
 @click.option("--measure", default=None, help="Only this measure.")
 @click.option("--layer", default=None, help="Only this layer.")
@@ -217,15 +214,13 @@ def plot(results: Path, out_dir: Path | None, formats: tuple[str, ...], run_id: 
 def results(db: Path, measure: str | None, layer: str | None, status: str,
             export: Path | None, limit: int) -> None:
     """Print results from a database (a results directory or .duckdb file), or export them."""
+    from rich.markup import escape
     from rich.table import Table
 
     from repscope.analysis.db import load_results
 
-    try:
-        df = load_results(db, status=None if status == "any" else status, measure=measure,
-                          layer=layer)
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
+    df = load_results(db, status=None if status == "any" else status, measure=measure,
+                      layer=layer)
     console = _console()
     if export is not None:
         from repscope.analysis.db import export_results
@@ -243,9 +238,11 @@ def results(db: Path, measure: str | None, layer: str | None, status: str,
     for r in df.head(limit).itertuples():
         interval = (f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if _fmt(r.ci_low) != "-"
                     else (f"± {_fmt(r.stderr)}" if _fmt(r.stderr) != "-" else ""))
-        state = r.status if r.status == "ok" else f"[red]{(r.error or '').splitlines()[0][:60]}[/]"
-        table.add_row(r.measure, r.variant or "", r.layer, r.layer_b or "", _fmt(r.value),
-                      interval, "" if r.n != r.n or r.n is None else str(int(r.n)), state)
+        error = (_text(r.error).splitlines() or [""])[0][:60]
+        state = _text(r.status) if r.status == "ok" else f"[red]{escape(error)}[/]"
+        n = "" if _fmt(r.n) == "-" else str(int(r.n))
+        table.add_row(_text(r.measure), _text(r.variant), _text(r.layer), _text(r.layer_b),
+                      _fmt(r.value), interval, n, state)
     console.print(table)
     if len(df) > limit:
         console.print(f"... {len(df) - limit} more; use --limit or --export.")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from repscope.capture.run import CaptureConfig
-from repscope.config import cli_options
+from repscope.config import cli_options, with_config
 
 
 def _size(n: float) -> str:
@@ -20,11 +20,10 @@ def _size(n: float) -> str:
 
 
 @click.command()
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML/TOML/JSON file with CaptureConfig keys; options given here override it.")
+@with_config(CaptureConfig)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @cli_options(CaptureConfig)
-def capture(config_file: str | None, progress: bool, **kwargs: Any) -> None:
+def capture(cfg: CaptureConfig, progress: bool) -> None:
     """Capture activations of a model over a corpus into an ActivationStore.
 
     Defaults: the bundled all-MiniLM-L6-v2, Python's documentation topics, the embeddings plus
@@ -33,16 +32,11 @@ def capture(config_file: str | None, progress: bool, **kwargs: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from repscope.capture import StoreError, run_capture
+    from repscope.capture import run_capture
     from repscope.capture.run import CaptureStats
-    from repscope.config import load_config
 
-    try:
-        cfg = load_config(CaptureConfig, config_file, **kwargs)
-        stats: list[CaptureStats] = []
-        store = run_capture(cfg, progress=progress, stats=stats)
-    except (StoreError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    stats: list[CaptureStats] = []
+    store = run_capture(cfg, progress=progress, stats=stats)
     st = stats[0]
     table = Table(title=f"ActivationStore {store.path}")
     for col in ("layer", "rows", "dim", "dtype", "size on disk"):
@@ -87,6 +81,7 @@ def _token_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @click.command()
+@with_config()
 @click.argument("store_path", type=click.Path(path_type=Path))
 @click.option("--verify/--no-verify", default=True,
               help="Check the sha256 of every shard file (reads the whole store).")
@@ -98,10 +93,7 @@ def info(store_path: Path, verify: bool) -> None:
     from repscope.capture import ActivationStore, StoreError
 
     console = Console()
-    try:
-        store = ActivationStore.open(store_path, verify="size", allow_incomplete=True)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    store = ActivationStore.open(store_path, verify="size", allow_incomplete=True)
     m = store.manifest
     summary = Table(title=f"ActivationStore {store_path}", show_header=False)
     summary.add_column("key")
@@ -142,8 +134,9 @@ def info(store_path: Path, verify: bool) -> None:
                   transient=True) as bar:
         task = bar.add_task("verify", total=store.nbytes())
         try:
-            store.verify(progress=lambda n: bar.update(task, advance=n))
+            report = store.verify(progress=lambda n: bar.update(task, advance=n))
         except StoreError as exc:
-            raise click.ClickException(f"integrity check FAILED: {exc}") from exc
-    n_files = sum(len(s.files) for s in store.shards)
-    console.print(f"integrity: OK ({n_files} files, sizes and sha256 match the manifest)")
+            raise StoreError(f"integrity check FAILED: {exc}") from exc
+    console.print(f"integrity: OK ({report.files} files; checked: {', '.join(report.checked)})")
+    for item in report.unchecked:
+        console.print(f"[yellow]not checked: {item}[/]")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from repscope import registry
+from repscope.config import with_config
 
 
 @click.command()
+@with_config()
 @click.option("--family", default=None, type=click.Choice(list(registry.FAMILIES)),
               help="Only this family.")
 def measures(family: str | None) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from repscope.config import cli_options
+from repscope.config import cli_options, with_config
 from repscope.dictionaries.train import TrainConfig
 
 
@@ -54,31 +54,28 @@ def _write_error(exc: OSError, out_dir: Path) -> click.ClickException:
 
 
 @sae.command()
+@with_config(TrainConfig)
 @click.option("--store", "store_path", type=click.Path(path_type=Path), required=True,
               help="ActivationStore directory (from `repscope capture`).")
 @click.option("--layer", required=True, help="Layer of the store to train on, e.g. encoder.layer.2.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Output directory: cfg.json, sae.safetensors, manifest.json, state.safetensors, eval.json.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML/TOML/JSON file with TrainConfig keys; options given here override it.")
 @click.option("--eval-rows", default=20000, show_default=True,
               help="Held-out rows sampled for the evaluation.")
 @click.option("--resume/--no-resume", default=True, help="Continue from the training state in --out if present.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @cli_options(TrainConfig)
-def train(store_path: Path, layer: str, out_dir: Path, config_file: str | None, eval_rows: int,
-          resume: bool, progress: bool, **kwargs: Any) -> None:
+def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_rows: int,
+          resume: bool, progress: bool) -> None:
     """Train a sparse autoencoder on one layer of a store (resumable)."""
     from rich.console import Console
 
     from repscope._io import atomic_write_text
     from repscope.capture import StoreError
-    from repscope.config import load_config
     from repscope.dictionaries.evaluate import evaluate_sae
     from repscope.dictionaries.train import train_sae
 
     try:
-        cfg = load_config(TrainConfig, config_file, **kwargs)
         store = _open_store(store_path)
         result = train_sae(store, cfg, layer=layer, out_dir=out_dir, resume=resume, progress=progress)
         held = len(result.heldout_rows) > 0
@@ -97,6 +94,7 @@ def train(store_path: Path, layer: str, out_dir: Path, config_file: str | None, 
 
 
 @sae.command()
+@with_config()
 @click.argument("sae_dir", type=click.Path(path_type=Path))
 @click.option("--store", "store_path", type=click.Path(path_type=Path), required=True,
               help="ActivationStore with the rows to inspect.")

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from repscope._io import read_utf8
+
 __all__ = ["Corpus", "MIN_CHARS", "load_corpus"]
 
 #: a pydoc document is at least this many characters (paragraphs are joined until it is)
@@ -80,10 +82,10 @@ def _pydoc_documents() -> list[str]:
 
 def _file_documents(path: Path) -> list[str]:
     if path.suffix == ".txt":
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line.strip() for line in read_utf8(path, what="Corpus file").splitlines() if line.strip()]
     if path.suffix == ".jsonl":
         docs = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for i, line in enumerate(read_utf8(path, what="Corpus file").splitlines(), start=1):
             if not line.strip():
                 continue
             try:

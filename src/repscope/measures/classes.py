@@ -2,10 +2,15 @@
 
 Notation (Papyan, Han and Donoho 2020, "Prevalence of neural collapse during the terminal phase
 of deep learning training", PNAS): rows ``h_i`` with labels ``y_i`` in ``C`` classes, class means
-``mu_c``, global mean ``mu_G`` (mean of all rows), within-class covariance
+``mu_c``, global mean ``mu_G = 1/C sum_c mu_c`` (the mean of the class means, as in the paper's
+reference code: the centre of the simplex the means collapse to; with balanced classes it is
+the mean of all rows, with imbalanced classes the mean of all rows is pulled towards the big
+classes and hides collapse), within-class covariance
 ``Sigma_W = 1/n sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T``, between-class covariance
-``Sigma_B = 1/C sum_c (mu_c - mu_G)(mu_c - mu_G)^T`` and classifier weights ``W`` of shape
-``(C, d)``. All measures go to 0 at perfect collapse, except the probe (an accuracy).
+``Sigma_B = 1/C sum_c (mu_c - mu_G)(mu_c - mu_G)^T`` (rank <= C - 1) and classifier weights ``W``
+of shape ``(C, d)``. All measures go to 0 at perfect collapse, except the probe (an accuracy).
+When all class means coincide (e.g. constant data) NC1-NC4 are undefined: NaN with a
+RuntimeWarning.
 
 Every function is ``fn(X, *, labels, ...)``; labels are any hashable values, one per row, with
 at least two classes. Computation is float64 whatever the input dtype.
@@ -85,59 +90,88 @@ def _counts(codes: np.ndarray, C: int) -> np.ndarray:
     return np.bincount(codes, minlength=C)
 
 
+def _centre(X: np.ndarray, codes: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """(C, d) class means and (C, d) class means minus the mean of the class means."""
+    M = class_means(X, codes, C)  # (C, d)
+    return M, M - M.mean(0)
+
+
+def _means_coincide(Mc: np.ndarray, X: np.ndarray) -> bool:
+    """Whether the centred class means ``Mc`` are zero up to rounding (all class means equal).
+
+    Rounding in a class mean is about ``eps * max|X|`` per coordinate (an offset shared by all
+    rows does not cancel); anything below 1e-10 of the RMS within-data spread is no separation.
+    """
+    spread = float(np.sqrt(np.mean(np.sum((X - X.mean(0)) ** 2, axis=1))))
+    tol = 1e-10 * spread + 100 * np.finfo(np.float64).eps * np.sqrt(X.shape[1]) * float(np.abs(X).max())
+    return float(np.linalg.norm(Mc, axis=1).max()) <= tol
+
+
+def _undefined(fn: str, reason: str = "all class means are equal") -> float:
+    warnings.warn(f"{fn} is undefined here ({reason}); returning NaN.", RuntimeWarning, stacklevel=3)
+    return float("nan")
+
+
 # ----------------------------------------------------------------------------- NC1
 @register("nc1", family="classes", invariances=_INV, bounds=(0.0, None), needs_labels=True,
           higher_is_better=False, min_samples=4)
 def nc1(X: ArrayLike, *, labels: ArrayLike) -> Estimate:
     """NC1, within-class variability collapse: ``1/C tr(Sigma_W Sigma_B^+)`` (Papyan et al. 2020).
 
-    ``Sigma_B^+`` is the Moore-Penrose pseudo-inverse (``Sigma_B`` has rank <= C - 1). 0 when
-    every row equals its class mean; large (about ``(n/C - 1)``-fold the between-class
-    variation) for random labels. Diagnostics: ``tr_within``, ``tr_between``, class counts.
-    NaN with a warning when all class means coincide (``Sigma_B = 0``).
+    ``Sigma_B`` has rank at most ``C - 1`` (its rows are centred on the mean of the class means),
+    so its pseudo-inverse is truncated to the top ``min(C - 1, d)`` eigenvalues, as the paper's
+    reference code does (``svds(Sb, k=C-1)``), and to the numerically non-zero ones: computed
+    from the SVD of the (C, d) centred means, ``tr(Sigma_W Sigma_B^+) = sum_k ||R v_k||^2 /
+    (n lambda_k)`` (``R`` the within-class residuals), so rounding-level eigenvalues never enter
+    and the value is rotation invariant to rounding. 0 when every row equals its class mean;
+    large (about ``(n/C - 1)``-fold the between-class variation) for random labels.
+    Diagnostics: ``tr_within``, ``tr_between``, ``between_rank`` (eigenvalues kept),
+    ``between_eigenvalues``, class counts. NaN with a warning when all class means coincide.
     """
     X, codes, classes = _prepare(X, labels, "nc1")
-    C = classes.size
-    M = class_means(X, codes, C)  # (C, d)
-    mu_g = X.mean(0)  # (d,)
+    C, (n, d) = classes.size, X.shape
+    M, Mc = _centre(X, codes, C)  # (C, d), (C, d)
     R = X - M[codes]  # (n, d) within-class residuals
-    sw = R.T @ R / X.shape[0]  # (d, d)
-    Mc = M - mu_g  # (C, d)
-    sb = Mc.T @ Mc / C  # (d, d)
-    if np.trace(sb) <= 1e-12 * (np.trace(sw) + np.trace(sb)):  # zero up to rounding
-        warnings.warn("nc1 is undefined here (all class means are equal); returning NaN.",
-                      RuntimeWarning, stacklevel=2)
-        value = float("nan")
+    tr_w = float(np.sum(R**2) / n)
+    _, sv, Vt = np.linalg.svd(Mc, full_matrices=False)  # sv (min(C, d),), Vt (min(C, d), d)
+    keep = (np.arange(sv.size) < min(C - 1, d)) & (sv > sv[0] * max(C, d) * np.finfo(float).eps)
+    lam = sv[keep] ** 2 / C  # (r,) non-zero eigenvalues of Sigma_B
+    if _means_coincide(Mc, X):
+        value = _undefined("nc1")
     else:
-        value = float(np.trace(sw @ np.linalg.pinv(sb, hermitian=True)) / C)
-    return Estimate(measure="nc1", value=value, n_samples=int(X.shape[0]), params={},
-                    diagnostics={"tr_within": float(np.trace(sw)), "tr_between": float(np.trace(sb)),
+        proj = R @ Vt[keep].T  # (n, r) residuals along the between-class directions
+        value = float(np.sum(np.sum(proj**2, axis=0) / (n * lam)) / C)
+    return Estimate(measure="nc1", value=value, n_samples=int(n), params={},
+                    diagnostics={"tr_within": tr_w, "tr_between": float(np.sum(sv**2) / C),
+                                 "between_rank": int(keep.sum()), "between_eigenvalues": lam,
                                  "class_counts": _counts(codes, C), "n_classes": int(C)})
 
 
 # ----------------------------------------------------------------------------- NC2
-def _centred_means(X: ArrayLike, labels: Any, fn: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _centred_means(X: ArrayLike, labels: Any, fn: str) -> tuple[np.ndarray, bool, int]:
+    """Class means minus the mean of the class means, whether they coincide, and n."""
     Xn, codes, classes = _prepare(X, labels, fn)
-    M = class_means(Xn, codes, classes.size) - Xn.mean(0)  # (C, d)
-    return M, codes, int(Xn.shape[0])
+    _, Mc = _centre(Xn, codes, classes.size)  # (C, d)
+    return Mc, _means_coincide(Mc, Xn), int(Xn.shape[0])
 
 
 @register("nc2_equinorm", family="classes", invariances=_INV, bounds=(0.0, None),
           needs_labels=True, higher_is_better=False)
-def nc2_equinorm(X: ArrayLike, *, labels: ArrayLike) -> Estimate:
+def nc2_equinorm(X: ArrayLike, *, labels: ArrayLike, ddof: int = 0) -> Estimate:
     """NC2 equinorm: ``std_c ||mu_c - mu_G|| / mean_c ||mu_c - mu_G||`` (Papyan et al. 2020).
 
-    Coefficient of variation (population std) of the centred class-mean norms: 0 when all
-    class means are equally far from the global mean, as in a simplex equiangular tight frame.
+    Coefficient of variation of the norms of the class means centred on the mean of the class
+    means: 0 when all class means are equally far from their centre, as in a simplex
+    equiangular tight frame. ``ddof=0`` (default) is the standard deviation over the C
+    classes as a population; ``ddof=1`` is the sample standard deviation of the paper's
+    reference code (``torch.std``), larger by ``sqrt(C / (C - 1))``.
     """
-    M, codes, n = _centred_means(X, labels, "nc2_equinorm")
+    fn = "nc2_equinorm"
+    M, same, n = _centred_means(X, labels, fn)
+    ddof = check_choice(ddof, "ddof", fn, [0, 1])
     norms = np.linalg.norm(M, axis=1)  # (C,)
-    mean = norms.mean()
-    value = float(norms.std() / mean) if mean > 0 else float("nan")
-    if not mean > 0:
-        warnings.warn("nc2_equinorm is undefined here (all class means are equal); returning NaN.",
-                      RuntimeWarning, stacklevel=2)
-    return Estimate(measure="nc2_equinorm", value=value, n_samples=n, params={},
+    value = _undefined(fn) if same else float(norms.std(ddof=ddof) / norms.mean())
+    return Estimate(measure=fn, value=value, n_samples=n, params={"ddof": ddof},
                     diagnostics={"mean_norms": norms})
 
 
@@ -146,20 +180,21 @@ def nc2_equinorm(X: ArrayLike, *, labels: ArrayLike) -> Estimate:
 def nc2_equiangularity(X: ArrayLike, *, labels: ArrayLike) -> Estimate:
     """NC2 equiangularity: ``std_{c != c'} cos(mu_c - mu_G, mu_c' - mu_G)`` (Papyan et al. 2020).
 
-    0 when all pairs of centred class means meet at the same angle (always 0 for C = 2, where
-    there is one pair). ``diagnostics["max_angle"]`` is Papyan et al.'s maximal-angle measure
-    ``mean_{c != c'} |cos + 1/(C - 1)|``, 0 for a simplex equiangular tight frame.
+    Class means centred on the mean of the class means. 0 when all pairs meet at the same
+    angle (always 0 for C = 2, where there is one pair). ``diagnostics["max_angle"]`` is Papyan
+    et al.'s maximal-angle measure ``mean_{c != c'} |cos + 1/(C - 1)|``, 0 for a simplex
+    equiangular tight frame.
     """
-    M, codes, n = _centred_means(X, labels, "nc2_equiangularity")
+    fn = "nc2_equiangularity"
+    M, same, n = _centred_means(X, labels, fn)
     C = M.shape[0]
     norms = np.linalg.norm(M, axis=1)  # (C,)
-    if np.any(norms == 0):
-        warnings.warn("nc2_equiangularity is undefined here (a class mean equals the global "
-                      "mean); returning NaN.", RuntimeWarning, stacklevel=2)
-        return Estimate(measure="nc2_equiangularity", value=float("nan"), n_samples=n, params={})
+    if same or np.any(norms == 0):
+        reason = "all class means are equal" if same else "a class mean equals the mean of the class means"
+        return Estimate(measure=fn, value=_undefined(fn, reason), n_samples=n, params={})
     U = M / norms[:, None]  # (C, d)
     cos = (U @ U.T)[~np.eye(C, dtype=bool)]  # (C (C - 1),)
-    return Estimate(measure="nc2_equiangularity", value=float(cos.std()), n_samples=n, params={},
+    return Estimate(measure=fn, value=float(cos.std()), n_samples=n, params={},
                     diagnostics={"cosines": cos, "mean_cosine": float(cos.mean()),
                                  "max_angle": float(np.abs(cos + 1 / (C - 1)).mean())})
 
@@ -203,7 +238,8 @@ def nc3(X: ArrayLike, *, labels: ArrayLike, weights: ArrayLike | None = None,
         bias: ArrayLike | None = None) -> Estimate:
     """NC3, self-duality: ``|| W/||W||_F - M/||M||_F ||_F^2`` (Papyan et al. 2020).
 
-    ``M`` is the ``(C, d)`` matrix of centred class means ``mu_c - mu_G`` and ``W`` the
+    ``M`` is the ``(C, d)`` matrix of centred class means ``mu_c - mu_G`` (``mu_G`` the mean of
+    the class means) and ``W`` the
     ``(C, d)`` last-layer classifier weights, rows in the sorted order of the class labels.
     In ``[0, 4]``; 0 when the classifier aligns with the class means. Without ``weights`` a
     multinomial logistic regression (L2, C = 1) fitted on X stands in for the classifier
@@ -214,12 +250,10 @@ def nc3(X: ArrayLike, *, labels: ArrayLike, weights: ArrayLike | None = None,
     X, codes, classes = _prepare(X, labels, "nc3")
     C = classes.size
     W, _, source = _classifier(X, codes, C, weights, bias, "nc3")
-    M = class_means(X, codes, C) - X.mean(0)  # (C, d)
+    _, M = _centre(X, codes, C)  # (C, d)
     nw, nm = np.linalg.norm(W), np.linalg.norm(M)
-    if nw == 0 or nm == 0:
-        warnings.warn("nc3 is undefined here (zero classifier or equal class means); returning NaN.",
-                      RuntimeWarning, stacklevel=2)
-        value = float("nan")
+    if nw == 0 or _means_coincide(M, X):
+        value = _undefined("nc3", "zero classifier or equal class means")
     else:
         value = float(np.linalg.norm(W / nw - M / nm) ** 2)
     return Estimate(measure="nc3", value=value, n_samples=int(X.shape[0]),
@@ -233,19 +267,23 @@ def nc4(X: ArrayLike, *, labels: ArrayLike, weights: ArrayLike | None = None,
     """NC4, simplification to nearest class centre: classifier vs nearest-class-mean disagreement.
 
     The fraction of rows where the classifier ``argmax_c (W h + b)_c`` and the nearest class
-    mean ``argmin_c ||h - mu_c||`` disagree (Papyan et al. 2020). In ``[0, 1]``; 0 at collapse. Without ``weights`` a fitted
-    multinomial logistic regression stands in for the classifier (as in :func:`nc3`).
-    ``diagnostics``: the accuracy of both classifiers against the labels.
+    mean ``argmin_c ||h - mu_c||`` disagree (Papyan et al. 2020). In ``[0, 1]``; 0 at
+    collapse. Without ``weights`` a fitted multinomial logistic regression stands in for the
+    classifier (as in :func:`nc3`). ``diagnostics``: the accuracy of both classifiers against
+    the labels. NaN with a warning when all class means coincide (e.g. constant data): the
+    nearest-class-mean rule then has no decision, and a silent 0 would read as perfect collapse.
     """
     X, codes, classes = _prepare(X, labels, "nc4")
     C = classes.size
     W, b, source = _classifier(X, codes, C, weights, bias, "nc4")
-    M = class_means(X, codes, C)  # (C, d)
+    M, Mc = _centre(X, codes, C)  # (C, d), (C, d)
     pred_w = np.argmax(X @ W.T + b, axis=1)  # (n,)
-    d2 = (X**2).sum(1)[:, None] - 2 * X @ M.T + (M**2).sum(1)[None, :]  # (n, C)
+    Xc = X - M.mean(0)  # (n, d) centred like the means, so a large offset does not cancel
+    d2 = (Xc**2).sum(1)[:, None] - 2 * Xc @ Mc.T + (Mc**2).sum(1)[None, :]  # (n, C)
     pred_ncc = np.argmin(d2, axis=1)  # (n,)
+    value = _undefined("nc4") if _means_coincide(Mc, X) else float(np.mean(pred_w != pred_ncc))
     return Estimate(
-        measure="nc4", value=float(np.mean(pred_w != pred_ncc)), n_samples=int(X.shape[0]),
+        measure="nc4", value=value, n_samples=int(X.shape[0]),
         params={"bias": None if bias is None else as_numpy(bias, np.float64)},
         diagnostics={"classifier": source, "classifier_accuracy": float(np.mean(pred_w == codes)),
                      "ncc_accuracy": float(np.mean(pred_ncc == codes))},

@@ -10,6 +10,9 @@ distance ratios degenerate (``r1 = 0``). The ``duplicates`` policy decides what 
 * ``"keep"``: search among all rows (zero distances stay; estimators then exclude the points
   whose distances are zero and warn).
 
+Every policy reports the same fraction, exact plus near duplicates (``DuplicateReport.fraction``,
+``n_exact``, ``describe()``), so the ``"raise"`` message, warnings and reports agree.
+
 Exact duplicates are found by hashing rows (any group size). Near duplicates are merged through
 neighbour edges shorter than the threshold (single linkage), so a near-duplicate cluster larger
 than ``k + 1`` rows can be merged only partially; exact duplicates never are.
@@ -48,15 +51,30 @@ class DuplicateReport:
     "(n_kept,) int64 number of input rows each kept row stands for (all ones for 'keep')."
     inverse: np.ndarray
     "(n_input,) int64 position in ``kept`` of the row that stands for each input row."
+    n_exact: int = 0
+    "Rows bitwise equal to an earlier row (the rest of the duplicates are near duplicates)."
 
     @property
     def n_kept(self) -> int:
         return int(self.kept.shape[0])
 
+    @property
+    def n_duplicates(self) -> int:
+        "Rows that duplicate another row, exact or near: ``fraction * n_input``."
+        return int(round(self.fraction * self.n_input))
+
+    def describe(self) -> str:
+        """The fraction and both kinds in the words of every duplicates message, e.g.
+        ``'12 % duplicates (fraction 0.12 of 1100 rows: 100 exact, 32 near (closer than
+        tol=1e-06 x rms radius))'``."""
+        return (f"{100 * self.fraction:.2g} % duplicates "
+                f"({_kinds(self.n_duplicates, self.n_input, self.n_exact, self.tol)}))")
+
     def summary(self) -> dict[str, Any]:
         """Scalars for an estimate's params/diagnostics."""
         return {"duplicates": self.policy, "duplicate_fraction": float(self.fraction),
-                "duplicate_threshold": float(self.threshold), "n_input": self.n_input}
+                "duplicate_threshold": float(self.threshold), "n_input": self.n_input,
+                "n_exact_duplicates": self.n_exact}
 
 
 def _exact_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,14 +133,27 @@ def _merge_near(idx, dist, threshold, kept, inverse, mult):
     return kept[first[order]], group[inverse], new_mult
 
 
-def _count_near(dist, threshold) -> int:
-    """Near-duplicate pairs seen as nearest neighbours (for the 'keep' report)."""
-    return int((dist[:, 0] <= threshold).sum()) // 2
+def _count_joined(a: np.ndarray, b: np.ndarray) -> int:
+    """Number of groups when rows in the same group of labelling ``a`` or of ``b`` are joined."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = a.shape[0]
+    graph = coo_matrix((np.ones(n), (a, n + b)), shape=(2 * n, 2 * n))  # label nodes, one edge a row
+    _, label = connected_components(graph, directed=False)
+    return int(np.unique(label[a]).size)
 
 
-def _raise_duplicates(fraction: float, n: int, tol: float, threshold: float) -> None:
+def _raise_duplicates(fraction: float, n: int, n_exact: int, tol: float, threshold: float) -> None:
+    n_dup = int(round(fraction * n))
     raise ValueError(
-        f"knn found duplicate rows in X (fraction {fraction:.4g} of {n} rows within "
-        f"tol={tol:g} x rms radius = {threshold:.3g}) and duplicates='raise'. Use "
-        f"duplicates='drop' (default), 'weight' or 'keep'."
+        f"knn found duplicate rows in X ({_kinds(n_dup, n, n_exact, tol)} = {threshold:.3g}) and "
+        f"duplicates='raise'. Use duplicates='drop' (default), 'weight' or 'keep'."
     )
+
+
+def _kinds(n_dup: int, n: int, n_exact: int, tol: float) -> str:
+    """'fraction 0.12 of 1100 rows: 100 exact, 32 near (closer than tol=1e-06 x rms radius'."""
+    return (f"fraction {n_dup / n:.4g} of {n} rows: {n_exact} exact, {n_dup - n_exact} near "
+            f"(closer than tol={tol:g} x rms radius")
+

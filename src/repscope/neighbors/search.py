@@ -31,7 +31,7 @@ from repscope.neighbors.brute import _brute_search
 from repscope.neighbors.duplicates import (
     POLICIES,
     DuplicateReport,
-    _count_near,
+    _count_joined,
     _exact_groups,
     _merge_near,
     _raise_duplicates,
@@ -159,26 +159,29 @@ def knn(
         P = _with_lowrank(P, strategy, dtype, seed)
     threshold = tol * P.rms_radius
     kept, inverse, mult = _exact_groups(as_numpy(X))
-    n_groups = kept.shape[0]
-    if duplicates == "raise" and n_groups < n:  # exact duplicates: no search needed to know
-        _raise_duplicates(1.0 - n_groups / n, n, tol, threshold)
+    n_exact = n - kept.shape[0]  # rows bitwise equal to an earlier row
+    if duplicates == "raise" and n_exact and k >= kept.shape[0]:  # no search possible: exact only
+        _raise_duplicates(n_exact / n, n, n_exact, tol, threshold)
+    exact_inverse = inverse
     if duplicates == "keep":
         kept, inverse, mult = np.arange(n), np.arange(n), np.ones(n, dtype=np.int64)
     search = _searcher(backend, metric, device, dtype, memory_budget, seed)
     idx, dist, info = _search_checked(search, P, kept, k, n, duplicates)
-    if duplicates != "keep" and threshold > 0:
+    n_groups = n - n_exact
+    if threshold > 0:  # near duplicates: the same single linkage counts them under every policy
         merged = _merge_near(idx, dist, threshold, kept, inverse, mult)
-        if merged is not None:
+        if merged is not None and duplicates == "keep":  # groups of both kinds, joined
+            n_groups = _count_joined(merged[1], exact_inverse)
+        elif merged is not None:
             kept, inverse, mult = merged
-            idx, dist, info = _search_checked(search, P, kept, k, n, duplicates)
-        n_groups = kept.shape[0]
-    elif threshold > 0:
-        n_groups = min(n_groups, n - _count_near(dist, threshold))
-    fraction = 1.0 - n_groups / n
+            n_groups = kept.shape[0]
+            if duplicates != "raise":
+                idx, dist, info = _search_checked(search, P, kept, k, n, duplicates)
+    fraction = 1.0 - n_groups / n  # exact + near, the one number every report gives
     if duplicates == "raise" and fraction > 0:
-        _raise_duplicates(fraction, n, tol, threshold)
+        _raise_duplicates(fraction, n, n_exact, tol, threshold)
     report = DuplicateReport(duplicates, tol, threshold, n, fraction, kept.astype(np.int64),
-                             mult.astype(np.int64), inverse.astype(np.int64))
+                             mult.astype(np.int64), inverse.astype(np.int64), n_exact)
     if fraction > 0:
         log.info("knn: %.3g of %d rows are duplicates (policy %r)", fraction, n, duplicates)
     return Neighbors(idx, dist, metric, k, backend == "exact", backend, report, d, *info)

@@ -18,6 +18,7 @@ from repscope.measures.dimension._common import (
     _DIM,
     IDEstimate,
     _boot,
+    _cap,
     _check_X,
     _ci_level,
     _common,
@@ -65,6 +66,10 @@ def _invert(curve: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.interp(s, curve, dims)
 
 
+#: ESS caps: its calibration costs ~ n_sim (k+1)^2 max_dim (k = 20: 20 s, k = 100: 5 min, 0.8 GB)
+ESS_MAX_K, ESS_MAX_DIM, ESS_MAX_SIM, ESS_MAX_WORK = 64, 256, 20_000, 6e8
+
+
 @register("ess", **_DIM, min_samples=4, scale_param=ScaleParam("k"))
 def ess(X: ArrayLike, *, k: int = 20, max_dim: int = 64, n_sim: int = 2000, seed: int = 0,
         metric: str = "euclidean", duplicates: str = "drop", n_boot: int = 200,
@@ -86,12 +91,23 @@ def ess(X: ArrayLike, *, k: int = 20, max_dim: int = 64, n_sim: int = 2000, seed
     on curved manifolds, e.g. ``1 + 0.65 * pi * k / n`` on a circle and ~1.3 on the suite's
     1-D curves at n = 1000, k = 20; the excess vanishes as ``k / n`` shrinks
     (``docs/dimension.md``, "ESS on curves").
+
+    Cost: the neighbour table, ``O(n k^2 d)`` for the statistic, and once per
+    ``(k, max_dim, n_sim, seed)`` in a process the reference curve, ``~ n_sim (k+1)^2 m``
+    multiply-adds up to the dimension ``m`` needed (about 20 s at the defaults up to m = 64, one
+    core). Caps: ``k <= 64``, ``max_dim <= 256``, ``n_sim <= 20000`` and
+    ``n_sim (k+1)^2 max_dim <= 6e8``.
     """
     fn = "ess"
     X = _check_X(X, fn, 4)
     k = _k(k, "k", fn, X.shape[0], low=2)
+    _cap(k, "k", fn, ESS_MAX_K, "calibration cost grows as n_sim k^2 max_dim")
     max_dim = check_int(max_dim, "max_dim", fn, low=2)
+    _cap(max_dim, "max_dim", fn, ESS_MAX_DIM, "calibration cost grows as max_dim")
     n_sim = check_int(n_sim, "n_sim", fn, low=10)
+    _cap(n_sim, "n_sim", fn, min(ESS_MAX_SIM, int(ESS_MAX_WORK // ((k + 1) ** 2 * max_dim))),
+         f"calibration work n_sim (k+1)^2 max_dim <= {ESS_MAX_WORK:.0e} at k={k}, "
+         f"max_dim={max_dim}; and <= {ESS_MAX_SIM}")
     n_boot = check_int(n_boot, "n_boot", fn, low=0)
     ci_level = _ci_level(ci_level, fn)
     t = _table(X, k, fn, metric=metric, duplicates=duplicates, neighbors=neighbors, device=device)

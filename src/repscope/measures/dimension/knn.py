@@ -25,6 +25,7 @@ from repscope.measures.dimension._common import (
     _DIM,
     IDEstimate,
     _boot,
+    _cap,
     _check_X,
     _ci_level,
     _common,
@@ -64,6 +65,7 @@ def twonn(X: ArrayLike, *, fit: str = "linear", discard_fraction: float = 0.1,
     the ratios; uncertainty by bootstrap over points. ``fit="mle"``: maximum likelihood
     ``d = (N - 1) / sum_i log(mu_i)`` (the unbiased form, Denti et al. 2022) with the analytic
     standard error ``d / sqrt(N)`` and the exact chi-square interval. Scale: median ``r2``.
+    Cost: the neighbour table (2 columns) plus ``O(n log n)`` per bootstrap resample.
     """
     fn = "twonn"
     X = _check_X(X, fn, 4)
@@ -72,7 +74,8 @@ def twonn(X: ArrayLike, *, fit: str = "linear", discard_fraction: float = 0.1,
                                    high_inclusive=False)
     n_boot = check_int(n_boot, "n_boot", fn, low=0)
     ci_level = _ci_level(ci_level, fn)
-    t = _table(X, 2, fn, metric=metric, duplicates=duplicates, neighbors=neighbors, device=device)
+    t = _table(X, 2, fn, metric=metric, duplicates=duplicates, neighbors=neighbors, device=device,
+               takes_k=False)
     ok = _valid_rows(t.lengths, 1, fn)
     L, w = t.lengths[ok], t.weights[ok]
     log_mu = np.log(L[:, 1] / L[:, 0])  # (m,)
@@ -123,7 +126,8 @@ def mle(X: ArrayLike, *, k: int = 20, average: str = "inverse", metric: str = "e
     inverting the average of the unbiased estimates of ``1/d``. ``average="mean"``: the average
     of the per-point unbiased estimates ``(k - 2) / S(x)`` (Levina and Bickel's corrected form).
     Uncertainty: bootstrap over points (ignores the overlap of neighbourhoods, so it is a lower
-    bound). Scale: median ``T_k``.
+    bound). Scale: median ``T_k``. Cost: the neighbour table (``k`` columns) plus ``O(n k)``,
+    and ``O(n)`` per bootstrap resample.
     """
     fn = "mle"
     X = _check_X(X, fn, 4)
@@ -153,18 +157,22 @@ def mle(X: ArrayLike, *, k: int = 20, average: str = "inverse", metric: str = "e
 
 @register("gride", **_DIM, min_samples=4, default_panel=True,
           scale_param=ScaleParam("n1", reach=2, start=1))
-def gride(X: ArrayLike, *, n1: int = 4, n2: int | None = None, k: int = 32,
+def gride(X: ArrayLike, *, n1: int = 1, n2: int | None = None, k: int = 32,
           metric: str = "euclidean", duplicates: str = "drop", ci_level: float = 0.95,
           neighbors: Neighbors | None = None, device: Any = None) -> IDEstimate:
     """GRIDE (Denti et al. 2022): maximum likelihood on the generalised ratio ``r_{n2} / r_{n1}``.
 
     With a locally uniform density up to ``r_{n2}``, ``mu = r_{n2} / r_{n1}`` has density
     ``d (mu^d - 1)^(n2-n1-1) / (B(n2-n1, n1) mu^(d(n2-1)+1))``; the MLE of ``d`` is the value
-    (default ``n1 = 4``, ``n2 = 2 n1``). Larger ``n1`` looks at a larger scale and averages out
-    noise. The multiscale curve (``n1 = 1, 2, 4, ...`` with ``n2 = 2 n1 <= k``) is in
+    (default ``n1 = 1``, ``n2 = 2 n1``: the TwoNN likelihood, as the anchors' GRIDE). Larger
+    ``n1`` looks at a larger scale and averages out noise, but on reference data it reads lower
+    at every ID >= 5 (n = 2500, balls/cubes/spheres/Gaussians: -7 % at ID 10 and -18 % at 20
+    for ``n1 = 1``, -11 % and -23 % for ``n1 = 4``; ``benchmarks/id_design.md``), so the
+    smallest scale is the default; raise ``n1`` on noisy data, guided by the curve. The multiscale curve (``n1 = 1, 2, 4, ...`` with ``n2 = 2 n1 <= k``) is in
     ``diagnostics`` (``curve_rank``, ``curve_id``, ``curve_stderr``, ``curve_scale`` = median
     ``r_{n2}``): a plateau is the scale range where the ID is well defined. Uncertainty: the
-    analytic (observed Fisher information) standard error.
+    analytic (observed Fisher information) standard error. Cost: the neighbour table (``k``
+    columns) plus ``O(n log k)`` Newton work.
     """
     fn = "gride"
     X = _check_X(X, fn, 4)
@@ -206,6 +214,8 @@ def correlation_dimension(X: ArrayLike, *, k1: int = 5, k2: int = 20, n_radii: i
     counted blockwise (no ``n x n`` matrix) on at most ``max_samples`` rows drawn with ``seed``.
     Uncertainty: the least-squares standard error of the slope (a lower bound: pairs are not
     independent). ``duplicates="weight"`` is not available (pair counts are unweighted).
+    Cost: the neighbour table plus ``O(m^2 d)`` pair counting on ``m = min(n, max_samples)`` rows;
+    ``max_samples <= 50000``.
     """
     fn = "correlation_dimension"
     X = _check_X(X, fn, 4)
@@ -214,6 +224,7 @@ def correlation_dimension(X: ArrayLike, *, k1: int = 5, k2: int = 20, n_radii: i
     k1 = check_int(k1, "k1", fn, low=1, high=k2, high_name="k2")
     n_radii = check_int(n_radii, "n_radii", fn, low=2)
     max_samples = check_int(max_samples, "max_samples", fn, low=k2 + 1)
+    _cap(max_samples, "max_samples", fn, 50_000, "pair counting costs max_samples^2 d")
     check_choice(duplicates, "duplicates", fn, ("drop", "raise", "keep"))
     rows = np.arange(n)
     if n > max_samples:

@@ -73,7 +73,7 @@ def local_mle(X: ArrayLike, *, k: int = 20, unbiased: bool = True, summary: str 
     Levina and Bickel 2004). ``diagnostics["local"]`` holds one value per input row (duplicates
     share their representative's value), with quantiles, mean and median; the value is the
     ``summary`` (median by default: local estimates are right-skewed). Uncertainty: bootstrap
-    over points of the summary.
+    over points of the summary. Cost: the neighbour table (``k`` columns) plus ``O(n k)``.
     """
     fn = "local_mle"
     X = _check_X(X, fn, 4)
@@ -103,7 +103,7 @@ def local_twonn(X: ArrayLike, *, k: int = 20, summary: str = "median", metric: s
     ``d(x) = (k - 1) / sum_{j in S} log(r2_j / r1_j)`` (the unbiased TwoNN MLE, Facco et al.
     2017, restricted to the neighbourhood, as in DADApy's local estimates). Less sensitive to
     the density than the distance-based local MLE, noisier at small ``k``. ``diagnostics``
-    as for ``local_mle``.
+    as for ``local_mle``. Cost: the neighbour table (``k - 1`` columns) plus ``O(n k)``.
     """
     fn = "local_twonn"
     X = _check_X(X, fn, 4)

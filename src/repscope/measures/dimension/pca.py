@@ -8,6 +8,7 @@ manifolds; uncertainty is a bootstrap over rows.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +84,11 @@ def pca(X: ArrayLike, *, variance: float = 0.95, n_boot: int = 20, seed: int = 0
     ``value = min{m : sum_{i<=m} l_i / sum_i l_i >= variance}`` with ``l_i`` the eigenvalues of
     the sample covariance (float64, via the streaming :class:`repscope.stats.Moments`). Counts
     linear directions, so it overestimates the intrinsic dimension of curved manifolds and
-    counts noise dimensions. Uncertainty: bootstrap over rows (``n_boot``, 0 disables).
+    counts noise dimensions. Variance-based, so not invariant to per-feature scaling: one
+    coordinate with a much larger spread takes the whole count (the suite's paraboloids Mp2 and
+    Mp3 read 1: their ``y^2`` coordinates carry over 95 % of the variance; standardise first
+    when features have arbitrary units). Uncertainty: bootstrap over rows (``n_boot``, 0
+    disables). Cost: ``O(n d^2 + d^3)``, and the same per bootstrap resample.
     Reference: Jolliffe, *Principal Component Analysis* (2002), sec. 6.1.1.
     """
     fn = "pca"
@@ -108,7 +113,11 @@ def pca_noise(X: ArrayLike, *, rule: str = "marchenko_pastur", n_boot: int = 20,
     ``rule="broken_stick"``: components whose variance share exceeds the broken-stick
     expectation ``(1/d) sum_{j>=i} 1/j`` (Frontier 1976; Jackson 1993). The Marchenko-Pastur
     rule needs noise that is roughly isotropic; both count linear directions.
-    Uncertainty: bootstrap over rows (``n_boot``, 0 disables).
+    A spectrum with no eigenvalue above the edge (isotropic data such as a round sphere, or
+    pure noise) reads 0 under ``marchenko_pastur``: "no component stands out of a noise floor",
+    not "dimension 0"; a warning says so (the noise floor cannot be told from the signal).
+    Uncertainty: bootstrap over rows (``n_boot``, 0 disables). Cost: ``O(n d^2 + d^3)``, and the
+    same per bootstrap resample.
     """
     fn = "pca_noise"
     X = _check_X(X, fn)
@@ -125,6 +134,12 @@ def pca_noise(X: ArrayLike, *, rule: str = "marchenko_pastur", n_boot: int = 20,
             return marchenko_pastur_rank(e, n)[0]
         r, s2 = marchenko_pastur_rank(ev, n)
         diag = {"noise_variance": s2, "bulk_edge": s2 * (1 + math.sqrt((ev.size - r) / n)) ** 2}
+        if r == 0:
+            warnings.warn(f"{fn}: no eigenvalue stands above the Marchenko-Pastur edge "
+                          f"{diag['bulk_edge']:.3g}: the spectrum is that of isotropic data or "
+                          "pure noise; 0 means no component above a noise floor, not dimension "
+                          "0. Use participation_ratio or a kNN estimator.", RuntimeWarning,
+                          stacklevel=2)
     return _pca_result(fn, count(ev), ev, X, {"rule": rule}, diag, n_boot, seed, ci_level, count)
 
 
@@ -136,12 +151,19 @@ def participation_ratio(X: ArrayLike, *, n_boot: int = 20, seed: int = 0,
     A continuous linear dimension: 1 when one direction carries all the variance, ``d`` when all
     carry the same (Gao et al. 2017; Recanatesi et al. 2019). This is the one implementation in
     repscope (:func:`participation_ratio_from_eigenvalues`), shared with the spectrum measures.
-    Uncertainty: bootstrap over rows (``n_boot``, 0 disables).
+    Uncertainty: bootstrap over rows (``n_boot``, 0 disables). Cost: ``O(n d^2 + d^3)``, and
+    the same per bootstrap resample. From n Gaussian rows it reads
+    about ``PR / (1 + PR / n)``; ``diagnostics["finite_sample_*"]`` record that and a
+    FiniteSampleWarning flags ``n <= d`` or ``n < 10 PR``.
     """
     fn = "participation_ratio"
     X = _check_X(X, fn)
     n_boot = check_int(n_boot, "n_boot", fn, low=0)
     ci_level = _ci_level(ci_level, fn)
     ev, _ = _spectrum(X)
-    return _pca_result(fn, participation_ratio_from_eigenvalues(ev), ev, X, {}, {}, n_boot, seed,
-                       ci_level, participation_ratio_from_eigenvalues)
+    from repscope.measures._finite_sample import finite_sample_check
+
+    pr = participation_ratio_from_eigenvalues(ev)
+    fs = finite_sample_check(fn, int(X.shape[0]), int(X.shape[1]), pr)  # biased low by ~ pr / n
+    return _pca_result(fn, pr, ev, X, {}, fs, n_boot, seed, ci_level,
+                       participation_ratio_from_eigenvalues)

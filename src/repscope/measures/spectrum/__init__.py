@@ -8,16 +8,19 @@ covariance eigenvalues and the one-pass helpers over batches). Every public name
 re-exported here: ``from repscope.measures.spectrum import effective_rank``.
 """
 
+from repscope.measures._finite_sample import FiniteSampleWarning
 from repscope.measures.spectrum.covariance import (
     effective_rank,
     effective_rank_from_eigenvalues,
+    effective_rank_uncentred,
     power_law_alpha,
     power_law_fit,
     spectral_entropy,
     spectrum,
     stable_rank,
+    von_neumann_entropy,
 )
-from repscope.measures.spectrum.diffusion import dse, dsmi
+from repscope.measures.spectrum.diffusion import dse, dse_liao2023, dsmi, dsmi_liao2023
 from repscope.measures.spectrum.outliers import norm_outliers, outlier_dimensions
 from repscope.measures.spectrum.spread import anisotropy, common_mean_share, isoscore
 from repscope.measures.spectrum.stream import (
@@ -33,14 +36,18 @@ from repscope.measures.spectrum.stream import (
 
 __all__ = [
     "CovarianceAccumulator",
+    "FiniteSampleWarning",
     "UnitSumAccumulator",
     "anisotropy",
     "common_mean_share",
     "covariance_eigenvalues",
     "dse",
+    "dse_liao2023",
     "dsmi",
+    "dsmi_liao2023",
     "effective_rank",
     "effective_rank_from_eigenvalues",
+    "effective_rank_uncentred",
     "isoscore",
     "measure_from_batches",
     "measure_from_moments",
@@ -54,4 +61,5 @@ __all__ = [
     "spectrum",
     "spectrum_from_batches",
     "stable_rank",
+    "von_neumann_entropy",
 ]

@@ -7,7 +7,15 @@ batch function applies it to the moments of all rows (see :mod:`.stream`).
 
 Eigenvalues are computed in float64 whatever the input dtype. A covariance with zero trace
 (constant data) makes the normalised measures undefined: they return NaN with a RuntimeWarning.
-Zero-variance columns are allowed: they are zero eigenvalues.
+Zero-variance columns are allowed: they are zero eigenvalues. Every spectral result records
+``diagnostics["finite_sample_*"]`` and warns (:class:`FiniteSampleWarning`) when n is too small
+for its spectrum (``n <= d`` or fewer than 10 rows per effective dimension; see
+``_finite_sample``).
+
+Conventions that papers use under the same names are separate measures: ``effective_rank``
+centres the rows, ``effective_rank_uncentred`` is Roy and Vetterli's definition on the matrix as
+given; ``spectral_entropy`` is the entropy of the centred covariance spectrum,
+``von_neumann_entropy`` is Kim et al.'s (2023) VNE of row-normalised, uncentred rows.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
-from repscope._validate import ArrayLike, check_int
+from repscope._validate import ArrayLike, as_numpy, check_array, check_int
+from repscope.measures._finite_sample import finite_sample_check, participation_ratio_of
 from repscope.measures.dimension._core import participation_ratio_from_eigenvalues
 from repscope.measures.spectrum.stream import (
     CovarianceAccumulator,
@@ -33,14 +43,21 @@ from repscope.stats import Moments
 __all__ = [
     "effective_rank",
     "effective_rank_from_eigenvalues",
+    "effective_rank_uncentred",
     "power_law_alpha",
     "power_law_fit",
     "spectral_entropy",
     "spectrum",
     "stable_rank",
+    "von_neumann_entropy",
 ]
 
 _INV = {"rotation", "translation", "scale", "permutation"}
+
+
+def _finite(fn: str, state: Moments, ev: np.ndarray) -> dict[str, Any]:
+    """The finite-sample record (and warning) for a spectrum of ``state.n`` rows."""
+    return finite_sample_check(fn, state.n, state.d, participation_ratio_of(ev))
 
 
 # ----------------------------------------------------------------------------- spectrum
@@ -50,8 +67,11 @@ def _spectrum(state: Moments, *, method: str = "exact", n_components: int | None
     ev = covariance_eigenvalues(state, method=method, n_components=n_components, device=device,
                                 seed=seed, fn="spectrum")  # (d,) or (n_components,)
     total = float(np.trace(state.m2) / (state.n - 1))
+    m2 = state.m2
+    pr = float(np.trace(m2) ** 2 / np.sum(m2 * m2)) if total > 0 else float("nan")  # exact, any method
     diag: dict[str, Any] = {"eigenvalues": ev, "total_variance": total,
-                            "rank_limit": min(state.n - 1, state.d)}
+                            "rank_limit": min(state.n - 1, state.d),
+                            **finite_sample_check("spectrum", state.n, state.d, pr)}
     if total > 0:
         diag["explained_variance_ratio"] = ev / total
         diag["cumulative_explained_variance"] = np.cumsum(ev) / total
@@ -121,7 +141,8 @@ def _power_law_alpha(state: Moments, *, rank_min: int = 1, rank_max: int | None 
         measure="power_law_alpha", value=fit["alpha"], n_samples=state.n, stderr=fit["stderr"],
         params={"rank_min": rank_min, "rank_max": rank_max},
         diagnostics={"eigenvalues": ev, "r2": fit["r2"], "intercept": fit["intercept"],
-                     "fit_range": (int(lo), int(hi))},
+                     "fit_range": (int(lo), int(hi)),
+                     **_finite("power_law_alpha", state, ev)},
     )
 
 
@@ -155,7 +176,9 @@ def _effective_rank(state: Moments) -> Estimate:
     check_state(state, "effective_rank")
     ev = covariance_eigenvalues(state, fn="effective_rank")  # (d,)
     return Estimate(measure="effective_rank", value=effective_rank_from_eigenvalues(ev),
-                    n_samples=state.n, params={}, diagnostics={"eigenvalues": ev})
+                    n_samples=state.n, params={"convention": "centred"},
+                    diagnostics={"eigenvalues": ev,
+                                 **_finite("effective_rank", state, ev)})
 
 
 @register("effective_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
@@ -168,7 +191,9 @@ def effective_rank(X: ArrayLike) -> Estimate:
     An isotropic Gaussian gives nearly ``d``; ``r`` equal directions plus small noise give
     ``r``. Note that it uses singular values, not eigenvalues; ``spectral_entropy`` is the
     eigenvalue form. A count of dimensions: comparable across widths as an absolute number.
-    NaN with a warning for constant data.
+    NaN with a warning for constant data. Roy and Vetterli define it on a matrix as given,
+    without centring: that is :func:`effective_rank_uncentred` (a common offset then counts as
+    one dominant direction and lowers the value).
     """
     return _effective_rank(moments_of(X, "effective_rank"))
 
@@ -185,9 +210,10 @@ def _spectral_entropy(state: Moments, *, normalized: bool = False) -> Estimate:
         h = entropy(ev / total)
         value = h / np.log(state.d) if normalized and state.d > 1 else h
     return Estimate(measure="spectral_entropy", value=float(value), n_samples=state.n,
-                    params={"normalized": normalized},
+                    params={"normalized": normalized, "convention": "centred_covariance"},
                     diagnostics={"eigenvalues": ev, "entropy_nats": float(h),
-                                 "exp_entropy": float(np.exp(h))})
+                                 "exp_entropy": float(np.exp(h)),
+                                 **_finite("spectral_entropy", state, ev)})
 
 
 @register("spectral_entropy", family="spectrum", invariances=_INV, bounds=(0.0, None),
@@ -200,7 +226,8 @@ def spectral_entropy(X: ArrayLike, *, normalized: bool = False) -> Estimate:
     representations e.g. by Giraldo, Rao and Principe 2014 as matrix-based entropy with
     alpha -> 1). ``normalized=True`` divides by ``log d`` (then in ``[0, 1]``).
     ``diagnostics["exp_entropy"]`` is ``exp(S)``, an eigenvalue-based effective dimension.
-    NaN with a warning for constant data.
+    NaN with a warning for constant data. Centred (translation invariant): the "VNE" of Kim et
+    al. 2023 normalises rows and does not centre; that is :func:`von_neumann_entropy`.
     """
     return _spectral_entropy(moments_of(X, "spectral_entropy"), normalized=normalized)
 
@@ -211,7 +238,8 @@ def _stable_rank(state: Moments) -> Estimate:
     ev = covariance_eigenvalues(state, fn="stable_rank")  # (d,)
     value = ev.sum() / ev[0] if ev[0] > 0 else degenerate("stable_rank", "constant data")
     return Estimate(measure="stable_rank", value=float(value), n_samples=state.n, params={},
-                    diagnostics={"eigenvalues": ev})
+                    diagnostics={"eigenvalues": ev,
+                                 **_finite("stable_rank", state, ev)})
 
 
 @register("stable_rank", family="spectrum", invariances=_INV, bounds=(1.0, None),
@@ -225,3 +253,77 @@ def stable_rank(X: ArrayLike) -> Estimate:
     """
     return _stable_rank(moments_of(X, "stable_rank"))
 
+
+
+# ----------------------------------------------------------------------------- uncentred variants
+def _second_moment_eigenvalues(state: Moments, fn: str) -> np.ndarray:
+    """Descending eigenvalues of ``X^T X / n = (m2 + n mu mu^T) / n`` (uncentred), float64."""
+    M = (state.m2 + state.n * np.outer(state.mean, state.mean)) / state.n  # (d, d)
+    ev = torch.linalg.eigvalsh(torch.from_numpy((M + M.T) / 2)).flip(0).clamp_min(0.0)
+    return np.ascontiguousarray(ev.numpy())
+
+
+def _effective_rank_uncentred(state: Moments) -> Estimate:
+    fn = "effective_rank_uncentred"
+    check_state(state, fn)
+    ev = _second_moment_eigenvalues(state, fn)  # (d,) squared singular values of X / n
+    s = np.sqrt(ev)  # (d,)
+    value = (float(np.exp(entropy(s / s.sum()))) if s.sum() > 0
+             else degenerate(fn, "every row is zero"))
+    return Estimate(measure=fn, value=value, n_samples=state.n,
+                    params={"convention": "roy_vetterli2007"},
+                    diagnostics={"singular_values": s * np.sqrt(state.n),
+                                 **_finite(fn, state, ev)})
+
+
+@register("effective_rank_uncentred", family="spectrum", invariances={"rotation", "scale",
+                                                                      "permutation"},
+          bounds=(1.0, None),
+          accumulator=Streaming(CovarianceAccumulator, _effective_rank_uncentred))
+def effective_rank_uncentred(X: ArrayLike) -> Estimate:
+    """Effective rank of the data matrix as given, without centring (Roy and Vetterli 2007).
+
+    Roy and Vetterli's definition ("The effective rank: a measure of effective
+    dimensionality", EUSIPCO 2007) for a matrix ``X``: with ``sigma_i`` its singular values
+    and ``p_i = sigma_i / sum_j sigma_j``, ``erank = exp(-sum_i p_i log p_i)``. Here ``X`` is
+    the (n, d) representation itself, so a common offset (the mean row) is one more, usually
+    dominant, direction: on offset data this reads lower than :func:`effective_rank`, which
+    centres first. Not translation invariant. Streamable (from the same Moments). NaN with a
+    warning when every row is zero.
+    """
+    return _effective_rank_uncentred(moments_of(X, "effective_rank_uncentred"))
+
+
+@register("von_neumann_entropy", family="spectrum", invariances={"rotation", "scale",
+                                                                 "permutation"},
+          bounds=(0.0, None))
+def von_neumann_entropy(X: ArrayLike) -> Estimate:
+    """Von Neumann entropy of row-normalised, uncentred representations (Kim et al. 2023, VNE).
+
+    Kim, Kang, Hwang, Shin and Rhee 2023, "VNE: An effective method for improving deep
+    representation by manipulating eigenvalue distribution" (CVPR): ``z_i = x_i / ||x_i||``,
+    the autocorrelation ``rho = 1/n sum_i z_i z_i^T`` (trace 1, NOT centred) with eigenvalues
+    ``lambda_j``, and ``VNE = -sum_j lambda_j log lambda_j`` in nats, in ``[0, log min(n, d)]``.
+    Unlike :func:`spectral_entropy` (the centred covariance spectrum) a common mean direction
+    counts as a direction, and every row weighs the same whatever its norm. Invariant to
+    rotations and to rescaling each row, not to translation. Rows of zero norm raise a
+    ValueError. ``diagnostics``: ``eigenvalues`` of ``rho`` and ``exp_entropy``.
+    """
+    fn = "von_neumann_entropy"
+    X = as_numpy(check_array(X, fn, min_samples=2), np.float64)  # (n, d)
+    norms = np.linalg.norm(X, axis=1)  # (n,)
+    if np.any(norms == 0):
+        raise ValueError(f"{fn} needs rows with non-zero norm (they are normalised to unit "
+                         f"length); got {int(np.sum(norms == 0))} zero row(s), the first at row "
+                         f"{int(np.argmax(norms == 0))}.")
+    Z = torch.from_numpy(X / norms[:, None])  # (n, d)
+    n, d = Z.shape
+    rho = Z.T @ Z / n if d <= n else Z @ Z.T / n  # same non-zero spectrum, smaller side
+    ev = torch.linalg.eigvalsh(rho).flip(0).clamp_min(0.0).numpy()  # (min(n, d),) sums to 1
+    h = entropy(ev / ev.sum())
+    return Estimate(measure=fn, value=float(h), n_samples=int(n),
+                    params={"convention": "kim2023"},
+                    diagnostics={"eigenvalues": np.ascontiguousarray(ev),
+                                 "exp_entropy": float(np.exp(h)),
+                                 **finite_sample_check(fn, int(n), int(d),
+                                                       participation_ratio_of(ev))})

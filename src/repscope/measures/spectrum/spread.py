@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from repscope._validate import ArrayLike, check_array
+from repscope.measures._finite_sample import finite_sample_check, participation_ratio_of
 from repscope.measures.spectrum.stream import (
     CovarianceAccumulator,
     UnitSum,
@@ -72,8 +73,9 @@ def _isoscore(state: Moments) -> Estimate:
     if state.d < 2:
         raise ValueError(f"isoscore needs at least 2 features (columns); got n_features={state.d}.")
     ev = covariance_eigenvalues(state, fn="isoscore")  # (d,)
+    fs = finite_sample_check("isoscore", state.n, state.d, participation_ratio_of(ev))
     return Estimate(measure="isoscore", value=isoscore_from_eigenvalues(ev), n_samples=state.n,
-                    params={}, diagnostics={"eigenvalues": ev})
+                    params={}, diagnostics={"eigenvalues": ev, **fs})
 
 
 @register("isoscore", family="spread", invariances={"rotation", "translation", "scale",
@@ -88,7 +90,8 @@ def isoscore(X: ArrayLike) -> Estimate:
     ``k = (d - delta^2 (d - sqrt(d)))^2 / d^2`` and ``IsoScore = (d k - 1) / (d - 1)``:
     1 for isotropic data, 0 when all variance lies in one direction. In ``[0, 1]`` and
     comparable across widths as a fraction; zero-variance directions (including the
-    ``d - n + 1`` forced ones when n <= d) lower it. NaN with a warning for constant data.
+    ``d - n + 1`` forced ones when n <= d) lower it: isotropic data at n = d/2 reads about 0.33
+    (a FiniteSampleWarning says so). NaN with a warning for constant data.
     """
     return _isoscore(moments_of(X, "isoscore"))
 
