@@ -132,7 +132,8 @@ def main() -> None:
     ap.add_argument("--sae-steps", type=int, default=1000)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--twonn-rows", type=int, default=2000, help="rows of the TwoNN subsample per layer")
+    ap.add_argument("--twonn-rows", type=int, default=4000, help="rows of the TwoNN subsample per layer")
+    ap.add_argument("--twonn-boot", type=int, default=50, help="bootstrap resamples of each TwoNN")
     ap.add_argument("--only", default="", help=f"comma-separated steps among {','.join(STEPS)} "
                                                "(default: all; results.json keeps the others' results)")
     args = ap.parse_args()
@@ -214,7 +215,8 @@ def main() -> None:
         res["attention_subspaces"] = {}
         for tag, keep in (("", slice(None)), ("_without_first", ~first)):
             data = {n: store.read(n)[keep] for n in [*pairs, *pairs.values()]}
-            att = attention_subspaces(data, pairs=pairs, max_rows=args.twonn_rows, seed=args.seed)
+            att = attention_subspaces(data, pairs=pairs, max_rows=args.twonn_rows, n_boot=args.twonn_boot,
+                                      seed=args.seed)
             att.to_csv(out / f"attention_subspaces{tag}.csv", index=False, float_format="%.4g")
             lm_figures.attention_subspaces_figure(att, out / f"attention_subspaces{tag}.png")
             res["attention_subspaces"][tag.strip("_") or "all_rows"] = att.round(4).to_dict(orient="records")
