@@ -72,13 +72,16 @@ def iter_batch_chunks(model: nn.Module, batches: Sequence[Mapping[str, Any]], *,
                       layers: Sequence[str], pooling: Pooling = "none", dtype: str = "float32",
                       device: str | torch.device = "cpu", start: int = 0,
                       selection: TokenSelection | None = None,
-                      specials: Iterable[int] = ()) -> Iterator[Chunk]:
+                      specials: Iterable[int] = (), predictor: Any = None) -> Iterator[Chunk]:
     """Capture from ready-made batches (dicts with ``input_ids`` and ``attention_mask``, any
     padding side): one chunk per batch, sequences numbered as documents across batches.
 
     Batches are re-padded on the right (:func:`right_pad`), so ``position`` counts from the
     first real token. ``specials``: token ids flagged (and excludable) as special tokens.
+    ``predictor``: per-token prediction columns (:mod:`repscope.capture.predictions`).
     """
+    if predictor is not None and pooling != "none":
+        raise ValueError("Predictions are per token: they need pooling='none'.")
     selection = selection or TokenSelection()
     modules = layer_modules(model, layers)
     special_ids = np.fromiter((int(s) for s in specials), dtype=np.int64)
@@ -105,7 +108,7 @@ def iter_batch_chunks(model: nn.Module, batches: Sequence[Mapping[str, Any]], *,
             ps = Pass(inputs, select, np.arange(b), meta)
             acts, meta, n_tokens, counts = run_passes(
                 [(ps, f"batch {index} (sequences {first_doc}..{first_doc + b - 1})")], model,
-                modules, pooling, b, dtype)
+                modules, pooling, b, dtype, predictor)
             if pooling != "none":
                 meta = {"doc_id": np.arange(first_doc, first_doc + b, dtype=np.int64)}
             yield Chunk(index=index, acts=acts, meta=meta, n_tokens=n_tokens,

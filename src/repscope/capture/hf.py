@@ -253,12 +253,15 @@ def tokenize(tokenizer: Any, docs: Sequence[str], max_length: int) -> dict[str, 
 
 
 def _forward(model: nn.Module, modules: Mapping[str, str], inputs: Mapping[str, torch.Tensor],
-             where: str) -> dict[str, torch.Tensor]:
-    """One forward pass; layer name -> ``(b, t, d)`` output of its module."""
+             where: str, output: list[Any] | None = None) -> dict[str, torch.Tensor]:
+    """One forward pass; layer name -> ``(b, t, d)`` output of its module. With ``output`` (a
+    list), the pass runs to the end and the model's output is appended to it (predictions)."""
     wanted = list(dict.fromkeys(modules.values()))
     try:
-        with capture(model, wanted, stop_after_last=True) as acts:
-            model(**inputs)
+        with capture(model, wanted, stop_after_last=output is None) as acts:
+            result = model(**inputs)
+            if output is not None:
+                output.append(result)
     except Exception as exc:
         raise RuntimeError(
             f"The forward pass of {type(model).__name__} failed on {where}: "
@@ -329,15 +332,19 @@ def _make_pass(seqs: list[tuple[Segment, Tokenization, int]], tpl: Template, pad
 
 def run_passes(passes: Iterable[tuple[Pass, str]], model: nn.Module,
                modules: Mapping[str, str], pooling: Pooling, n_docs: int, dtype: str,
+               predictor: Any = None,
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int, np.ndarray]:
     """Run the passes of one chunk (package-internal; also used by
-    :mod:`repscope.capture.batches`): (layer rows, token metadata, real tokens, pooled counts)."""
+    :mod:`repscope.capture.batches`): (layer rows, token metadata, real tokens, pooled counts).
+    ``predictor`` (:class:`repscope.capture.predictions.Predictor`, token-level rows only) adds
+    its per-token columns to the metadata, computed on the same padded inputs."""
     token_parts: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     meta_parts: list[dict[str, np.ndarray]] = []
     pooled = DocumentPool(pooling, n_docs) if pooling != "none" else None
     n_tokens = 0
     for ps, where in passes:
-        hidden = _forward(model, modules, ps.inputs, where)
+        out: list[Any] | None = [] if predictor is not None and predictor.full_forward else None
+        hidden = _forward(model, modules, ps.inputs, where, out)
         n_tokens += int(ps.inputs["attention_mask"].sum())
         select = torch.from_numpy(ps.select).to(ps.inputs["input_ids"].device)
         if pooled is not None:
@@ -345,14 +352,20 @@ def run_passes(passes: Iterable[tuple[Pass, str]], model: nn.Module,
         else:
             for name, h in hidden.items():
                 token_parts[name].append(h[select])  # (rows, d), row-major
-            meta_parts.append(ps.meta)
-        del hidden
+            meta = dict(ps.meta)
+            if predictor is not None:
+                with torch.inference_mode():
+                    cols = predictor(model, ps.inputs, out[0] if out else None)
+                sel = torch.from_numpy(ps.select)
+                meta.update({k: v[sel].numpy().astype(predictor.columns[k]) for k, v in cols.items()})
+            meta_parts.append(meta)
+        del hidden, out
     if pooled is not None:
         acts = {name: to_storage(pooled.result(name), dtype) for name in modules}
         return acts, {}, n_tokens, pooled.counts
     acts = {name: to_storage(torch.cat(parts) if len(parts) > 1 else parts[0], dtype)
             for name, parts in token_parts.items()}
-    meta = {k: np.concatenate([m[k] for m in meta_parts]) for k in TOKEN_COLUMNS}
+    meta = {k: np.concatenate([m[k] for m in meta_parts]) for k in meta_parts[0]}
     return acts, meta, n_tokens, np.zeros(0, np.int64)
 
 
@@ -361,7 +374,7 @@ def iter_chunks(model: nn.Module, tokenizer: Any, documents: Sequence[str], *,
                 batch_size: int = 32, max_length: int = 128, device: str | torch.device = "cpu",
                 start: int = 0, long_documents: str = "truncate", overlap: int = 0,
                 selection: TokenSelection | None = None, causal: bool | None = None,
-                plan: DocumentTokens | None = None) -> Iterator[Chunk]:
+                plan: DocumentTokens | None = None, predictor: Any = None) -> Iterator[Chunk]:
     """Run the model over ``documents`` and yield one :class:`Chunk` per chunk of documents.
 
     ``start`` skips the first ``start`` chunks (resuming a capture). ``long_documents``,
@@ -370,8 +383,11 @@ def iter_chunks(model: nn.Module, tokenizer: Any, documents: Sequence[str], *,
     :class:`DocumentTokens` if already computed. The model runs in eval mode (restored after
     each pass) and each pass stops after the last requested layer. ``max_length`` above the
     model's position limit raises ``ValueError`` before the first pass; a failing forward pass
-    raises ``RuntimeError`` naming the chunk and its documents.
+    raises ``RuntimeError`` naming the chunk and its documents. ``predictor``: per-token
+    prediction columns (:mod:`repscope.capture.predictions`), token-level rows only.
     """
+    if predictor is not None and pooling != "none":
+        raise ValueError("Predictions are per token: they need pooling='none'.")
     selection = selection or TokenSelection()
     check_max_length(model, max_length, "iter_chunks")
     tpl = template(tokenizer)
@@ -402,7 +418,8 @@ def iter_chunks(model: nn.Module, tokenizer: Any, documents: Sequence[str], *,
                     f", pass {p + 1} of {n_pass}" if n_pass > 1 else "")
                 yield _make_pass(part, tpl, pad_id, selection, lo, device), where
 
-        acts, meta, n_tokens, counts = run_passes(passes(), model, modules, pooling, hi - lo, dtype)
+        acts, meta, n_tokens, counts = run_passes(passes(), model, modules, pooling, hi - lo, dtype,
+                                                  predictor)
         if pooling != "none":
             meta = {"doc_id": np.arange(lo, hi, dtype=np.int64)}
         yield Chunk(index=index, acts=acts, meta=meta, n_tokens=n_tokens,

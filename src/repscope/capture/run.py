@@ -58,6 +58,14 @@ class CaptureConfig:
     shard_rows: int = field(default=8192, metadata={"help": "Rows per shard file."})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda."})
     seed: int = field(default=0, metadata={"help": "Seed of the max_docs document subset."})
+    predictions: Literal["none", "next_token", "pseudo_ll"] = field(default="none", metadata={
+        "help": "Per-token predictions stored as row columns: 'next_token' (causal LMs: "
+                "next_logprob = log p(token t+1 | tokens <= t) and entropy on the row of token t) "
+                "or 'pseudo_ll' (masked LMs with their MLM head: log p(token t | the others), one "
+                "forward pass per token); docs/lm_geometry.md."})
+    attention: bool = field(default=False, metadata={
+        "help": "Also capture each block's attention output before the residual add "
+                "(Llama: model.layers.i.self_attn; BERT: encoder.layer.i.attention.output.dense)."})
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,12 @@ def _check(cfg: CaptureConfig) -> None:
                           cfg.exclude_positions)
     if not isinstance(cfg.exclude_special_tokens, bool):
         raise param_error(fn, "exclude_special_tokens", "a bool", cfg.exclude_special_tokens)
+    check_choice(cfg.predictions, "predictions", fn, ("none", "next_token", "pseudo_ll"))
+    if cfg.predictions != "none" and cfg.pooling != "none":
+        raise param_error(fn, "predictions", "'none' with pooled rows (predictions are per token)",
+                          cfg.predictions)
+    if not isinstance(cfg.attention, bool):
+        raise param_error(fn, "attention", "a bool", cfg.attention)
 
 
 def _overlap(cfg: CaptureConfig, frame: int) -> int:
@@ -240,6 +254,7 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
         probe_causal,
     )
     from repscope.capture.hooks import resolve_layers
+    from repscope.capture.predictions import make_predictor
     from repscope.capture.tokens import TokenSelection, plan_documents, template
     from repscope.config import config_to_dict
 
@@ -260,6 +275,17 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
     selection = TokenSelection(tuple(int(p) for p in cfg.exclude_positions),
                                bool(cfg.exclude_special_tokens))
     names = _layer_names(net, cfg.layers, resolve_layers, default_layers)
+    if cfg.attention:
+        from repscope._validate import param_error
+        from repscope.capture.hf import block_layers
+        from repscope.capture.predictions import attention_output_modules
+
+        blocks = [n for n in names if n in set(block_layers(net))]
+        if not blocks:
+            raise param_error("CaptureConfig", "attention", "False when no transformer block is "
+                              "among the captured layers", cfg.attention)
+        names = _layer_names(net, [*names, *attention_output_modules(net, blocks).values()],
+                             resolve_layers, default_layers)
     modules = layer_modules(net, names)
     token_level = cfg.pooling == "none"
     if batches is None:
@@ -285,13 +311,17 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
         dims = _probe_dims(net, iter_chunks(net, tok, documents[:1], layers=names,
                                             pooling="first", max_length=min(8, cfg.max_length),
                                             device=cfg.device))
+        predictor = make_predictor(cfg.predictions, net, tok, causal=(
+            probe_causal(net, tok, documents, names, cfg.device)
+            if cfg.predictions == "next_token" else None))
 
         def chunks(start: int) -> Any:
             return iter_chunks(net, tok, documents, layers=names, pooling=cfg.pooling,
                                dtype=cfg.dtype, batch_size=cfg.batch_size,
                                max_length=cfg.max_length, device=cfg.device, start=start,
                                long_documents=cfg.long_documents, overlap=overlap,
-                               selection=selection, plan=plan, causal=causal)
+                               selection=selection, plan=plan, causal=causal,
+                               predictor=predictor)
         n_chunks = len(_chunk_ranges(plan, cfg.batch_size))
     else:
         batch_list = list(batches)
@@ -300,11 +330,13 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
         documents, plan, overlap, causal = None, None, 0, True
         data_id, data_hash, n_corpus = "batches", _batches_digest(batch_list), None
         specials = getattr(tok, "all_special_ids", []) if tok is not None else []
+        predictor = make_predictor(cfg.predictions, net, tok)
 
         def chunks(start: int) -> Any:
             return iter_batch_chunks(net, batch_list, layers=names, pooling=cfg.pooling,
                                      dtype=cfg.dtype, device=cfg.device, start=start,
-                                     selection=selection, specials=specials)
+                                     selection=selection, specials=specials,
+                                     predictor=predictor)
         dims = _probe_dims(net, iter_batch_chunks(net, batch_list[:1], layers=names,
                                                   pooling="first", device=cfg.device))
         n_chunks = len(batch_list)
@@ -323,6 +355,8 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
         "device_type": torch.device(cfg.device).type, "torch_version": torch.__version__,
         "tokens": token_info, "token_selection": selection.to_dict(),
     }
+    if predictor is not None:  # absent otherwise: stores captured before predictions keep their identity
+        identity["predictions"] = predictor.kind
     info: dict[str, Any] = {
         "model": {"id": net_id, "class": type(net).__name__, "weights_sha256": digest},
         "data": {"id": data_id, "sha256": data_hash, "n_documents": n_docs,
@@ -332,6 +366,11 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
         "tokens": {**token_info, "window_rule": rule,
                    **(plan.summary() if plan is not None else {})},
         "layer_modules": modules,
+        "predictions": None if predictor is None else {
+            "kind": predictor.kind, "columns": list(predictor.columns),
+            "convention": ("row t: log p(token t+1 | tokens <= t), NaN on a sequence's last token; "
+                           "entropy of p(. | tokens <= t)") if predictor.kind == "next_token"
+            else "row t: log p(token t | all other tokens), token t masked; NaN on special tokens"},
     }
     if plan is not None:
         info["document_tokens"] = plan.to_lists()
@@ -342,7 +381,8 @@ def run_capture(cfg: CaptureConfig, progress: bool = True, *,
         vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
     writer = ActivationStore.create(
         cfg.out, layers=dims, dtype=cfg.dtype, shard_rows=cfg.shard_rows,
-        meta_columns=TOKEN_COLUMNS if token_level else POOLED_COLUMNS, identity=identity,
+        meta_columns=({**TOKEN_COLUMNS, **(predictor.columns if predictor else {})} if token_level
+                      else POOLED_COLUMNS), identity=identity,
         info=info, documents=documents, vocab=vocab)
     with writer:
         if writer.complete:

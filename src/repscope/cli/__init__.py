@@ -29,6 +29,7 @@ _COMMANDS: dict[str, str] = {
     "sae": "repscope.cli.sae:sae",
     "measures": "repscope.cli.measures:measures",
     "compression-table": "repscope.cli.retrieval:compression_table",
+    "lm-geometry": "repscope.cli.lm:lm_geometry",
     "landscape": "repscope.cli.landscape:landscape",
 }
 

@@ -150,8 +150,15 @@ def train(cfg: TrainConfig, store_path: Path, layer: str, out_dir: Path, eval_ro
               help="A `repscope analyze` output directory (or its report.html): write the page "
                    "there [default: DIR/features/SAE-LAYER.html] and regenerate report.html with a "
                    "link to it. Automatic when --out lies inside such a directory.")
+@click.option("--geometry/--no-geometry", default=False, show_default=True,
+              help="Add the feature-geometry section: co-occurrence lobes, decoder crystals, "
+                   "decoder spectrum (docs/lm_geometry.md).")
+@click.option("--window", default=256, show_default=True,
+              help="Co-occurrence window in tokens within a document (--geometry).")
+@click.option("--lobes", "n_lobes", default=4, show_default=True, help="Number of lobes (--geometry).")
 def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path | None,
-            n_features: int, n_top: int, max_rows: int, report_path: Path | None) -> None:
+            n_features: int, n_top: int, max_rows: int, report_path: Path | None,
+            geometry: bool, window: int, n_lobes: int) -> None:
     """Write a self-contained HTML page with each latent's top-activating tokens.
 
     \b
@@ -187,6 +194,12 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
         stats = feature_stats(model, ArraySource(X, "repscope sae inspect"), top_k=n_top)
         ev = evaluate_sae(model, X)
         meta = store.metadata(rows).reset_index(drop=True)
+        geo = None
+        if geometry:
+            from repscope.dictionaries.geometry import feature_geometry
+
+            geo = feature_geometry(model, X, doc_ids=meta["doc_id"].to_numpy(), window=window,
+                                   n_lobes=n_lobes)
     except (StoreError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     info = {"SAE": str(sae_dir), "architecture": cfg["architecture"], "d_in x d_sae":
@@ -209,6 +222,7 @@ def inspect(sae_dir: Path, store_path: Path, layer: str | None, out_file: Path |
     out = feature_page(out_file, stats, meta=meta, evaluation=ev, n_features=n_features,
                        n_top=n_top, info=info, summary=summary, activations=activations,
                        report=None if report_dir is None else report_dir / "report.html",
+                       geometry=geo,
                        title=f"{cfg['architecture']} SAE features of {layer}")
     _print_eval(ev, f"SAE on {layer}, {len(rows):,} rows")
     Console().print(f"Feature page: {out}")

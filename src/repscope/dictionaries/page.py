@@ -122,6 +122,66 @@ def _card(j: int, stats: FeatureStats, meta: Any, n_top: int, window: int,
     return "\n".join(out)
 
 
+def _plot(div: str, data: list[dict[str, Any]], layout: dict[str, Any]) -> str:
+    return (f'<div id="{div}"></div><script>Plotly.newPlot("{div}", {json.dumps(data)}, '
+            f'{json.dumps(layout)});</script>')
+
+
+def _geometry_html(g: Any, max_heatmap: int = 200) -> str:
+    """The "Feature geometry" section: lobes (brain), crystals (atom), spectrum (galaxy)."""
+    lb, sm, cr, sp = g.lobes, g.modularity, g.crystals, g.spectrum
+    cp = g.cooccurrence.params
+    out = ['<h2 id="geometry">Feature geometry</h2>',
+           '<p class="muted">Li, Michaud, Baek, Engels, Sun and Tegmark (2024), "The geometry of '
+           'concepts: sparse autoencoder feature structure". See docs/lm_geometry.md.</p>',
+           "<h3>Lobes: latents that fire in the same windows</h3>",
+           f'<p>{lb.latents.size} most frequent latents, {g.cooccurrence.n_windows:,} windows of '
+           f'{cp["window"]} tokens within documents; affinity {lb.params["kind"]} '
+           f'(negative values {lb.params["negative"]}ped), spectral clustering into {lb.sizes.size} lobes '
+           f'of sizes {lb.sizes.tolist()}. Modularity Q = {lb.modularity:.3f}. Spatial modularity: '
+           f'AMI with decoder-cosine clusters = {sm.ami:.3f} (permutation null {sm.null_mean:.3f} '
+           f'&plusmn; {sm.null_std:.3f}, p = {sm.p_value:.3g}).</p>']
+    keep = np.argsort(-g.cooccurrence.count, kind="stable")[:max_heatmap]
+    keep = keep[np.lexsort((keep, lb.labels[keep]))]  # grouped by lobe
+    names = [f"{int(j)} (lobe {int(lb.labels[i])})" for i, j in zip(keep, lb.latents[keep], strict=True)]
+    out.append(_plot("lobes-heatmap", [{"type": "heatmap", "z": np.round(lb.affinity[np.ix_(keep, keep)], 3).tolist(),
+                                        "x": names, "y": names, "colorscale": "Viridis"}],
+                     {"title": {"text": "Co-occurrence affinity, latents grouped by lobe"}, "height": 520,
+                      "xaxis": {"showticklabels": False}, "yaxis": {"showticklabels": False}}))
+    out.append("<h3>Crystals: parallelograms among decoder directions</h3>")
+    dist = cr.params.get("projection")
+    out.append(f"<p>{cr.n_points} decoder directions (the most frequent latents), {cr.n_pairs:,} pairs; "
+               f"{'distractor directions projected out; ' if dist else ''}tolerance {cr.params['tol']}. "
+               f"{len(cr.crystals)} crystals holding {cr.n_parallelograms} parallelograms.</p>")
+    if cr.crystals:
+        rows = []
+        for c in cr.crystals[:12]:
+            pairs = ", ".join(f"{int(g.crystal_latents[i])}&rarr;{int(g.crystal_latents[j])}" for i, j in c.pairs[:8])
+            more = " ..." if len(c.pairs) > 8 else ""
+            rows.append(f"<tr><td>{len(c.pairs)}</td><td>{c.n_parallelograms}</td><td>{c.spread:.3f}</td>"
+                        f"<td>{pairs}{more}</td></tr>")
+        out.append('<table class="summary"><tr><th>pairs</th><th>parallelograms</th><th>spread</th>'
+                   f'<th>latent pairs (i&rarr;j: W_dec[j] - W_dec[i])</th></tr>{"".join(rows)}</table>')
+    out.append("<h3>Galaxy: spectrum of the decoder point cloud</h3>")
+    act = "" if sp.activation_alpha is None else f", activations {sp.activation_alpha:.3f}"
+    out.append(f"<p>Power-law exponent over ranks {sp.fit_range[0]}-{sp.fit_range[1]}: decoder "
+               f"{sp.alpha:.3f} &plusmn; {sp.alpha_stderr:.3f} (R&sup2; {sp.r2:.3f}); isotropic Gaussian cloud "
+               f"of the same shape {sp.null_alpha:.3f}{act}.</p>")
+    series = [("decoder", sp.eigenvalues), ("isotropic null", sp.null_eigenvalues)]
+    if sp.activation_eigenvalues is not None:
+        series.append(("activations", sp.activation_eigenvalues))
+    data = []
+    for name, ev in series:
+        ev = np.asarray(ev, dtype=float)
+        ev = ev[ev > 0]
+        data.append({"type": "scatter", "mode": "lines", "name": name, "x": list(range(1, ev.size + 1)),
+                     "y": (ev / ev.sum()).tolist()})
+    out.append(_plot("galaxy", data, {"title": {"text": "Covariance eigenvalues (normalised to sum 1)"},
+                                      "xaxis": {"type": "log", "title": {"text": "rank"}},
+                                      "yaxis": {"type": "log", "title": {"text": "eigenvalue"}}, "height": 380}))
+    return "\n".join(out)
+
+
 def feature_page(
     path: str | Path,
     stats: FeatureStats,
@@ -137,6 +197,7 @@ def feature_page(
     summary: dict[str, Any] | None = None,
     report: str | Path | None = None,
     activations: Activations | None = None,
+    geometry: Any = None,
 ) -> Path:
     """Write the page to ``path`` and its sidecar ``path.with_suffix('.json')``. ``meta``: the
     store's row metadata (doc_id, position, token) for token contexts; ``features``: latents to
@@ -146,7 +207,9 @@ def feature_page(
     d_in, d_sae, sae ...; FVU and L0 are added from ``evaluation``); ``report``: the analysis
     ``report.html`` to link back to (relative link); ``activations``: ``rows -> (len(rows),
     d_sae)`` codes of those rows, to shade every token of a context by the latent's activation
-    (without it only the listed row's own activation is shown)."""
+    (without it only the listed row's own activation is shown); ``geometry``: a
+    :class:`~repscope.dictionaries.geometry.FeatureGeometry` shown in a "Feature geometry"
+    section (its headline numbers go into the sidecar)."""
     from repscope._plotly import plotly_js
 
     if features is None:
@@ -177,6 +240,7 @@ def feature_page(
 <style>{_CSS}</style><script type="text/javascript">{plotly_js()}</script></head><body>
 {back}<h1>{html.escape(title)}</h1><table class="summary">{"".join(rows)}</table>
 <div id="density"></div>
+{"" if geometry is None else _geometry_html(geometry)}
 <h2>Latents</h2><p class="muted">Each context is decoded as its tokenizer writes it; a token's
 shade is the latent's activation on it relative to the latent's largest activation
 (<span class="legend-swatch"></span> 0 to max; hover a token for the value); the outlined token
@@ -189,6 +253,8 @@ Promise.all(figs.map(f => Plotly.newPlot(f.id, f.data, f.layout, {{displaylogo: 
 </body></html>"""
     atomic_write_text(path, doc)
     side = {"kind": FEATURE_PAGE_KIND, "title": title, "page": path.name, **(summary or {})}
+    if geometry is not None:
+        side["geometry"] = geometry.summary()
     if evaluation is not None:
         side.update(fvu=float(evaluation.value), l0_mean=float(evaluation.l0_mean),
                     eval_rows=int(evaluation.n_samples))
