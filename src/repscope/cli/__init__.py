@@ -29,6 +29,7 @@ _COMMANDS: dict[str, str] = {
     "sae": "repscope.cli.sae:sae",
     "measures": "repscope.cli.measures:measures",
     "landscape": "repscope.cli.landscape:landscape",
+    "replicate": "repscope.cli.replicate:replicate",
 }
 
 
