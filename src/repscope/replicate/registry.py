@@ -11,6 +11,7 @@ __all__ = ["CLAIMS", "MODULES", "add", "all_claims", "get_claim"]
 #: claim modules, in the order of the listing
 MODULES = (
     "repscope.replicate.similarity_bias",
+    "repscope.replicate.neural_collapse",
 )
 
 CLAIMS: dict[str, Claim] = {}
