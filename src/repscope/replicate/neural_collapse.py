@@ -45,7 +45,10 @@ def _measure(feats: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray) -> 
             "nc4": nc4(feats, labels=y, weights=W, bias=b).value}
 
 
-def _train(p: Mapping[str, Any]) -> dict[str, Any]:
+def _train(p: Mapping[str, Any], extra: Any = None, random_labels: bool = False) -> dict[str, Any]:
+    """Train the MLP; at each recorded epoch measure NC1-NC4 (and ``extra(H, labels, true_labels)``,
+    a dict of further numbers) on the training set's penultimate features. ``random_labels``: the
+    training labels are a seeded permutation (memorisation, the overfitting control)."""
     import torch
     from torch import nn
 
@@ -54,7 +57,10 @@ def _train(p: Mapping[str, Any]) -> dict[str, Any]:
     seed = int(p["seed"])
     split = load_fashion_mnist(n_train=int(p["n_train"]), n_test=int(p["n_test"]), seed=seed)
     Xtr = torch.from_numpy(split.x_train.reshape(len(split.y_train), -1))  # (n, 784)
-    ytr = torch.from_numpy(split.y_train)
+    y_np = split.y_train
+    if random_labels:
+        y_np = np.random.default_rng(seed + 7).permutation(y_np)
+    ytr = torch.from_numpy(y_np)
     Xte = torch.from_numpy(split.x_test.reshape(len(split.y_test), -1))  # (m, 784)
     yte = torch.from_numpy(split.y_test)
     torch.manual_seed(seed)
@@ -82,8 +88,10 @@ def _train(p: Mapping[str, Any]) -> dict[str, Any]:
                 H = body(Xtr)  # (n, width) penultimate features
                 tr = float((head(H).argmax(1) == ytr).float().mean())
                 te = float((head(body(Xte)).argmax(1) == yte).float().mean())
-            m = _measure(H.double().numpy(), split.y_train, head.weight.detach().double().numpy(),
+            m = _measure(H.double().numpy(), y_np, head.weight.detach().double().numpy(),
                          head.bias.detach().double().numpy())
+            if extra is not None:
+                m.update(extra(H.double().numpy(), y_np, split.y_train))
             hist["epoch"].append(epoch)
             hist["train_acc"].append(tr)
             hist["test_acc"].append(te)

@@ -14,6 +14,10 @@ MODULES = (
     "repscope.replicate.neural_collapse",
     "repscope.replicate.lm_depth",
     "repscope.replicate.outliers",
+    "repscope.replicate.landscape_id",
+    "repscope.replicate.genres",
+    "repscope.replicate.dse_training",
+    "repscope.replicate.anisotropy_depth",
 )
 
 CLAIMS: dict[str, Claim] = {}
