@@ -91,8 +91,8 @@ CLAIM = add(Claim(
               "(1,348 / 449 digits, Adam; subspace learning rate 0.1), Fastfood projections, "
               "`seeds`, a geometric d grid from `d_min` to `d_max` and bisection to `precision`."),
     run=run,
-    quick={"seeds": [0], "epochs": 8, "d_min": 8, "d_max": 1024, "growth": 4.0,
-           "precision": 0.5, "max_fraction": 0.05},
+    quick={"seeds": [0], "epochs": 15, "d_min": 16, "d_max": 1024, "growth": 2.0,
+           "precision": 0.15, "max_fraction": 0.05},
     full={"seeds": [0, 1, 2], "epochs": 40, "d_min": 4, "d_max": 4096, "growth": 2.0,
           "precision": 0.05, "max_fraction": 0.05},
     needs=("scikit-learn digits",),
