@@ -66,6 +66,10 @@ def run(p: Mapping[str, Any]) -> Outcome:
             "increases during generalisable learning"),
         Row("DSMI with the class label, network trained on random labels",
             f"{r0:.3f} -> {rT:.3f} bits", "stays stagnant during overfitting"),
+        Row("DSMI with the class label, random-label training: peak on the way",
+            f"{max(rand['dsmi'][first:]):.3f} bits at epoch "
+            f"{rand['epoch'][first + int(np.argmax(rand['dsmi'][first:]))]}",
+            "(the paper's curves are flat; see the analysis)"),
         Row("DSMI with the memorised random labels, same network",
             f"{rand['dsmi_trained'][first]:.3f} -> {rand['dsmi_trained'][-1]:.3f} bits",
             "(not reported; our reading of 'the class label' is the true class)"),
@@ -87,9 +91,17 @@ def run(p: Mapping[str, Any]) -> Outcome:
                line("random labels", xr, rand["train_acc"][1:])), logx=True),
     )
     ok = all(c.passed for c in checks)
+    bump = max(rand["dsmi"][first:]) - r0
     analysis = (
-        ("Reproduced. " if ok else "Not fully reproduced: "
+        ("Reproduced (end points). " if ok else "Not fully reproduced: "
          + "; ".join(c.description for c in checks if not c.passed) + ". ")
+        + (f"The random-label run is not flat on the way: its DSMI with the true class first "
+           f"rises by {bump:.2f} bits (early features follow input similarity, which carries "
+           "class information) and falls back as the network memorises; the verdict's check, "
+           "fixed before the runs, compares end points only. " if bump > tol else "")
+        + f"DSE rises under random labels too ({rand['dse'][first]:.2f} -> {rand['dse'][-1]:.2f} "
+        "bits), so a rising DSE alone does not tell learning from memorisation; DSMI with the "
+        "class label does. "
         + "DSE with the paper's fixed sigma = 10 depends on the scale of the features (not scale "
         "invariant), so a rise can come from features spreading out as well as from more "
         "diffusion modes; the random-label run is the control for what memorisation alone does. "
