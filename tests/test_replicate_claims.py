@@ -61,4 +61,7 @@ def test_language_model_claims_quick():
     assert out.verdict == "FAIL"
     assert [c.passed for c in out.checks] == [False, False, True]
     ani = _run("anisotropy-depth")
-    assert ani.verdict == "FAIL", [c for c in ani.checks]
+    # FAIL: SmolLM2's anisotropy peaks at block 2 (not mid-depth), its token-row ID rises to a
+    # late maximum, and MiniLM is not more isotropic than SmolLM2 on ordinary tokens
+    assert ani.verdict == "FAIL"
+    assert not any(c.passed for c in ani.checks)
