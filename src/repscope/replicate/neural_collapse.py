@@ -111,6 +111,36 @@ def _train(p: Mapping[str, Any], extra: Any = None, random_labels: bool = False)
     return hist
 
 
+def _analysis(h: Mapping[str, Any], p: Mapping[str, Any], checks: tuple[Check, ...]) -> str:
+    """The verdict's explanation from the recorded history (also used to re-render a page)."""
+    acc = np.array(h["train_acc"])
+    zero = np.flatnonzero(acc >= 1.0)
+    tpt = int(h["epoch"][zero[0]]) if zero.size else None
+    ok = all(c.passed for c in checks)
+    text = ("All four signatures appear as in the paper. " if ok else
+            "Not every signature appeared: "
+            + "; ".join(c.description for c in checks if not c.passed) + ". ")
+    if tpt is None:
+        text += "Training never reached zero error, so the run did not enter the terminal phase. "
+    else:
+        fall = h["nc1"][1] / h["nc1"][-1]
+        text += (f"Training error reached 0 at epoch {tpt}, so the terminal phase lasted "
+                 f"{int(p['epochs']) - tpt} of {p['epochs']} epochs (Papyan et al.: roughly 300 "
+                 f"of 350); NC1 fell {fall:.1f}x over the run"
+                 + ("" if fall >= 10 else
+                    f", and from {h['nc1'][1]:.3g} at epoch 1: with "
+                    f"{int(p['n_train']) // int(p['batch_size'])} steps per epoch the first "
+                    "epoch already separates the classes, so the fall measured from it is "
+                    "smaller than the paper's orders of magnitude over a longer terminal phase")
+                 + ". ")
+    return text + (
+        "Differences from the paper: a "
+        f"{p['depth']}-layer MLP (width {p['width']}, batch norm) instead of their conv nets, "
+        f"{p['n_train']:,} training images instead of 60,000 and {p['epochs']} epochs instead of "
+        "350 (the step size drops at 1/3 and 2/3 of training, as theirs); measured on the "
+        "training set like the paper's figures.")
+
+
 def run(p: Mapping[str, Any]) -> Outcome:
     h = _train(p)
     ep = np.array(h["epoch"], dtype=float)
@@ -165,20 +195,7 @@ def run(p: Mapping[str, Any]) -> Outcome:
                line("train error", x, 1 - np.array(cut("train_acc"))),
                line("test error", x, 1 - np.array(cut("test_acc")))), logx=True),
     )
-    ok = all(c.passed for c in checks)
-    head_text = ("All four signatures appear as in the paper. " if ok else
-                 "Not every signature appeared: "
-                 + "; ".join(c.description for c in checks if not c.passed) + ". ")
-    tpt_text = (f"Training error reached 0 at epoch {tpt}; " if tpt is not None else
-                "Training never reached zero error, so the run did not enter the terminal phase; ")
-    analysis = head_text + tpt_text + (
-        "after that the features keep contracting around their class means while the loss is "
-        "driven towards 0 by weight decay and the step-size drops. Differences from the paper: a "
-        f"{p['depth']}-layer MLP (width {p['width']}, batch norm) instead of their conv nets, "
-        f"{p['n_train']:,} training images instead of 60,000 and {p['epochs']} epochs instead of "
-        "350 (the step size drops at 1/3 and 2/3 of training, as theirs); measured on the "
-        "training set like the paper's figures."
-    )
+    analysis = _analysis(h, p, checks)
     return Outcome(checks, rows, panels, analysis, details={"history": h})
 
 
