@@ -77,8 +77,11 @@ def _shape_sweep(p: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run(p: Mapping[str, Any]) -> Outcome:
-    cka = _cka_sweep(p)
-    shp = _shape_sweep(p)
+    return summarize(_cka_sweep(p), _shape_sweep(p), p)
+
+
+def summarize(cka: Mapping[str, Any], shp: Mapping[str, Any], p: Mapping[str, Any]) -> Outcome:
+    """Checks, numbers, figure and analysis from the two sweeps (also re-renders a page)."""
     ratio = np.array(cka["ratio"])
     pl, pl_se = np.array(cka["plugin"]), np.array(cka["plugin_se"])
     db, db_se = np.array(cka["debiased"]), np.array(cka["debiased_se"])
