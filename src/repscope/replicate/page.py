@@ -147,13 +147,16 @@ def read_result(path: str | Path) -> ClaimResult:
         raise ValueError(f"Replication result {str(path)!r} is not a valid result file ({exc}).") from None
 
 
-def write_index(claims: Sequence[Claim], results: Sequence[ClaimResult], out: str | Path) -> Path:
-    """``README.md`` under ``out``: one line per claim with its verdict and runtime."""
+def write_index(claims: Sequence[Claim], results: Sequence[ClaimResult], out: str | Path,
+                note: str = "") -> Path:
+    """``README.md`` under ``out``: one line per claim with its verdict and runtime; ``note``
+    (the machine, say) goes under the title."""
     by_name = {r.claim: r for r in results}
     lines = ["# Replications", "",
              "Each page: the paper's statement, our protocol, the numbers beside the paper's, "
              "the checks, the figure, the analysis and the command to rerun. "
              "A FAIL is a finding, reported with its analysis.", "",
+             *([note, ""] if note else []),
              "| claim | paper | verdict | mode | runtime |", "|---|---|---|---|---|"]
     for c in claims:
         r = by_name.get(c.name)
