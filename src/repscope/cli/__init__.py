@@ -31,6 +31,7 @@ _COMMANDS: dict[str, str] = {
     "compression-table": "repscope.cli.retrieval:compression_table",
     "lm-geometry": "repscope.cli.lm:lm_geometry",
     "landscape": "repscope.cli.landscape:landscape",
+    "replicate": "repscope.cli.replicate:replicate",
 }
 
 
