@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from repscope._validate import check_choice, check_int
+from repscope.neighbors import prepare
 from repscope.neighbors.blocks import _EXTRA_CANDIDATES, DEFAULT_MEMORY_BUDGET, _smallest
 
 _WINDOW = 3  # query blocks in flight (as in distributed.py)
@@ -144,8 +145,6 @@ def estimate_knn_cost(n: int, d: int, k: int, workers: int = 1, *,
     check_choice(metric, "metric", fn, ("euclidean", "cosine"))
     profile = profile or default_profile()
     remote = workers > 1 if remote is None else remote
-    from repscope.neighbors.distributed import shard_ranges
-
     shards = [hi - lo for lo, hi in shard_ranges(n, workers)]
     W = len(shards)
     m_max = max(shards)
@@ -325,3 +324,12 @@ def _size(b: float) -> str:
             return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
         b /= 1024
     return f"{b:.1f} TB"
+
+
+def shard_ranges(n: int, workers: int) -> list[tuple[int, int]]:
+    """Row ranges of the shards: whole blocks of ``MOMENT_BLOCK`` rows split as evenly as
+    possible over ``workers`` (fewer shards when there are fewer blocks)."""
+    block = prepare.MOMENT_BLOCK  # read at call time (tests shrink it)
+    n_blocks = -(-n // block)
+    per = -(-n_blocks // workers)  # blocks per shard
+    return [(lo, min(n, lo + per * block)) for lo in range(0, n, per * block)]

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 from repscope._validate import as_numpy, check_array, check_choice, check_float, check_int
-from repscope.neighbors import prepare
 from repscope.neighbors.blocks import DEFAULT_MEMORY_BUDGET
+from repscope.neighbors.cost import shard_ranges
 from repscope.neighbors.duplicates import (
     POLICIES,
     DuplicateReport,
@@ -176,15 +176,6 @@ def run_knn_distributed(
     run.seconds["total"] = time.perf_counter() - t0
     return DistributedRun(nb, len(specs), run.seconds, run.bytes_moved, run.bytes_read,
                           run.blocks, run.passes)
-
-
-def shard_ranges(n: int, workers: int) -> list[tuple[int, int]]:
-    """Row ranges of the shards: whole blocks of ``MOMENT_BLOCK`` rows split as evenly as
-    possible over ``workers`` (fewer shards when there are fewer blocks)."""
-    block = prepare.MOMENT_BLOCK
-    n_blocks = -(-n // block)
-    per = -(-n_blocks // workers)  # blocks per shard
-    return [(lo, min(n, lo + per * block)) for lo in range(0, n, per * block)]
 
 
 def _sources(data: Any, layer: str | None, workers: int, fn: str):
