@@ -128,7 +128,7 @@ class AnalyzeConfig:
     address: str | None = field(default=None, metadata=_help(
         "Ray cluster address ('auto', 'ray://host:10001'); None starts a local Ray."))
     ray_bind: Literal["loopback", "network"] = field(default="loopback", metadata=_help(
-        "Where a Ray that repscope starts listens: loopback (this machine only) or network "
+        "Where a Ray that we start listens: loopback (this machine only) or network "
         "(Ray's default, reachable from other machines)."))
     retries: int = field(default=1, metadata=_help("Retries of a failing task."))
     task_timeout: float | None = field(default=None, metadata=_help(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import time
 import traceback
 import uuid
@@ -52,6 +51,7 @@ from repscope.analysis.plan import (
     check_config,
     make_plan,
 )
+from repscope.analysis.provenance import provenance
 from repscope.analysis.sweep import Source, checkpoint_sources, sweep_summary
 from repscope.results import Estimate
 
@@ -386,46 +386,6 @@ def _open_or_capture(cfg: AnalyzeConfig, progress: bool) -> tuple[Any, Path]:
     path = Path(cfg.out) / "store"
     ccfg = capture_config(cfg, out=path, layers=tuple(cfg.layers))
     return run_capture(ccfg, progress=progress), path
-
-
-def provenance(plan: Plan, store: Any) -> dict[str, Any]:
-    """Model, data, hashes, versions and machine, for the runs table and the report."""
-    import os
-
-    versions = {}
-    for mod in ("repscope", "torch", "numpy", "scipy", "transformers", "duckdb", "plotly"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:
-            versions[mod] = None
-    machine = {"platform": platform.platform(), "python": platform.python_version(),
-               "processor": _cpu_name(), "cpu_count": os.cpu_count()}
-    try:
-        import torch
-
-        machine["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            machine["gpu"] = torch.cuda.get_device_name(0)
-    except Exception:
-        pass
-    return {"source": dict(plan.source), "manifest": _plain(store.manifest),
-            "versions": versions, "machine": machine}
-
-
-def _plain(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj, default=str))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _run_fields(plan: Plan, run_id: str, measures: Mapping[str, MeasureRequest]) -> Callable:

@@ -23,7 +23,13 @@ import click
 def lm_geometry(store_path: Path, out_dir: Path, layers: tuple[str, ...], estimator: str, k_overlap: int,
                 min_tokens: int, n_boot: int, seed: int) -> None:
     """Per-prompt token-cloud geometry, ID vs surprisal per layer, and attention-output
-    subspaces next to the residual stream (docs/lm_geometry.md)."""
+    subspaces next to the residual stream (docs/lm_geometry.md).
+
+    \b
+    Examples:
+      repscope capture --model smollm2 --predictions next_token --out runs/smol
+      repscope lm-geometry runs/smol/store --out runs/smol/lm
+    """
     from rich.console import Console
 
     from repscope._io import atomic_write_text

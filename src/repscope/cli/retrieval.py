@@ -27,6 +27,11 @@ def compression_table(source: Path, layer: str | None, max_rows: int | None, k: 
     """Recall@k vs dimensions kept (PCA) x quantiser, with bytes per vector.
 
     SOURCE is a .npy file of shape (n, d) or a capture store directory (with --layer).
+
+    \b
+    Examples:
+      repscope compression-table repscope-out/store --layer encoder.layer.5
+      repscope compression-table embeddings.npy -k 10 --dims all,64 --json table.json
     """
     import numpy as np
     from rich.console import Console
