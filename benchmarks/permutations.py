@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -75,48 +75,54 @@ def numpy_cka(X: np.ndarray, Y: np.ndarray) -> float:
 def bench_throughput(n_perm: int, sizes) -> list[dict]:
     import warnings
 
+    warnings.simplefilter("ignore")
+    rows = []
+    for n, d in sizes:
+        rows += _size_rows(n, d, n_perm)
+    return rows
+
+
+def _size_rows(n: int, d: int, n_perm: int) -> list[dict]:
     import torch
 
     from repscope import inference, registry
 
-    warnings.simplefilter("ignore")
     rows = []
-    for n, d in sizes:
-        X, Y = data(n, d)
-        perms = [np.random.default_rng(1).permutation(n) for _ in range(n_perm)]
-        Xc = torch.from_numpy(X - X.mean(0))
-        Yc = torch.from_numpy(Y - Y.mean(0))
-        _, t_product = timed(lambda: Xc.T @ Yc, repeat=5)
+    X, Y = data(n, d)
+    perms = [np.random.default_rng(1).permutation(n) for _ in range(n_perm)]
+    Xc = torch.from_numpy(X - X.mean(0))
+    Yc = torch.from_numpy(Y - Y.mean(0))
+    _, t_product = timed(lambda: Xc.T @ Yc, repeat=5)
 
-        def floor() -> None:
-            for p in perms:
-                torch.sum((Xc.T @ Yc[torch.from_numpy(p)]) ** 2)
+    def floor() -> None:
+        for p in perms:
+            torch.sum((Xc.T @ Yc[torch.from_numpy(p)]) ** 2)
 
-        _, t_floor = timed(floor, repeat=2)
+    _, t_floor = timed(floor, repeat=2)
 
-        def user_loop() -> None:
-            for p in perms:
-                numpy_cka(X, Y[p])
+    def user_loop() -> None:
+        for p in perms:
+            numpy_cka(X, Y[p])
 
-        _, t_user = timed(user_loop)
-        for name in MEASURES:
-            spec = registry.get(name)
-            _, t_plain = timed(spec.fn, X, Y, repeat=2)
-            res, t_test = timed(inference.permutation_test, name, X, Y, n_perm=n_perm, seed=0,
-                                repeat=2)
-            rows.append({
-                "section": "throughput", "n": n, "d": d, "n_perm": n_perm, "measure": name,
-                "batched_null": spec.prepared is not None and spec.prepared.null is not None,
-                "one_product_s": t_product, "products_floor_s": t_floor,
-                "numpy_loop_s": t_user if name == "cka_linear" else None,
-                "plain_s": t_plain, "test_s": t_test,
-                "permutations_per_s": n_perm / t_test,
-                "per_draw_over_one_product": t_test / n_perm / t_product,
-                "test_over_floor": t_test / t_floor,
-                "numpy_loop_over_test": t_user / t_test if name == "cka_linear" else None,
-                "p_value": res.p_value, "value": res.value,
-            })
-            print(json.dumps(rows[-1]), flush=True)
+    _, t_user = timed(user_loop)
+    for name in MEASURES:
+        spec = registry.get(name)
+        _, t_plain = timed(spec.fn, X, Y, repeat=2)
+        res, t_test = timed(inference.permutation_test, name, X, Y, n_perm=n_perm, seed=0,
+                            repeat=2)
+        rows.append({
+            "section": "throughput", "n": n, "d": d, "n_perm": n_perm, "measure": name,
+            "batched_null": spec.prepared is not None and spec.prepared.null is not None,
+            "one_product_s": t_product, "products_floor_s": t_floor,
+            "numpy_loop_s": t_user if name == "cka_linear" else None,
+            "plain_s": t_plain, "test_s": t_test,
+            "permutations_per_s": n_perm / t_test,
+            "per_draw_over_one_product": t_test / n_perm / t_product,
+            "test_over_floor": t_test / t_floor,
+            "numpy_loop_over_test": t_user / t_test if name == "cka_linear" else None,
+            "p_value": res.p_value, "value": res.value,
+        })
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -169,14 +175,14 @@ def _fmt(x) -> str:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    out = [f"# Permutation tests: throughput and the README's `--permutations 200` line\n",
+    out = ["# Permutation tests: throughput and the README's `--permutations 200` line\n",
            f"`{meta['command']}` on {meta['date']}, {meta['machine']}, load average at start "
            f"{meta['load']}, torch {meta['torch']}, {meta['threads']} thread(s).\n"]
     thr = [r for r in rows if r["section"] == "throughput"]
     if thr:
         out += ["## Throughput (synthetic: decaying-spectrum Gaussian X, Y a noisy rotation of X, "
                 "seed 0)\n",
-                "| n x d | measure | batched null | 1 product s | 200 products s | test s "
+                "| n x d | measure | prepared null | 1 product s | 200 products s | test s "
                 "| permutations / s | per draw / 1 product | test / 200 products "
                 "| NumPy loop s | NumPy loop / test |",
                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -212,7 +218,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     sections = set(a.sections.split(","))
     meta = {"command": "python benchmarks/permutations.py " + " ".join(sys.argv[1:]),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
             "torch": torch.__version__, "threads": a.threads}
