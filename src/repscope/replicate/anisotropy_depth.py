@@ -69,8 +69,8 @@ def run(p: Mapping[str, Any]) -> Outcome:
               "first and last block", i_ok, i_txt),
         Check("the encoder is more isotropic: median top-eigenvalue share over MiniLM's blocks "
               "< median over SmolLM2's blocks", enc_lower,
-              f"MiniLM {np.median(enc['top_share'][1:]):.3f} vs SmolLM2 "
-              f"{np.median(dec['top_share'][1:-1]):.3f}"),
+              f"MiniLM {np.median(enc['top_share'][1:]):.4f} vs SmolLM2 "
+              f"{np.median(dec['top_share'][1:-1]):.4f}"),
     )
     rows = (
         Row("SmolLM2 anisotropy (top share) by layer, min / max",
