@@ -326,7 +326,7 @@ CLAIM = add(Claim(
     quick={"seeds": [0], "p": 43, "train_fraction": 0.5, "lr": 3e-3, "weight_decay": 1.0,
            "steps": 2000, "eval_every": 20, "tail": 0.5, "k": 64, "k_mle": 20, "d_model": 128,
            "n_heads": 4, "d_mlp": 512},
-    full={"seeds": [0, 1, 2], "p": 97, "train_fraction": 0.3, "lr": 3e-3, "weight_decay": 1.0,
-          "steps": 6000, "eval_every": 50, "tail": 0.5, "k": 128, "k_mle": 20, "d_model": 128,
+    full={"seeds": [0, 1, 2], "p": 67, "train_fraction": 0.4, "lr": 3e-3, "weight_decay": 1.0,
+          "steps": 8000, "eval_every": 40, "tail": 0.5, "k": 128, "k_mle": 20, "d_model": 128,
           "n_heads": 4, "d_mlp": 512},
 ))
