@@ -159,6 +159,7 @@ def analyse(rec: Mapping[str, list[float]]) -> dict[str, Any]:
                twonn_peak=float(rec["twonn"][ip]), twonn_gen=float(rec["twonn"][ig]),
                test_lid_peak=float(rec["lid_test"][ip]), test_lid_gen=float(rec["lid_test"][ig]),
                lid_init=float(lid[0]),
+               lid_min_mem=float(lid[s <= lo].min()),
                t_onset_lid=_first(s[after], lid[after] <= (1 - REL_DROP) * lid[ip]),
                t_onset_acc=_first(s, np.asarray(rec["novel_acc"]) >= ONSET))
     return out
@@ -205,14 +206,18 @@ def outcome(p: Mapping[str, Any], recs: Mapping[int, Mapping[str, list[float]]])
     half; a stored result's ``details["records"]`` can be re-analysed without retraining)."""
     seeds = list(recs)
     an = {sd: analyse(recs[sd]) for sd in seeds}
+    for sd in seeds:  # the same timing read off the reference estimators
+        for key in ("mle", "twonn", "lid_test"):
+            alt = analyse({**recs[sd], "lid": recs[sd][key], "lid_se": [0.0] * len(recs[sd][key])})
+            an[sd][f"t_half_{key}"] = alt.get("t_half")
     checks = _checks(an)
 
     def across(key: str, digits: int = 3) -> str:
         vals = [a.get(key) for a in an.values()]
-        return " / ".join("n/a" if v is None else (f"{v:.{digits}g}" if isinstance(v, float)
+        return ", ".join("n/a" if v is None else (f"{v:.{digits}g}" if isinstance(v, float)
                                                     else str(v)) for v in vals)
 
-    tag = f"seeds {' / '.join(map(str, seeds))}"
+    tag = f"per seed: {', '.join(map(str, seeds))}; every cell lists the seeds in this order"
     k, k_mle = int(p["k"]), int(p["k_mle"])
     rows = (
         Row(f"steps to memorise / to generalise ({tag})",
@@ -231,6 +236,9 @@ def outcome(p: Mapping[str, Any], recs: Mapping[int, Mapping[str, list[float]]])
         Row("step of the LID peak / 10 % below the peak / half its eventual drop",
             f"{across('t_peak')} / {across('t_onset_lid')} / {across('t_half')}",
             "drop precedes the accuracy jump"),
+        Row("step of half the eventual drop, same rule: local MLE / global TwoNN / LID of the "
+            "novel held-out inputs", f"{across('t_half_mle')} / {across('t_half_twonn')} / "
+            f"{across('t_half_lid_test')}", ""),
         Row("LID, novel held-out inputs: at the LID peak step / t_gen",
             f"{across('test_lid_peak')} / {across('test_lid_gen')}", ""),
         Row(f"mean local MLE (k = {k_mle}), train inputs: at LID peak / t_gen",
@@ -257,11 +265,22 @@ def outcome(p: Mapping[str, Any], recs: Mapping[int, Mapping[str, list[float]]])
     ref = tuple(ln for sd in seeds for ln in (
         line(f"local MLE k={k_mle}, seed {sd}", x(sd), recs[sd]["mle"][1:], style="-"),
         line(f"global TwoNN, seed {sd}", x(sd), recs[sd]["twonn"][1:], style="--")))
+    zoom: tuple = ()
+    for sd in seeds:
+        a, xs = an[sd], np.asarray(recs[sd]["step"])
+        keep = xs >= (a["t_mem"] or 0)
+        if "peak" in a and keep.any():
+            zoom += (line(f"LID / peak, seed {sd}", xs[keep],
+                          np.asarray(recs[sd]["lid"])[keep] / a["peak"], style="-"),
+                     line(f"novel accuracy, seed {sd}", xs[keep],
+                          np.asarray(recs[sd]["novel_acc"])[keep], style="--"))
     panels = (
         Panel("accuracy (chance 1/p)", "step", "accuracy", acc, logx=True),
         Panel(f"LID: mean local TwoNN, k = {k} (band: +-2 SE)", "step", "dimension", lid,
               logx=True),
         Panel("reference estimators, train inputs", "step", "dimension", ref, logx=True),
+        Panel("around the jump: LID / its peak (solid), novel-pair accuracy (dashed)",
+              "step (linear, from t_mem)", "fraction", zoom),
     )
     return Outcome(checks, rows, panels, _analysis(checks, an, p),
                    details={"records": {str(sd): recs[sd] for sd in seeds},
@@ -274,7 +293,7 @@ def _analysis(checks: tuple[Check, ...], an: Mapping[int, Mapping[str, Any]],
     failed = [c.description.split(" in every seed")[0] for c in checks if not c.passed]
     head = ("Reproduced: the network memorises the train pairs early, generalises to novel pairs "
             "much later, and the mean local dimension of the train inputs' representations "
-            "falls, and falls first. " if ok else "Not reproduced (" + "; ".join(failed) + "). ")
+            "falls, and falls first. " if ok else "Not reproduced (failed: " + "; ".join(failed) + "). ")
     timing = "; ".join(
         f"seed {sd}: LID peak at step {a.get('t_peak')}, 10 % below it at {a.get('t_onset_lid')}, "
         f"half its drop at {a.get('t_half')}; novel accuracy 0.1 at {a.get('t_onset_acc')}, 0.5 "
@@ -282,18 +301,49 @@ def _analysis(checks: tuple[Check, ...], an: Mapping[int, Mapping[str, Any]],
     together = [sd for sd, a in an.items() if a.get("t_half") is not None
                 and a.get("t_jump") is not None and a["t_half"] >= a["t_jump"]]
     finding = (f"In seed(s) {', '.join(map(str, together))} the fall of LID accompanies the rise "
-               "of test accuracy rather than leading it: both happen over the same checkpoints, "
-               "so at our checkpoint spacing LID does not forecast the jump. " if together else "")
+               "of novel-pair accuracy rather than leading it: half the fall is reached at or "
+               "after the checkpoint where accuracy crosses 0.5, so at our checkpoint spacing "
+               "LID does not forecast the jump. " if together else "")
+    late = [sd for sd, a in an.items() if a.get("t_onset_lid") is not None
+            and a.get("t_onset_acc") is not None and a["t_onset_lid"] >= a["t_onset_acc"]]
+    if late:
+        finding += (f"Even the onset of the fall (10 % below the peak) comes at or after the first "
+                    f"visible rise of novel-pair accuracy ({ONSET}) in seed(s) "
+                    f"{', '.join(map(str, late))}. ")
+    refs = {"local MLE": "t_half_mle", "global TwoNN": "t_half_twonn",
+            "LID of the novel held-out inputs": "t_half_lid_test"}
+    lag = [name for name, key in refs.items() if all(
+        a.get(key) is not None and a.get("t_jump") is not None and a[key] >= a["t_jump"]
+        for a in an.values())]
+    lead = [name for name, key in refs.items() if all(
+        a.get(key) is not None and a.get("t_jump") is not None and a[key] < a["t_jump"]
+        for a in an.values())]
+    if lag:
+        finding += ("The reference estimators read the same: " + ", ".join(lag) + " reach half "
+                    "their eventual drop at or after the 0.5 crossing in every seed. ")
+    if lead:
+        finding += ("These reach half their drop before the 0.5 crossing in every seed: "
+                    + ", ".join(lead) + ". ")
+    dips = [(sd, a) for sd, a in an.items() if a.get("lid_min_mem") is not None]
+    if dips:
+        finding += ("Before the fall, LID moves the other way: it drops while the network "
+                    "memorises (" + "; ".join(
+                        f"seed {sd}: {a['lid_init']:.3g} at init -> {a['lid_min_mem']:.3g}"
+                        for sd, a in dips) + ") and climbs back to its peak during the plateau "
+                    "of chance test accuracy. ")
     return (head + finding + "Timing: " + timing + ". "
             + "Twins: the ordered split of Power et al. leaves the twin [b, a] of about "
-            f"{p['train_fraction']:.0%} of the held-out pairs in the train set; memorising it "
-            "with the near-symmetry of the block answers those pairs, so accuracy on all "
-            "held-out pairs sits near the train fraction from memorisation on (reported as "
-            "'all held-out'), and the twins' representations are near-duplicates, so a TwoNN "
-            "over all inputs reads below 1 (each point's nearest neighbour is its twin). "
-            "Generalisation is therefore measured on novel pairs (twin held out too) and LID on "
-            "one input per unordered pair; both choices were made after a first quick run showed "
-            "these effects, and the checks' thresholds were not changed. "
+            f"{p['train_fraction']:.0%} of the held-out pairs in the train set, and a network "
+            "that has only memorised can answer those through the near-symmetry of its block: "
+            "accuracy at t_mem is " + "; ".join(
+                f"{a.get('test_acc_at_t_mem', float('nan')):.2f} on all held-out pairs vs "
+                f"{a.get('novel_acc_at_t_mem', float('nan')):.2f} on novel ones (seed {sd})"
+                for sd, a in an.items()) + ". In the first quick run (all inputs kept) the "
+            "twins' representations were near-duplicates and the local TwoNN read 0.6-2.4, each "
+            "point's nearest neighbour being its twin. Generalisation is therefore measured on "
+            "novel pairs (held out with their twin) and LID on one input per unordered pair; "
+            "both choices were made after that first quick run, and the checks' thresholds "
+            "were not changed. "
             "The half-drop step depends on how long training runs after grokking (the eventual "
             f"minimum; we stop at {1 + float(p['tail']):g} x t_gen), so the onset (10 % below "
             "the peak) is reported beside it. "
@@ -315,7 +365,7 @@ CLAIM = add(Claim(
               "Zibrowius, Gasic, 'Less is more: local intrinsic dimensions of contextual language "
               "models', NeurIPS 2025 (arXiv:2506.01034); Doshi, Das, He, Gromov, 'To grok or not "
               "to grok: disentangling generalization and memorization on corrupted algorithmic "
-              "datasets', ICLR 2024; set-up of Power et al. 2022 and Nanda et al. ICLR 2023"),
+              "datasets', ICLR 2024 (arXiv:2310.13061); set-up of Power et al. 2022 and Nanda et al. ICLR 2023"),
     statement=("Ruppik et al., abstract: 'the mean of the local dimensions predicts when the "
                "model's training capabilities are exhausted, ... overfitting, ... and grokking, "
                "as illustrated with an arithmetic task. Furthermore, our experiments suggest a "
