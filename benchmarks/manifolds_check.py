@@ -54,6 +54,7 @@ PAIRS = {
     "M11_moebius": ("M11_Moebius", ""),
     "M12_gaussian": ("M12_Norm", "repscope rotates the (isotropic) Gaussian: same distribution"),
     "M13_curve": ("M13b_Spiral", "skdim: helix (100 cos t, 100 sin t, t), zero-padded; Hein: curve 13"),
+    "M13a_s_curve": ("M13a_Scurve", ""),
     "Mn1_nonlinear": ("Mn1_Nonlinear", "skdim: tan / arctan map; repscope: Rozza et al. 2012 map"),
     "Mn2_nonlinear": ("Mn2_Nonlinear", "as Mn1"),
     "Mbeta": ("Mbeta", ""),

@@ -53,9 +53,8 @@ def test_max_docs_reads_the_same_in_both_commands_and_all_means_every_document()
     from repscope.analysis.plan import AnalyzeConfig
     from repscope.capture.run import CaptureConfig
 
-    # capture keeps every document (its store feeds `sae train`); analyze's first run is quick;
-    # each help says both, and both take 'all'
-    assert CaptureConfig().max_docs is None and AnalyzeConfig().max_docs == 40
+    # one default (a quick first run) in both commands; each help says so, and both take 'all'
+    assert CaptureConfig().max_docs == AnalyzeConfig().max_docs == 40
     for cmd in ("capture", "analyze"):
         text = " ".join(CliRunner().invoke(app, [cmd, "--help"]).output.split())
         assert "--max-docs INT|ALL" in text and "'repscope" in text.split("--max-docs INT|ALL")[1][:400]

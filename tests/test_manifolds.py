@@ -19,7 +19,8 @@ SIZES = {"M1_sphere": (10, 11), "M2_affine": (3, 5), "M3_nonlinear": (4, 6),
          "M6_nonlinear": (6, 36), "M7_swiss_roll": (2, 3), "M8_nonlinear": (12, 72),
          "M9_affine": (20, 20), "M10a_hypercube": (10, 11), "M10b_hypercube": (17, 18),
          "M10c_hypercube": (24, 25), "M10d_hypercube": (70, 71), "M11_moebius": (2, 3),
-         "M12_gaussian": (20, 20), "M13_curve": (1, 13), "Mn1_nonlinear": (18, 72),
+         "M12_gaussian": (20, 20), "M13_curve": (1, 13), "M13a_s_curve": (2, 3),
+         "Mn1_nonlinear": (18, 72),
          "Mn2_nonlinear": (24, 96), "Mbeta": (10, 40), "Mp1_paraboloid": (3, 12),
          "Mp2_paraboloid": (6, 21), "Mp3_paraboloid": (9, 30)}
 
@@ -134,6 +135,10 @@ def test_curves_and_surfaces_identities(suite):
     phi = 2 * math.pi * X[:, 0]
     j = np.arange(1, 13)
     np.testing.assert_allclose((j + 1) * X[:, 1:] - j * X[:, :-1], np.sin(phi[:, None] * j), atol=1e-12)
+    # M13a S-curve: two unit half circles, x_0 = sin t, x_2 = sign(t) (cos t - 1), |t| <= 3 pi / 2
+    X = suite["M13a_s_curve"].X
+    np.testing.assert_allclose(X[:, 0] ** 2 + (np.abs(X[:, 2]) - 1) ** 2, 1, atol=1e-12)
+    assert np.all((X[:, 1] >= 0) & (X[:, 1] < 2)) and np.abs(X[:, 2]).max() <= 2
 
 
 def test_campadelli_identities(suite):
@@ -177,7 +182,7 @@ def test_bad_sizes():
 #: "concentrated, mistakable with a 3-D one" (Hein and Audibert) and reads lower
 RECOVER = {"M2_affine": 0.08, "M3_nonlinear": 0.1, "M4_nonlinear": 0.08, "M5a_helix_1d": 0.05,
            "M5b_helix_2d": 0.05, "M7_swiss_roll": 0.08, "M11_moebius": 0.05, "M13_curve": 0.05,
-           "Mp1_paraboloid": 0.08}
+           "M13a_s_curve": 0.08, "Mp1_paraboloid": 0.08}
 
 
 @pytest.fixture(scope="module")

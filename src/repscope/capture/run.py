@@ -52,9 +52,9 @@ class CaptureConfig:
     exclude_special_tokens: bool = field(default=False, metadata={
         "help": "Leave the tokenizer's special tokens ([CLS], [SEP], <s>, ...) out of the rows "
                 "and the pooling (by default mean pooling includes them)."})
-    max_docs: int | None = field(default=None, metadata={
+    max_docs: int | None = field(default=40, metadata={
         "help": "Capture a seeded random subset of this many documents (kept in corpus order); "
-                "None: every document."})
+                "None: every document. The default (40, a quick first run) is analyze's."})
     shard_rows: int = field(default=8192, metadata={"help": "Rows per shard file."})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda."})
     seed: int = field(default=0, metadata={"help": "Seed of the max_docs document subset."})

@@ -116,7 +116,7 @@ class _MaxRows(click.ParamType):
 
 MAX_DOCS_HELP = ("Documents to capture from the corpus, a seeded subset kept in corpus order; "
                  "'all' captures every document (in a config file: max_docs: all, or null). "
-                 "[default: 40, a quick first run; 'repscope capture' captures all]")
+                 "[default: 40, a quick first run, as in 'repscope capture'; 'all' for real work]")
 
 ALL_ROWS = "all"
 "What ``--max-rows all`` parses to; the config then gets ``max_rows=None``."

@@ -25,7 +25,8 @@ def _size(n: float) -> str:
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @int_or_all("max_docs", 1, "Documents to capture from the corpus, a seeded subset kept in corpus "
                           "order; 'all' captures every document (in a config file: max_docs: "
-                          "all, or null). [default: all; 'repscope analyze' takes 40]")
+                          "all, or null). [default: 40, a quick first run, as in 'repscope "
+                          "analyze'; 'all' for real work]")
 @cli_options(CaptureConfig)
 def capture(cfg: CaptureConfig, progress: bool) -> None:
     """Capture activations of a model over a corpus into an ActivationStore.
@@ -35,8 +36,8 @@ def capture(cfg: CaptureConfig, progress: bool) -> None:
 
     \b
     Examples:
-      repscope capture                                  # MiniLM, pydoc, all layers, token rows
-      repscope capture --pooling mean --max-docs 200 --out runs/mean
+      repscope capture                                  # MiniLM, 40 pydoc topics, token rows
+      repscope capture --pooling mean --max-docs all --out runs/mean
       repscope capture --model smollm2 --layers 'model.layers.*' --exclude-positions 0 \\
                        --out runs/smol
       repscope capture --model path/to/model.gguf --corpus texts.jsonl --out runs/mine

@@ -42,6 +42,7 @@ __all__ = [
     "nonlinear",
     "paraboloid",
     "rozza",
+    "s_curve",
     "sphere",
     "swiss_roll",
 ]
@@ -256,6 +257,21 @@ def swiss_roll(n: int, *, variant: str = "hein", ambient: int | None = None, noi
                    np.column_stack([t, h]))
 
 
+def s_curve(n: int, *, ambient: int | None = None, noise: float = 0.0,
+            seed: int = 0) -> ManifoldSample:
+    """The 2-dim S-curve in ``R^3`` (scikit-dimension's M13a, after scikit-learn's
+    ``make_s_curve``): ``t = 3 pi (u - 1/2)`` with ``u ~ U[0, 1)``, ``h ~ U[0, 2)``,
+    ``x = (sin t, h, sign(t) (cos t - 1))``: two half circles joined at the origin, so the
+    surface is flat (a bent rectangle, zero Gaussian curvature) and its ID is 2."""
+    fn = "s_curve"
+    n = _n(n, fn)
+    rng = np.random.default_rng(seed)
+    t = 3 * math.pi * (rng.random(n) - 0.5)
+    h = 2.0 * rng.random(n)
+    Z = np.column_stack([np.sin(t), h, np.sign(t) * (np.cos(t) - 1.0)])
+    return _finish(Z, 2, "s_curve", ambient, noise, rng, fn, np.column_stack([t, h]))
+
+
 def moebius(n: int, *, twists: int = 10, ambient: int | None = None, noise: float = 0.0,
             seed: int = 0) -> ManifoldSample:
     """Moebius band twisted ``twists`` times (M11: ``twists = 10``, Hein and Audibert):
@@ -364,7 +380,8 @@ def nonlinear(n: int, d: int, ambient: int, *, curvature: float = 1.0, noise: fl
 
 
 #: name -> generator(n, seed, noise): Hein and Audibert (2005) M1-M13 with their generator's
-#: sizes, and Campadelli et al. (2015) Mn1, Mn2, Mbeta, Mp1-Mp3
+#: sizes, the S-curve scikit-dimension adds as M13a (its M13b is ``M13_curve``), and
+#: Campadelli et al. (2015) Mn1, Mn2, Mbeta, Mp1-Mp3: the 24 manifolds of the benchmark
 SUITE: dict[str, Callable[[int, int, float], ManifoldSample]] = {
     "M1_sphere": lambda n, s, e: sphere(n, 10, noise=e, seed=s),
     "M2_affine": lambda n, s, e: affine_3to5(n, noise=e, seed=s),
@@ -383,6 +400,7 @@ SUITE: dict[str, Callable[[int, int, float], ManifoldSample]] = {
     "M11_moebius": lambda n, s, e: moebius(n, noise=e, seed=s),
     "M12_gaussian": lambda n, s, e: gaussian_subspace(n, 20, 20, noise=e, seed=s),
     "M13_curve": lambda n, s, e: curve(n, 13, noise=e, seed=s),
+    "M13a_s_curve": lambda n, s, e: s_curve(n, noise=e, seed=s),
     "Mn1_nonlinear": lambda n, s, e: rozza(n, 18, noise=e, seed=s),
     "Mn2_nonlinear": lambda n, s, e: rozza(n, 24, noise=e, seed=s),
     "Mbeta": lambda n, s, e: rozza(n, 10, density="beta", noise=e, seed=s),

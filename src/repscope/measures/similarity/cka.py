@@ -108,12 +108,21 @@ def _null_chunk(n: int, d: int, itemsize: int) -> int:
 def _permuted_cross(A: torch.Tensor, B: torch.Tensor, perms: np.ndarray) -> torch.Tensor:
     """(n_perm,) float64 ``||A^T B[p]||_F^2`` of every row ``p`` of ``perms`` (n_perm, n).
 
-    The rows of B are gathered for a chunk of draws at once and multiplied by ``A^T`` in one
-    batched product ``(b, d_a, d_b)``, in A's dtype (float64, or float32 for ``"mixed"``)."""
+    On an accelerator the rows of B are gathered for a chunk of draws at once and multiplied
+    by ``A^T`` in one batched product ``(b, d_a, d_b)``, so many small products fill the
+    device. On a CPU one product per draw is faster (measured in benchmarks/permutations.md:
+    the batched product broadcasts ``A^T`` and gathers ``b`` copies of B through memory, 1.4-2x
+    the time of the bare products; a draw at a time stays within ~1.2x). Products run in A's
+    dtype (float64, or float32 for ``"mixed"``); the sums of squares in float64."""
     P = torch.as_tensor(np.asarray(perms), device=B.device)  # (n_perm, n)
     out = torch.empty(P.shape[0], dtype=torch.float64, device=B.device)
-    step = _null_chunk(B.shape[0], B.shape[1], B.element_size())
     At = A.T.unsqueeze(0)  # (1, d_a, n)
+    if B.device.type == "cpu":
+        for k in range(P.shape[0]):
+            M = At[0] @ B[P[k]]  # (d_a, d_b)
+            out[k] = torch.sum(M.to(torch.float64) ** 2)
+        return out
+    step = _null_chunk(B.shape[0], B.shape[1], B.element_size())
     for lo in range(0, P.shape[0], step):
         M = torch.matmul(At, B[P[lo:lo + step]])  # (b, d_a, d_b)
         out[lo:lo + step] = torch.sum(M.to(torch.float64) ** 2, dim=(1, 2))
@@ -122,7 +131,8 @@ def _permuted_cross(A: torch.Tensor, B: torch.Tensor, perms: np.ndarray) -> torc
 
 def _linear_null(sx: PreparedSide, sy: PreparedSide, perms: np.ndarray,
                  params: Mapping[str, Any]) -> np.ndarray:
-    """Batched permutation null of linear CKA: one batched product per chunk of draws."""
+    """Permutation null of linear CKA from the prepared sides: only the cross product changes
+    with the pairing (:func:`_permuted_cross`)."""
     (hxx, _), (hyy, _) = sx.side, sy.side
     hxy = _permuted_cross(sx.Xc, sy.Xc, perms)  # (n_perm,)
     return (hxy / math.sqrt(hxx * hyy)).clamp(0.0, 1.0).cpu().numpy()
