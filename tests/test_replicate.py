@@ -224,3 +224,23 @@ def test_grokking_analysis_on_a_synthetic_record():
     assert [c.passed for c in _checks({0: analyse(late)})] == [True, True, False]
     fast = {**rec, "novel_acc": [0.0, 0.5, 0.95, 1, 1, 1, 1, 1, 1]}
     assert not _checks({0: analyse(fast)})[0].passed
+
+
+def test_commutative_twins_are_near_duplicates_that_fool_a_twonn():
+    # why grokking-lid keeps one input per unordered pair: at initialisation [a, b] and [b, a]
+    # differ only through the positional embeddings, so each input's nearest neighbour is its
+    # twin and the TwoNN ratio r2 / r1 is huge
+    import torch
+
+    from repscope.measures.dimension import twonn
+    from repscope.replicate._transformer import GrokTransformer, modular_addition
+
+    d = modular_addition(23, 0.5, seed=0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        _, reps = GrokTransformer(23)(torch.from_numpy(d.tokens))
+    H = reps.numpy()  # (529, 128)
+    a, b = np.divmod(np.arange(23 * 23), 23)
+    once = np.flatnonzero(a < b)
+    assert twonn(H, fit="mle", n_boot=0).value < 2
+    assert twonn(H[once], fit="mle", n_boot=0).value > 3 * twonn(H, fit="mle", n_boot=0).value
