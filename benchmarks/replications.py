@@ -41,8 +41,9 @@ def main() -> None:
         print(f"{name}: {res.verdict} in {res.seconds:.0f} s", flush=True)
     present = [c for c in claims.values() if (args.out / f"{c.name}.json").is_file()]
     note = ("Runtimes are wall seconds of one process (OMP_NUM_THREADS=1) on a shared 2-core "
-            "x86_64 VM; the 2026-12-03 runs shared it with many other jobs (load ~20), so their "
-            "wall times are several times their CPU times.")
+            "x86_64 VM; the 2026-12-03 runs shared it with many other jobs (load ~20), the "
+            "2026-12-04 runs with two to three other processes, so their wall times are larger "
+            "than their CPU times.")
     write_index(present, [read_result(args.out / f"{c.name}.json") for c in present], args.out,
                 note=note)
 
