@@ -27,6 +27,20 @@ def test_dse_training_quick():
     assert true["dse"][-1] > true["dse"][1] and true["train_acc"][-1] == 1.0
 
 
+def test_grokking_lid_quick():
+    res = _run("grokking-lid")
+    # FAIL: the network groks (novel pairs at chance while train accuracy is 1, generalised
+    # >= 3x later) and LID falls by far more than its error, but the fall accompanies the rise
+    # of test accuracy: half the drop is reached at the checkpoint where accuracy crosses 0.5,
+    # not before it (the page's analysis; seeds 1 and 2 split, see the full page)
+    assert res.verdict == "FAIL"
+    assert [c.passed for c in res.checks] == [True, True, False]
+    a = res.details["analysis"]["0"]
+    assert a["novel_acc_at_t_mem"] < 0.1 and a["t_gen"] >= 3 * a["t_mem"]
+    assert 0.3 < a["test_acc_at_t_mem"] < 0.7  # the commutative twins of train pairs
+    assert a["drop"] > 0.3 * a["peak"] and a["t_half"] >= a["t_jump"]
+
+
 def test_landscape_id_quick():
     res = _run("landscape-id")
     assert res.verdict == "PASS", [c for c in res.checks if not c.passed]

@@ -12,6 +12,7 @@ __all__ = ["CLAIMS", "MODULES", "add", "all_claims", "get_claim"]
 MODULES = (
     "repscope.replicate.similarity_bias",
     "repscope.replicate.neural_collapse",
+    "repscope.replicate.grokking",
     "repscope.replicate.lm_depth",
     "repscope.replicate.outliers",
     "repscope.replicate.landscape_id",
